@@ -1,0 +1,491 @@
+"""CTR training throughput: tfdebias DeepFM against DeepCTR 0.9.4's DeepFM.
+
+Workload (defaults): 200,000 training rows and 20,000 held-out rows, 26 categorical
+fields of 10,000 ids each (Zipf-distributed, id 0 unused as padding), embedding 16,
+DNN 256-128, batch 1,024, Adam-family optimizer with learning rate 1e-3, binary
+cross-entropy; one warm-up epoch, then two timed epochs. The labels come from a hidden
+logistic model (first-order id weights plus an FM-style pairwise term), so the
+validation AUC means something and speed is never bought with quality.
+
+Every measurement runs in its own child process (``--worker ...``):
+
+* ``anchor``: DeepCTR 0.9.4 ``DeepFM`` on ``tf-keras`` 2.21 with
+  ``TF_USE_LEGACY_KERAS=1`` (DeepCTR is tf.keras-2 code; Keras 3 and tf-keras never
+  share a process), fed numpy arrays the way DeepCTR's examples do, tf.keras Adam.
+  Regularisation matched to ours (``l2_reg_embedding = l2_reg_linear = 0``;
+  DeepCTR's default table-wide L2 would densify its embedding gradients and slow it
+  down, which would flatter us).
+* ``ours``: ``tfdebias.models.build("deepfm", schema, embedding_dim=16,
+  hidden_units=[256, 128])``, fed the in-memory ``tf.data`` pipeline below, one
+  variant per child: ``adam`` (Keras Adam), ``lazy_adam``
+  (:class:`tfdebias.optimizers.LazyAdam`), ``lazy_adam_jit`` (LazyAdam with
+  ``jit_compile=True``), and optionally ``adam_jit``, ``adagrad``, ``sgd``.
+* ``pipeline``: the input pipeline alone (no model, :func:`make_pipeline`: a shuffled
+  index permutation cut into batches, ``map(gather rows)``, prefetch), iterated in
+  Python for the same epochs, like ``fit`` does.
+
+Anchor and variants are interleaved (the order rotates every repeat) and repeated, so
+load from other processes on the machine hits all of them alike; the figures are
+medians over repeats. The data is generated once (fixed seed) into a temporary
+``.npz`` that every child reads.
+
+Usage::
+
+    python benchmarks/ctr_throughput.py --json            # full run (~15 min on 2 cores)
+    python benchmarks/ctr_throughput.py --quick --json    # smoke run (small data)
+
+The last line of stdout is one JSON object: ``examples_per_sec`` (the headline
+variant's median), ``pipeline_examples_per_sec``, ``anchor`` (``null`` with
+``anchor_error`` if DeepCTR could not run), ``speedup_vs_anchor``, per-variant figures
+(``variants``), validation AUCs (``auc``), ``peak_rss_mb`` and the workload/machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common  # noqa: E402
+
+ANCHOR_PACKAGE = "deepctr==0.9.4"
+VARIANTS = {
+    # name: (optimizer name for tfdebias.optimizers.make_optimizer, jit_compile)
+    "adam": ("adam", False),
+    "lazy_adam": ("lazy_adam", False),
+    "lazy_adam_jit": ("lazy_adam", True),
+    "adam_jit": ("adam", True),
+    "adagrad": ("adagrad", False),
+    "sgd": ("sgd", False),
+}
+DEFAULT_VARIANTS = ("adam", "lazy_adam", "lazy_adam_jit")
+#: The configuration the headline ``examples_per_sec`` reports: the CTR default
+#: optimizer (LazyAdam) with XLA, the fastest of the variants in our runs.
+HEADLINE = "lazy_adam_jit"
+
+
+# ---------------------------------------------------------------------------------
+# data
+# ---------------------------------------------------------------------------------
+def field_names(fields: int) -> list[str]:
+    return [f"C{i + 1}" for i in range(fields)]
+
+
+def make_data(rows: int, val_rows: int, fields: int, vocab: int, seed: int) -> dict:
+    """Synthetic CTR data with labels from a hidden logistic model.
+
+    Ids per field follow a Zipf(1.1) law over ``1..vocab-1`` (a random id order per
+    field); ``logit = b + sum_f w_f[x_f] + 0.5 * (||sum_f u_f[x_f]||^2 - sum_f
+    ||u_f[x_f]||^2)`` with ``w ~ N(0, 0.25^2)`` and 4-dim ``u ~ N(0, 0.15^2)``
+    (an FM's first- and second-order terms); ``label ~ Bernoulli(sigmoid(logit))``.
+    """
+    rng = np.random.default_rng(seed)
+    n = rows + val_rows
+    ranks = np.arange(1, vocab, dtype=np.float64)
+    p = ranks ** -1.1
+    p /= p.sum()
+    draws = rng.choice(vocab - 1, size=(n, fields), p=p)            # popularity rank
+    perm = np.stack([rng.permutation(vocab - 1) for _ in range(fields)])  # (F, vocab-1)
+    ids = perm[np.arange(fields)[None, :], draws] + 1                 # 1..vocab-1
+    w = rng.normal(0.0, 0.25, size=(fields, vocab))
+    u = rng.normal(0.0, 0.15, size=(fields, vocab, 4))
+    cols = np.arange(fields)[None, :]
+    first = w[cols, ids].sum(axis=1)
+    uu = u[cols, ids]                                                 # (n, F, 4)
+    second = 0.5 * ((uu.sum(axis=1) ** 2).sum(axis=1) - (uu ** 2).sum(axis=(1, 2)))
+    logit = -1.0 + first + second
+    y = (rng.random(n) < 1.0 / (1.0 + np.exp(-logit))).astype(np.float32)
+    ids = ids.astype(np.int32)
+    return {
+        "x_train": ids[:rows], "y_train": y[:rows],
+        "x_val": ids[rows:], "y_val": y[rows:],
+        "bayes_auc_val": float(_auc(y[rows:], logit[rows:])),
+    }
+
+
+def _auc(y, score) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y, score))
+
+
+# ---------------------------------------------------------------------------------
+# children
+# ---------------------------------------------------------------------------------
+def make_pipeline(x, y, batch_size: int, names, shuffle=True, seed=0):
+    """In-memory ``tf.data`` pipeline that batches by index-gather.
+
+    Per epoch, one permutation of ``0..n-1`` (``stateless_shuffle`` seeded from
+    ``Dataset.random(seed, rerandomize_each_iteration=True)``, so every epoch is
+    reshuffled, reproducibly) is cut into batches of indices; each batch is then one
+    ``tf.gather`` of rows of the row-major id matrix (n, F) and of the labels,
+    transposed and split into the feature dict. Only batches, never single examples,
+    pass through tf.data; ``Dataset.range(n).shuffle(n).batch(B)`` does the same job
+    at a third of the speed (per-element shuffling; measured while writing this).
+    """
+    import tensorflow as tf
+
+    ids = tf.constant(np.ascontiguousarray(x).astype(np.int64))  # (n, F)
+    labels = tf.constant(y.astype(np.float32))
+    n = int(x.shape[0])
+    starts = tf.range(0, n, batch_size, dtype=tf.int64)
+
+    def batches_of(epoch_seed):
+        order = tf.range(n, dtype=tf.int64)
+        if shuffle:
+            order = tf.random.experimental.stateless_shuffle(
+                order, seed=tf.stack([epoch_seed, tf.constant(seed, tf.int64)]))
+        return tf.data.Dataset.from_tensor_slices(starts).map(
+            lambda s: order[s:tf.minimum(s + batch_size, n)])
+
+    def gather(idx):
+        rows = tf.transpose(tf.gather(ids, idx))  # (F, B)
+        feats = dict(zip(names, tf.unstack(rows, axis=0)))
+        return feats, tf.gather(labels, idx)
+
+    ds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
+    ds = ds.flat_map(batches_of)
+    ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _load(path):
+    with np.load(path) as d:
+        return {k: d[k] for k in d.files}
+
+
+def worker_pipeline(args) -> dict:
+    import tensorflow as tf  # noqa: F401
+
+    data = _load(args.data)
+    x, y = data["x_train"], data["y_train"]
+    names = field_names(x.shape[1])
+    ds = make_pipeline(x, y, args.batch_size, names, seed=args.seed)
+    seconds = []
+    for _ in range(args.warmup_epochs + args.epochs):
+        start = time.perf_counter()
+        for _batch in ds:
+            pass
+        seconds.append(time.perf_counter() - start)
+    timed = sum(seconds[args.warmup_epochs:])
+    return {
+        "examples_per_sec": _common.rate(len(y) * args.epochs, timed),
+        "epoch_seconds": [round(s, 3) for s in seconds],
+        "peak_rss_mb": _common.peak_rss_mb(),
+    }
+
+
+def worker_ours(args) -> dict:
+    import keras
+    import tensorflow as tf  # noqa: F401
+
+    from tfdebias import models
+    from tfdebias.optimizers import make_optimizer
+    from tfdebias.schema import Feature, Schema
+
+    data = _load(args.data)
+    x, y = data["x_train"], data["y_train"]
+    names = field_names(x.shape[1])
+    optimizer_name, jit = VARIANTS[args.variant]
+    keras.utils.set_random_seed(args.seed)
+    schema = Schema(
+        [Feature(n, "categorical", vocab_size=args.vocab) for n in names]
+        + [Feature("label", "label")]
+    )
+    model = models.build(
+        "deepfm", schema, embedding_dim=args.embedding_dim, hidden_units=list(args.dnn)
+    )
+    model.compile(
+        optimizer=make_optimizer(optimizer_name, args.learning_rate),
+        loss="binary_crossentropy",
+        jit_compile=jit,
+    )
+    ds = make_pipeline(x, y, args.batch_size, names, seed=args.seed)
+    timer = _common.epoch_timer(keras.callbacks.Callback)
+    model.fit(ds, epochs=args.warmup_epochs + args.epochs, callbacks=[timer], verbose=0)
+    timed = sum(timer.seconds[args.warmup_epochs:])
+    val = make_pipeline(data["x_val"], data["y_val"], 4096, names, shuffle=False)
+    scores = model.predict(val, verbose=0).reshape(-1)
+    return {
+        "examples_per_sec": _common.rate(len(y) * args.epochs, timed),
+        "epoch_seconds": [round(s, 3) for s in timer.seconds],
+        "auc": round(_auc(data["y_val"], scores), 5),
+        "optimizer": type(model.optimizer).__name__,
+        "jit_compile": jit,
+        "parameters": int(model.count_params()),
+        "peak_rss_mb": _common.peak_rss_mb(),
+    }
+
+
+def _import_deepctr_quietly():
+    """Import deepctr without its import-time version check, a thread that queries
+    PyPI and prints to stdout (which would corrupt the JSON last line)."""
+    import requests
+
+    class _NoResponse:
+        status_code = None
+
+    requests.get = lambda *a, **k: _NoResponse()  # this child never uses requests
+    import deepctr
+
+    return deepctr
+
+
+def worker_anchor(args) -> dict:
+    # Runs with TF_USE_LEGACY_KERAS=1, so tf.keras is tf-keras 2.x here.
+    import tensorflow as tf
+    import tf_keras
+
+    deepctr = _import_deepctr_quietly()
+    from deepctr.feature_column import SparseFeat
+    from deepctr.models import DeepFM
+
+    data = _load(args.data)
+    x, y = data["x_train"], data["y_train"]
+    names = field_names(x.shape[1])
+    tf.random.set_seed(args.seed)
+    columns = [SparseFeat(n, vocabulary_size=args.vocab, embedding_dim=args.embedding_dim)
+               for n in names]
+    model = DeepFM(columns, columns, dnn_hidden_units=tuple(args.dnn), l2_reg_linear=0.0,
+                   l2_reg_embedding=0.0, l2_reg_dnn=0.0, dnn_dropout=0.0, task="binary",
+                   seed=args.seed)
+    model.compile(tf_keras.optimizers.Adam(args.learning_rate), "binary_crossentropy")
+    inputs = {n: x[:, i] for i, n in enumerate(names)}
+    timer = _common.epoch_timer(tf_keras.callbacks.Callback)
+    model.fit(inputs, y, batch_size=args.batch_size, epochs=args.warmup_epochs + args.epochs,
+              shuffle=True, callbacks=[timer], verbose=0)
+    timed = sum(timer.seconds[args.warmup_epochs:])
+    val = {n: data["x_val"][:, i] for i, n in enumerate(names)}
+    scores = model.predict(val, batch_size=4096, verbose=0).reshape(-1)
+    return {
+        "examples_per_sec": _common.rate(len(y) * args.epochs, timed),
+        "epoch_seconds": [round(s, 3) for s in timer.seconds],
+        "auc": round(_auc(data["y_val"], scores), 5),
+        "versions": {"deepctr": deepctr.__version__, "tf_keras": tf_keras.__version__,
+                     "tensorflow": tf.__version__},
+        "parameters": int(model.count_params()),
+        "peak_rss_mb": _common.peak_rss_mb(),
+    }
+
+
+# ---------------------------------------------------------------------------------
+# parent
+# ---------------------------------------------------------------------------------
+def _child_cmd(args, worker, data_path, variant=None):
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", worker, "--data", data_path,
+           "--vocab", str(args.vocab), "--embedding-dim", str(args.embedding_dim),
+           "--dnn", *map(str, args.dnn), "--batch-size", str(args.batch_size),
+           "--learning-rate", str(args.learning_rate), "--epochs", str(args.epochs),
+           "--warmup-epochs", str(args.warmup_epochs), "--seed", str(args.seed)]
+    if variant:
+        cmd += ["--variant", variant]
+    return cmd
+
+
+def _anchor_available(python) -> str | None:
+    """None if DeepCTR and tf-keras import in a legacy-Keras child, else the reason."""
+    import subprocess
+
+    probe = ("import json, sys; sys.path.insert(0, sys.argv[1]); import tf_keras; "
+             "from ctr_throughput import _import_deepctr_quietly as q; deepctr = q(); "
+             "print(json.dumps({'deepctr': deepctr.__version__, 'tf_keras': tf_keras.__version__}))")
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="3")
+    here = os.path.dirname(os.path.abspath(__file__))
+    proc = subprocess.run([python, "-c", probe, here], capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        return (f"DeepCTR anchor cannot run ({last}); install it with "
+                f"`pip install {ANCHOR_PACKAGE} tf-keras==2.21.*`")
+    got = _common.last_json(proc.stdout)
+    if got["deepctr"] != ANCHOR_PACKAGE.split("==")[1]:
+        return f"DeepCTR {got['deepctr']} is installed, the anchor is {ANCHOR_PACKAGE}"
+    return None
+
+
+def _say(*parts):
+    print(*parts, flush=True)
+
+
+def run(args) -> dict:
+    variants = list(args.variants)
+    headline = args.headline if args.headline in variants else variants[-1]
+    workload = {
+        "rows": args.rows, "val_rows": args.val_rows, "fields": args.fields,
+        "vocab": args.vocab, "embedding_dim": args.embedding_dim, "dnn": list(args.dnn),
+        "batch_size": args.batch_size, "learning_rate": args.learning_rate,
+        "warmup_epochs": args.warmup_epochs, "timed_epochs": args.epochs,
+        "repeats": args.repeats, "seed": args.seed,
+    }
+    anchor_error = None if args.no_anchor is False else "skipped (--no-anchor)"
+    if anchor_error is None:
+        anchor_error = _anchor_available(args.anchor_python)
+
+    with tempfile.TemporaryDirectory(prefix="ctr_throughput_") as tmp:
+        start = time.perf_counter()
+        data = make_data(args.rows, args.val_rows, args.fields, args.vocab, args.seed)
+        path = os.path.join(tmp, "data.npz")
+        np.savez(path, **{k: v for k, v in data.items() if k.startswith(("x_", "y_"))})
+        _say(f"data: {args.rows} + {args.val_rows} rows, {args.fields} fields x {args.vocab} "
+             f"ids, positive rate {data['y_train'].mean():.3f}, hidden-model AUC "
+             f"{data['bayes_auc_val']:.4f} ({time.perf_counter() - start:.1f}s)")
+
+        jobs = [("ours", v) for v in variants]
+        if anchor_error is None:
+            jobs = [("anchor", "deepctr")] + jobs
+        results: dict[str, list[dict]] = {name: [] for _, name in jobs}
+        errors: dict[str, str] = {}
+        pipeline = None
+        for rep in range(args.repeats):
+            shift = rep % len(jobs)
+            for kind, name in jobs[shift:] + jobs[:shift]:
+                if name in errors:
+                    continue
+                env = {"TF_USE_LEGACY_KERAS": "1"} if kind == "anchor" else {}
+                python = args.anchor_python if kind == "anchor" else sys.executable
+                cmd = _child_cmd(args, kind, path, None if kind == "anchor" else name)
+                cmd[0] = python
+                try:
+                    got = _common.run_json_child(cmd, env=env, timeout=args.child_timeout)
+                except _common.BenchmarkError as e:
+                    errors[name] = str(e)
+                    _say(f"[{rep + 1}/{args.repeats}] {name}: FAILED {str(e).splitlines()[-1]}")
+                    continue
+                results[name].append(got)
+                _say(f"[{rep + 1}/{args.repeats}] {name:14s} {got['examples_per_sec']:>10.0f} "
+                     f"ex/s  AUC {got['auc']:.4f}  epochs {got['epoch_seconds']}  "
+                     f"RSS {got['peak_rss_mb']:.0f} MiB")
+            if rep == 0:
+                try:
+                    pipeline = _common.run_json_child(
+                        _child_cmd(args, "pipeline", path), timeout=args.child_timeout)
+                    _say(f"[{rep + 1}/{args.repeats}] pipeline       "
+                         f"{pipeline['examples_per_sec']:>10.0f} ex/s")
+                except _common.BenchmarkError as e:
+                    errors["pipeline"] = str(e)
+
+    def summary(runs):
+        if not runs:
+            return None
+        return {
+            "examples_per_sec": round(_common.median([r["examples_per_sec"] for r in runs]), 1),
+            "runs": [r["examples_per_sec"] for r in runs],
+            "auc": round(float(np.mean([r["auc"] for r in runs])), 5),
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+            **{k: runs[0][k] for k in ("optimizer", "jit_compile", "parameters", "versions")
+               if k in runs[0]},
+        }
+
+    ours = {v: summary(results[v]) for v in variants}
+    anchor = summary(results.get("deepctr", []))
+    if anchor is None and anchor_error is None:
+        anchor_error = errors.get("deepctr", "no anchor run")
+    if anchor is not None:
+        anchor["name"] = f"DeepCTR {ANCHOR_PACKAGE.split('==')[1]} DeepFM (tf-keras, Adam)"
+    head = ours.get(headline)
+    speedups = {
+        v: round(s["examples_per_sec"] / anchor["examples_per_sec"], 3)
+        for v, s in ours.items() if s and anchor
+    }
+    rss = [s["peak_rss_mb"] for s in list(ours.values()) + [anchor, pipeline] if s]
+    return {
+        "benchmark": "ctr_throughput",
+        "quick": bool(args.quick),
+        "headline": headline,
+        "examples_per_sec": head["examples_per_sec"] if head else None,
+        "pipeline_examples_per_sec": pipeline["examples_per_sec"] if pipeline else None,
+        "anchor": anchor,
+        "anchor_error": anchor_error if anchor is None else None,
+        "speedup_vs_anchor": speedups.get(headline),
+        "speedups_vs_anchor": speedups,
+        "variants": ours,
+        "auc": {**{v: s["auc"] for v, s in ours.items() if s},
+                **({"deepctr": anchor["auc"]} if anchor else {}),
+                "hidden_model": round(data["bayes_auc_val"], 5)},
+        "peak_rss_mb": max(rss) if rss else None,
+        "errors": errors,
+        "workload": workload,
+        "machine": _common.machine(),
+    }
+
+
+def _print_table(out):
+    _say("")
+    _say(f"{'config':16s} {'examples/s':>12s} {'vs DeepCTR':>10s} {'val AUC':>8s} {'RSS MiB':>8s}")
+    anchor = out["anchor"]
+    if anchor:
+        _say(f"{'deepctr (anchor)':16s} {anchor['examples_per_sec']:>12.0f} {1.0:>10.2f} "
+             f"{anchor['auc']:>8.4f} {anchor['peak_rss_mb']:>8.0f}")
+    else:
+        _say(f"{'deepctr (anchor)':16s} {'n/a':>12s}  ({out['anchor_error']})")
+    for v, s in out["variants"].items():
+        if not s:
+            _say(f"{v:16s} {'failed':>12s}")
+            continue
+        ratio = out["speedups_vs_anchor"].get(v)
+        _say(f"{v:16s} {s['examples_per_sec']:>12.0f} "
+             f"{(f'{ratio:.2f}' if ratio else 'n/a'):>10s} {s['auc']:>8.4f} "
+             f"{s['peak_rss_mb']:>8.0f}" + ("   <- headline" if v == out["headline"] else ""))
+    if out["pipeline_examples_per_sec"]:
+        _say(f"{'input pipeline':16s} {out['pipeline_examples_per_sec']:>12.0f}")
+    _say(f"hidden-model AUC (upper bound): {out['auc']['hidden_model']:.4f}; "
+         f"peak RSS {out['peak_rss_mb']} MiB; machine {out['machine']['cpus']} CPUs")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--json", action="store_true",
+                   help="accepted for uniformity: the last stdout line is always the JSON")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: 20,000 rows, 4,000 held out, 1 repeat")
+    p.add_argument("--rows", type=int, default=200_000)
+    p.add_argument("--val-rows", type=int, default=20_000)
+    p.add_argument("--fields", type=int, default=26)
+    p.add_argument("--vocab", type=int, default=10_000)
+    p.add_argument("--embedding-dim", type=int, default=16)
+    p.add_argument("--dnn", type=int, nargs="+", default=[256, 128])
+    p.add_argument("--batch-size", type=int, default=1024)
+    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--epochs", type=int, default=2, help="timed epochs")
+    p.add_argument("--warmup-epochs", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=3,
+                   help="interleaved repeats of every measurement (median reported)")
+    p.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS),
+                   choices=sorted(VARIANTS))
+    p.add_argument("--headline", default=HEADLINE, choices=sorted(VARIANTS))
+    p.add_argument("--no-anchor", action="store_true", help="skip DeepCTR")
+    p.add_argument("--anchor-python", default=sys.executable,
+                   help="Python with deepctr==0.9.4 and tf-keras installed")
+    p.add_argument("--child-timeout", type=float, default=1800)
+    p.add_argument("--seed", type=int, default=2024)
+    # internal: one measurement in this (child) process
+    p.add_argument("--worker", choices=["ours", "anchor", "pipeline"], help=argparse.SUPPRESS)
+    p.add_argument("--data", help=argparse.SUPPRESS)
+    p.add_argument("--variant", choices=sorted(VARIANTS), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.rows, args.val_rows, args.repeats = 20_000, 4_000, 1
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.worker:
+        fn = {"ours": worker_ours, "anchor": worker_anchor, "pipeline": worker_pipeline}
+        _common.emit_json(fn[args.worker](args))
+        return 0
+    out = run(args)
+    _print_table(out)
+    _common.emit_json(out)
+    ok = out["examples_per_sec"] is not None and not (
+        set(out["errors"]) - {"deepctr"}
+    )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,263 @@
+"""``confounded_ctr``: CTR logs biased by a latent item confounder (stands in for KuaiRec).
+
+Frozen at 1.0.0: the generator below never changes under this version.
+
+Stands in for **KuaiRec** (Gao et al., CIKM 2022) as CP2Rec uses it (paper 004,
+Sec. 5.1.1-5.1.2, Table 2): a biased log ("big matrix") split 8:2 into train/valid,
+and a fully observed user x item block ("small matrix", 1,411 x 3,327, density 99.6%)
+as the unbiased test set; 11 item statistics serve as *confounding proxies* (Sec. 4.2:
+"statistical features associated with the items ... more likely to ... affect the
+exposure probability of this item in the subsequent recommendation policy", plus
+context such as the exposure position, Table 1).
+
+Generative story (one draw per ``seed``):
+
+1. Users ``u`` have a latent taste ``x_u`` (``dim``) and an activity ``a_u ~ N(0,1)``;
+   items ``i`` have a latent ``y_i`` near their category's centre, and a latent
+   **confounder** ``q_i ~ N(0,1)`` (quality/popularity).
+2. Each pair has a latent interest ``h_ui = <x_u, y_i> + s_eps * eps_ui`` with
+   ``eps_ui ~ N(0,1)`` pair-level and never observed.
+3. Intrinsic click probability ``r_ui = sigmoid(b_c + alpha*h_ui + beta_q*q_i + beta_a*a_u)``.
+4. The logging policy exposes the pair with the **true propensity**
+   ``p_ui = sigmoid(b_e + gamma_q*q_i + gamma_h*h_ui + gamma_a*a_u)``; ``b_e`` is set so
+   the mean of ``p_ui`` equals ``density``. Every pair outside the test block is logged
+   with probability ``p_ui`` (independent Bernoulli draws).
+5. Display position: logged rows are ranked by the policy score (plus N(0,1) noise)
+   into ``n_positions`` equal buckets, 1 = top; test rows get a uniform position (the
+   block is collected without the policy). Examination ``kappa(k) = 1/(1 + lambda*(k-1))``.
+6. ``relevance = r_ui * kappa(position)`` and ``click ~ Bernoulli(relevance)``.
+7. Proxies: item statistics computed from the logged rows (train and valid): the log
+   show count and nine smoothed rates (play, complete play, valid play, long play,
+   like, comment, share, follow, collect), each a Binomial draw over the item's shows
+   with success probability ``sigmoid(a_k + b_k*q_i + 0.5*xi_ik)``; plus ``position``.
+
+Bias it injects: exposure is missing not at random. It depends on ``q_i`` (which also
+drives clicks: a confounder, visible only through noisy proxies) and on the pair-level
+interest ``h_ui`` (which no feature reveals), and logged rows sit at better positions.
+A model fit on the logs over-estimates CTR and ranks differently on the unbiased block.
+
+Ground truth shipped: ``propensity`` (the true ``p_ui`` of every row, test block
+included), ``relevance`` (the true click probability of the row), ``confounder``
+(``q_i``).
+
+Splits: ``train``/``valid`` = logged rows split 8:2 at random (biased); ``test`` = every
+pair of a random ``test_users`` x ``test_items`` block, excluded from the logs.
+
+Configs: ``small`` (default; ~28k logged rows + 8k test rows) and ``paper`` (7,176 users
+x 10,728 items and a 1,411 x 3,327 test block as in KuaiRec; the logged density is
+scaled down from KuaiRec's 16.3% to 4%, about 2.9M logged rows instead of 12.5M, to
+keep the build tractable).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from tfdebias.errors import UsageError
+from tfdebias.schema import Feature, Schema
+
+from . import _base
+from ._base import SimulatorBuilder
+
+NAME = "confounded_ctr"
+
+DEFAULTS = {
+    "seed": 0,
+    "n_users": 1000,
+    "n_items": 700,
+    "dim": 8,
+    "n_categories": 12,
+    "n_activity": 4,
+    "n_segments": 8,
+    "n_positions": 10,
+    "density": 0.04,
+    "test_users": 100,
+    "test_items": 80,
+    "valid_fraction": 0.2,
+    "interest_noise": 1.0,  # s_eps
+    "click_intercept": -2.0,  # b_c
+    "preference_click": 1.2,  # alpha
+    "confounder_click": 0.7,  # beta_q
+    "activity_click": 0.3,  # beta_a
+    "confounder_exposure": 1.2,  # gamma_q
+    "interest_exposure": 0.8,  # gamma_h
+    "activity_exposure": 0.5,  # gamma_a
+    "position_bias": 0.1,  # lambda
+}
+
+CONFIGS = {
+    "small": {},
+    "paper": {
+        "n_users": 7176,
+        "n_items": 10728,
+        "test_users": 1411,
+        "test_items": 3327,
+        "n_categories": 31,
+        "dim": 16,
+        "density": 0.04,
+    },
+}
+
+#: The nine rate proxies: (name, a_k, b_k) in sigmoid(a_k + b_k*q_i + 0.5*xi_ik).
+RATE_PROXIES = (
+    ("play_rate", 0.5, 0.8),
+    ("complete_play_rate", -0.8, 1.0),
+    ("valid_play_rate", 0.2, 0.9),
+    ("long_play_rate", -0.4, 0.9),
+    ("like_rate", -3.0, 1.0),
+    ("comment_rate", -4.0, 0.8),
+    ("share_rate", -4.5, 0.9),
+    ("follow_rate", -4.5, 0.7),
+    ("collect_rate", -4.2, 0.8),
+)
+#: All 11 confounding-proxy features (10 dense item statistics + the display position).
+PROXIES = ("log_show_cnt",) + tuple(n for n, _, _ in RATE_PROXIES) + ("position",)
+
+
+def _params(params: Mapping | None) -> dict:
+    p = _base.merge_params(DEFAULTS, params, NAME)
+    _base.check_positive(
+        p, "n_users", "n_items", "dim", "n_categories", "n_activity", "n_segments",
+        "n_positions", "test_users", "test_items", where=NAME,
+    )
+    _base.check_fraction(p, "density", "valid_fraction", where=NAME)
+    if p["test_users"] > p["n_users"] or p["test_items"] > p["n_items"]:
+        raise UsageError(f"{NAME}: the test block must fit inside n_users x n_items")
+    return p
+
+
+def schema(params: Mapping | None = None) -> Schema:
+    p = _params(params)
+    feats = [
+        Feature("user_id", "categorical", vocab_size=p["n_users"] + 1, description="user"),
+        Feature("item_id", "categorical", vocab_size=p["n_items"] + 1, description="video"),
+        Feature("user_activity", "categorical", vocab_size=p["n_activity"] + 1,
+                description="activity level (quantile bucket, 1 = least active)"),
+        Feature("user_segment", "categorical", vocab_size=p["n_segments"] + 1,
+                description="taste segment (nearest of n_segments prototypes)"),
+        Feature("item_category", "categorical", vocab_size=p["n_categories"] + 1,
+                description="item category"),
+        Feature("log_show_cnt", "proxy", description="log(1 + logged shows of the item)"),
+    ]
+    feats += [
+        Feature(n, "proxy", description=f"item {n.replace('_', ' ')} over its logged shows")
+        for n, _, _ in RATE_PROXIES
+    ]
+    feats += [
+        Feature("position", "proxy", vocab_size=p["n_positions"] + 1,
+                description="display position, 1 = top"),
+        Feature("click", "label", description="clicked (Bernoulli(relevance))"),
+        Feature("propensity", "exposure", description="true logging-policy P(exposed)"),
+        Feature("relevance", "truth", description="true P(click) of the row"),
+        Feature("confounder", "truth", description="latent item confounder q_i"),
+    ]
+    return Schema(feats)
+
+
+def simulate(params: Mapping | None = None) -> _base.Splits:
+    """Splits ``train``, ``valid``, ``test`` as column dicts (see the module docstring)."""
+    p = _params(params)
+    sch = schema(p)
+    s_struct, s_pilot, s_expo, s_rows = np.random.SeedSequence(p["seed"]).spawn(4)
+    rng = np.random.default_rng(s_struct)
+    nu, ni, d = p["n_users"], p["n_items"], p["dim"]
+
+    # 1. latent structure
+    x = _base.latent(rng, nu, d)
+    activity = rng.standard_normal(nu)
+    centres = _base.latent(rng, p["n_categories"], d)
+    category = rng.integers(0, p["n_categories"], ni)
+    y = 0.8 * centres[category] + 0.6 * _base.latent(rng, ni, d)
+    q = rng.standard_normal(ni)
+    prototypes = _base.latent(rng, p["n_segments"], d)
+    segment = 1 + np.argmax(x @ prototypes.T, axis=1)
+    activity_id = _base.quantile_bucket(activity, p["n_activity"])
+    test_u = np.zeros(nu, bool)
+    test_u[rng.choice(nu, p["test_users"], replace=False)] = True
+    test_i = np.zeros(ni, bool)
+    test_i[rng.choice(ni, p["test_items"], replace=False)] = True
+
+    def exposure_logit(h, uu, ii):
+        return (p["confounder_exposure"] * q[ii] + p["interest_exposure"] * h
+                + p["activity_exposure"] * activity[uu])
+
+    # 4. calibrate the policy intercept b_e on a pilot sample of pairs
+    pilot = np.random.default_rng(s_pilot)
+    pu, pi = pilot.integers(0, nu, 200_000), pilot.integers(0, ni, 200_000)
+    ph = np.einsum("nd,nd->n", x[pu], y[pi]) + p["interest_noise"] * pilot.standard_normal(len(pu))
+    b_e = _base.calibrate_intercept(exposure_logit(ph, pu, pi), p["density"])
+
+    # 2.+4. draw h and exposures for every pair, one block of users at a time
+    rng_e = np.random.default_rng(s_expo)
+    logged, block = [], []
+    for sl in _base.user_blocks(nu, ni):
+        uu = np.arange(sl.start, sl.stop)
+        h = x[sl] @ y.T + p["interest_noise"] * rng_e.standard_normal((len(uu), ni))
+        e = exposure_logit(h, uu[:, None], np.arange(ni)[None, :]) + b_e
+        shown = rng_e.random(e.shape) < _base.sigmoid(e)
+        in_block = test_u[uu][:, None] & test_i[None, :]
+        for mask, out in ((shown & ~in_block, logged), (in_block, block)):
+            r, c = np.nonzero(mask)
+            out.append((uu[r], c, h[r, c], e[r, c]))
+    lu, li, lh, le = (np.concatenate(a) for a in zip(*logged))
+    tu, ti, th, te = (np.concatenate(a) for a in zip(*block))
+
+    rng = np.random.default_rng(s_rows)
+    # 5. positions
+    n_pos = p["n_positions"]
+    l_pos = _base.quantile_bucket(-(le + rng.standard_normal(len(le))), n_pos)
+    t_pos = rng.integers(1, n_pos + 1, len(te))
+
+    # 7. proxies from the logged rows
+    shows = np.bincount(li, minlength=ni).astype(np.float64)
+    item_stats = {"log_show_cnt": np.log1p(shows)}
+    for name, a_k, b_k in RATE_PROXIES:
+        pi_k = _base.sigmoid(a_k + b_k * q + 0.5 * rng.standard_normal(ni))
+        hits = rng.binomial(shows.astype(np.int64), pi_k)
+        prior = _base.sigmoid(a_k)
+        item_stats[name] = (hits + 2.0 * prior) / (shows + 2.0)
+
+    def rows(uu, ii, h, e, pos):
+        r = _base.sigmoid(p["click_intercept"] + p["preference_click"] * h
+                          + p["confounder_click"] * q[ii] + p["activity_click"] * activity[uu])
+        rel = r / (1.0 + p["position_bias"] * (pos - 1))
+        cols = {
+            "user_id": uu + 1,
+            "item_id": ii + 1,
+            "user_activity": activity_id[uu],
+            "user_segment": segment[uu],
+            "item_category": category[ii] + 1,
+            "position": pos,
+            "click": (rng.random(len(rel)) < rel),
+            "propensity": _base.sigmoid(e),
+            "relevance": rel,
+            "confounder": q[ii],
+        }
+        cols.update({k: v[ii] for k, v in item_stats.items()})
+        return _base.cast_to_schema(sch, cols)
+
+    logged_cols = rows(lu, li, lh, le, l_pos)
+    test_cols = rows(tu, ti, th, te, t_pos)
+    order = rng.permutation(len(lu))
+    n_valid = int(round(p["valid_fraction"] * len(lu)))
+    return {
+        "train": _base.take(logged_cols, order[n_valid:]),
+        "valid": _base.take(logged_cols, order[:n_valid]),
+        "test": test_cols,
+    }
+
+
+class ConfoundedCtr(SimulatorBuilder):
+    """TFDS builder ``confounded_ctr`` (see the module docstring)."""
+
+    BUILDER_CONFIGS = _base.make_configs(CONFIGS)
+    _schema_fn = staticmethod(schema)
+    _simulate_fn = staticmethod(simulate)
+    _defaults = DEFAULTS
+    _citation = """@inproceedings{gao2022kuairec,
+  title={KuaiRec: A Fully-observed Dataset and Insights for Evaluating Recommender Systems},
+  author={Gao, Chongming and Li, Shijun and Lei, Wenqiang and Chen, Jiawei and Li, Biao and
+    Jiang, Peng and He, Xiangnan and Mao, Jiaxin and Chua, Tat-Seng},
+  booktitle={CIKM}, year={2022}}"""

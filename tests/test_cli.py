@@ -1,0 +1,102 @@
+"""The command line: help, the happy path through train/evaluate, and bad input → exit 2
+with one clear line and nothing half-written."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tfdebias.cli import main
+
+
+def run_cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "tfdebias.cli", *args], capture_output=True,
+                          text=True, timeout=600, env={**os.environ, **(env or {})})
+
+
+@pytest.mark.parametrize("cmd", [[], ["train"], ["evaluate"], ["datasets"], ["quickstart"],
+                                 ["reproduce"]])
+def test_help(cmd, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([*cmd, "--help"])
+    assert e.value.code == 0
+    assert "usage: tfdebias" in capsys.readouterr().out
+
+
+def assert_one_line_error(capsys, pattern):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("tfdebias: error: ") and pattern in err[0], err[0]
+
+
+def test_unknown_dataset(tmp_path, data_dir, capsys):
+    out = tmp_path / "r"
+    assert main(["train", "--data", "nope", "--model", "deepfm", "--out", str(out)]) == 2
+    assert_one_line_error(capsys, "unknown data set 'nope'")
+    assert not list(tmp_path.iterdir())
+
+
+def test_unknown_model_leaves_nothing(tmp_path, data_dir, capsys):
+    out = tmp_path / "r"
+    assert main(["train", "--data", "confounded_ctr", "--model", "nope", "--out", str(out)]) == 2
+    assert_one_line_error(capsys, "unknown model 'nope'")
+    assert not list(tmp_path.iterdir())
+
+
+def test_bad_model_argument(tmp_path, data_dir, capsys):
+    out = tmp_path / "r"
+    rc = main(["train", "--data", "confounded_ctr", "--model", "deepfm", "--out", str(out),
+               "--model-arg", "no_such_arg=3"])
+    assert rc == 2
+    assert_one_line_error(capsys, "no_such_arg")
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("args,pattern", [
+    (["--epochs", "0"], "positive integer"),
+    (["--lr", "-1"], "positive number"),
+    (["--model-arg", "novalue"], "KEY=VALUE"),
+])
+def test_bad_arguments_exit_2(args, pattern, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--data", "confounded_ctr", "--model", "deepfm", *args])
+    assert e.value.code == 2
+    assert pattern in capsys.readouterr().err
+
+
+def test_evaluate_missing_run(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path / "missing")]) == 2
+    assert_one_line_error(capsys, "does not exist")
+
+
+def test_train_evaluate_and_mismatched_config(tmp_path, data_dir):
+    out = tmp_path / "lr"
+    p = run_cli("train", "--data", "confounded_ctr", "--model", "lr", "--epochs", "1",
+                "--out", str(out), "--data-dir", data_dir)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "| test |" in p.stdout and (out / "metrics.json").exists()
+    p = run_cli("evaluate", str(out), "--data-dir", data_dir)
+    assert p.returncode == 0 and "| valid |" in p.stdout
+    # A finished run refuses to be overwritten silently.
+    p = run_cli("train", "--data", "confounded_ctr", "--model", "lr", "--epochs", "1",
+                "--out", str(out), "--data-dir", data_dir)
+    assert p.returncode == 2 and "already exists" in p.stderr and "Traceback" not in p.stderr
+    # A config.json that no longer matches the weights (or the schema): one clear error.
+    cfg = (out / "config.json").read_text().replace('"model": "lr"', '"model": "deepfm"')
+    (out / "config.json").write_text(cfg)
+    p = run_cli("evaluate", str(out), "--data-dir", data_dir)
+    assert p.returncode == 2, p.stderr[-2000:]
+    lines = p.stderr.strip().splitlines()
+    assert lines[-1].startswith("tfdebias: error:") and "does not fit" in lines[-1]
+    assert "Traceback" not in p.stderr
+
+
+def test_datasets_list_and_prepare(data_dir, capsys):
+    assert main(["datasets", "list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("confounded_ctr", "cross_domain_ctr", "cascade_exposure", "cross_domain_sequences"):
+        assert name in out
+    assert main(["datasets", "prepare", "confounded_ctr", "--data-dir", data_dir]) == 0
+    assert "train" in capsys.readouterr().out
+    assert main(["datasets", "prepare", "nope", "--data-dir", data_dir]) == 2

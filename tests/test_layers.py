@@ -1,0 +1,282 @@
+"""Layers: each does the arithmetic its paper says, and round-trips its config."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import keras
+
+from tfdebias.errors import SchemaError
+from tfdebias.layers import (
+    MLP,
+    AttentionPooling,
+    BiInteraction,
+    CrossNetwork,
+    FeatureEmbedding,
+    FeatureLinear,
+    FMInteraction,
+    GradientReversal,
+)
+from tfdebias.schema import Feature, Schema
+
+SCHEMA = Schema(
+    [
+        Feature("user_id", "categorical", vocab_size=7),
+        Feature("item_id", "categorical", vocab_size=11),
+        Feature("history", "sequence", vocab_size=11, max_len=4, vocab="item_id"),
+        Feature("age", "dense"),
+        Feature("visual", "vector", width=3),
+        Feature("domain", "domain", vocab_size=2),
+        Feature("pop", "proxy"),
+        Feature("brand", "proxy", vocab_size=5),
+        Feature("click", "label"),
+        Feature("propensity", "exposure"),
+        Feature("relevance", "truth"),
+    ]
+)
+
+
+def batch(n=5, seed=0):
+    rng = np.random.default_rng(seed)
+    out = {}
+    for f in SCHEMA:
+        if f.dtype == "int64":  # scalar ids from 1 (0 is padding/unknown)
+            low = 0 if f.role in ("sequence", "domain") else 1
+            out[f.name] = rng.integers(low, f.vocab_size, size=(n,) + f.shape)
+        else:
+            out[f.name] = rng.random((n,) + f.shape).astype("float32")
+    out["history"][0] = [3, 5, 0, 0]
+    out["history"][1] = 0  # all padding
+    out["something_else"] = np.zeros((n,), "float32")
+    return out
+
+
+def roundtrip(layer):
+    config = layer.get_config()
+    clone = type(layer).from_config(config)
+    assert clone.get_config() == config
+    return clone
+
+
+# -- gradient reversal ----------------------------------------------------------------
+@pytest.mark.parametrize("scale", [1.0, 0.3])
+def test_gradient_reversal_identity_forward_negated_backward(scale):
+    grl = GradientReversal(scale=scale)
+    x = tf.constant([[1.0, -2.0], [3.0, 0.5]])
+    upstream = tf.constant([[0.5, 2.0], [-1.0, 4.0]])
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = grl(x)
+        loss = tf.reduce_sum(y * upstream)
+    np.testing.assert_array_equal(y.numpy(), x.numpy())
+    np.testing.assert_allclose(tape.gradient(loss, x).numpy(), -scale * upstream.numpy())
+    assert roundtrip(grl).scale == pytest.approx(scale)
+
+
+def test_gradient_reversal_scale_can_change_inside_a_traced_function():
+    grl = GradientReversal(scale=1.0)
+    x = tf.constant([2.0])
+
+    @tf.function
+    def grad():
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = tf.reduce_sum(grl(x))
+        return tape.gradient(y, x)
+
+    assert grad().numpy()[0] == pytest.approx(-1.0)
+    grl.set_scale(0.25)
+    assert grad().numpy()[0] == pytest.approx(-0.25)
+
+
+# -- FM pieces ------------------------------------------------------------------------------
+def test_bi_interaction_equals_reference_and_pairwise_sum():
+    rng = np.random.default_rng(1)
+    v = rng.normal(size=(4, 5, 3)).astype("float32")
+    ref = 0.5 * (v.sum(axis=1) ** 2 - (v**2).sum(axis=1))
+    pairwise = sum(v[:, i] * v[:, j] for i in range(5) for j in range(i + 1, 5))
+    out = BiInteraction()(v).numpy()
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out, pairwise, rtol=1e-5, atol=1e-5)
+    fm = FMInteraction()(v).numpy()
+    assert fm.shape == (4, 1)
+    np.testing.assert_allclose(fm[:, 0], pairwise.sum(axis=1), rtol=1e-5, atol=1e-5)
+
+
+def test_bi_interaction_field_weights():
+    v = np.random.default_rng(2).normal(size=(2, 3, 4)).astype("float32")
+    layer = BiInteraction(field_weights=True)
+    layer(v)
+    layer.weight_per_field.assign([2.0, 0.0, 1.0])
+    w = np.array([2.0, 0.0, 1.0], "float32")[None, :, None]
+    np.testing.assert_allclose(layer(v).numpy(), (w * v)[:, 0] * (w * v)[:, 2], rtol=1e-5)
+    assert roundtrip(layer).field_weights
+
+
+# -- cross network, MLP -----------------------------------------------------------------------
+def test_cross_network_follows_the_cross_formula():
+    x0 = np.random.default_rng(3).normal(size=(4, 6)).astype("float32")
+    net = CrossNetwork(num_layers=2)
+    out = net(x0).numpy()
+    x = x0
+    for cross in net.crosses:
+        kernel, bias = (w.numpy() for w in cross.dense.weights)
+        x = x0 * (x @ kernel + bias) + x
+    np.testing.assert_allclose(out, x, rtol=1e-4, atol=1e-5)
+    assert roundtrip(CrossNetwork(num_layers=2, projection_dim=2)).projection_dim == 2
+
+
+def test_mlp_shapes_dropout_and_batch_norm():
+    x = np.random.default_rng(4).normal(size=(8, 5)).astype("float32")
+    mlp = MLP([6, 3], dropout=0.5, batch_norm=True)
+    assert tuple(mlp(x, training=False).shape) == (8, 3)
+    # dropout is active only in training
+    np.testing.assert_allclose(mlp(x, training=False).numpy(), mlp(x, training=False).numpy())
+    assert not np.allclose(mlp(x, training=True).numpy(), mlp(x, training=False).numpy())
+    clone = roundtrip(mlp)
+    assert clone.hidden_units == [6, 3] and clone.batch_norm
+    np.testing.assert_array_equal(MLP([])(x).numpy(), x)
+
+
+# -- attention pooling -----------------------------------------------------------------------
+def test_attention_weights_sum_to_one_and_padding_gets_zero():
+    rng = np.random.default_rng(5)
+    q = rng.normal(size=(3, 4)).astype("float32")
+    keys = rng.normal(size=(3, 5, 4)).astype("float32")
+    mask = np.array([[1, 1, 1, 0, 0], [1, 0, 0, 0, 0], [0, 0, 0, 0, 0]], bool)
+    att = AttentionPooling([8, 4], normalize=True)
+    pooled, w = att(q, keys, mask=mask, return_weights=True)
+    w = w.numpy()
+    np.testing.assert_allclose(w[:2].sum(axis=1), 1.0, rtol=1e-6)
+    assert (w[~mask] == 0.0).all()  # exactly zero, not merely small
+    expected = np.einsum("bl,bld->bd", w, keys)
+    np.testing.assert_allclose(pooled.numpy(), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(pooled.numpy()[2], 0.0)  # all padding -> zeros
+    # padding keys do not influence the result
+    keys2 = keys.copy()
+    keys2[~mask] = 100.0
+    again = att(q, keys2, mask=mask).numpy()
+    np.testing.assert_allclose(again, pooled.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_attention_raw_din_weights_are_masked_not_normalised():
+    rng = np.random.default_rng(6)
+    q = rng.normal(size=(2, 4)).astype("float32")
+    keys = rng.normal(size=(2, 3, 4)).astype("float32")
+    mask = np.array([[1, 1, 0], [1, 1, 1]], bool)
+    att = AttentionPooling([8], normalize=False)
+    _, w = att(q, keys, mask=mask, return_weights=True)
+    w = w.numpy()
+    assert w[0, 2] == 0.0
+    assert not np.allclose(w[1].sum(), 1.0)
+    clone = roundtrip(att)
+    assert not clone.normalize and clone.hidden_units == [8]
+
+
+# -- feature embedding ------------------------------------------------------------------------
+def test_feature_embedding_shapes_and_ignores_non_inputs():
+    embed = FeatureEmbedding(SCHEMA, embedding_dim=4)
+    out = embed(batch())
+    # fields: user_id, item_id, history (pooled), domain, brand (categorical proxy)
+    assert embed.field_names() == ["user_id", "item_id", "history", "domain", "brand"]
+    assert tuple(out["fields"].shape) == (5, 5, 4)
+    # dense: age, pop (dense proxy), visual (3)
+    assert embed.dense_names() == ["age", "pop", "visual"]
+    assert tuple(out["dense"].shape) == (5, 5)
+    assert sorted(embed.tables) == ["brand", "domain", "item_id", "user_id"]
+
+
+def test_feature_embedding_shares_the_item_table_and_ignores_padding():
+    embed = FeatureEmbedding(SCHEMA, embedding_dim=4)
+    feats = batch()
+    out = embed(feats)
+    table = embed.table("item_id").embeddings.numpy()
+    assert embed.table("history") is embed.table("item_id")
+    item_field = out["fields"][:, 1].numpy()
+    np.testing.assert_allclose(item_field, table[feats["item_id"]], rtol=1e-6)
+    hist = out["fields"][:, 2].numpy()
+    np.testing.assert_allclose(hist[0], (table[3] + table[5]) / 2, rtol=1e-6)  # mean of 2, not 4
+    np.testing.assert_array_equal(hist[1], 0.0)  # all padding
+    emb, mask = embed.sequence(feats, "history")
+    assert tuple(emb.shape) == (5, 4, 4)
+    np.testing.assert_array_equal(mask.numpy()[0], [True, True, False, False])
+    np.testing.assert_array_equal(emb.numpy()[0, 2:], 0.0)
+
+    # history and candidate ids hit the same variable, and the gradient is sparse
+    with tf.GradientTape() as tape:
+        out = embed(feats)
+        loss = tf.reduce_sum(out["fields"][:, 1]) + tf.reduce_sum(out["fields"][:, 2])
+    grads = tape.gradient(loss, embed.trainable_variables)
+    by_path = {v.path: g for v, g in zip(embed.trainable_variables, grads)}
+    item_grad = next(g for p, g in by_path.items() if "table_item_id" in p)
+    assert isinstance(item_grad, tf.IndexedSlices)
+    touched = set(item_grad.indices.numpy().tolist())
+    assert {3, 5} <= touched and set(feats["item_id"].tolist()) <= touched
+    dense = tf.convert_to_tensor(item_grad)
+    assert np.all(dense.numpy()[0] == 0.0)  # padding id 0 gets no gradient from history
+    assert len(embed.trainable_variables) == 4  # one variable per table
+
+
+def test_feature_embedding_subsets():
+    embed = FeatureEmbedding(SCHEMA, embedding_dim=4)
+    feats = batch()
+    proxies = embed(feats, roles=["proxy"])
+    assert embed.field_names(roles=["proxy"]) == ["brand"]
+    assert tuple(proxies["fields"].shape) == (5, 1, 4)
+    assert tuple(proxies["dense"].shape) == (5, 1)
+    rest = embed(feats, exclude=["pop", "brand"])
+    assert tuple(rest["fields"].shape) == (5, 4, 4)
+    assert tuple(rest["dense"].shape) == (5, 4)
+    only = FeatureEmbedding(SCHEMA, 4, include=["user_id", "age"])
+    assert sorted(only.tables) == ["user_id"]
+    out = only({"user_id": feats["user_id"], "age": feats["age"]})  # other keys not needed
+    assert tuple(out["fields"].shape) == (5, 1, 4) and tuple(out["dense"].shape) == (5, 1)
+    empty = embed(feats, include=["age"])
+    assert tuple(empty["fields"].shape) == (5, 0, 4)
+    with pytest.raises(SchemaError, match="nope"):
+        embed(feats, include=["nope"])
+    with pytest.raises(SchemaError, match="click"):
+        FeatureEmbedding(SCHEMA, 4, include=["click"])  # a label is not an input
+
+
+def test_feature_embedding_l2_penalises_looked_up_rows_and_stays_sparse():
+    embed = FeatureEmbedding(SCHEMA, embedding_dim=4, include=["item_id"], l2=0.5)
+    feats = batch()
+    with tf.GradientTape() as tape:
+        out = embed(feats)
+        penalty = tf.add_n(embed.losses)
+    rows = embed.table("item_id").embeddings.numpy()[feats["item_id"]]
+    assert penalty.numpy() == pytest.approx(0.5 * np.mean(np.sum(rows**2, axis=1)), rel=1e-5)
+    grad = tape.gradient(penalty, embed.trainable_variables)[0]
+    assert isinstance(grad, tf.IndexedSlices)
+    assert out["fields"].shape[1] == 1
+
+
+def test_feature_embedding_and_linear_config_roundtrip():
+    embed = FeatureEmbedding(SCHEMA, embedding_dim=3, exclude=["visual"], l2=0.1)
+    clone = roundtrip(embed)
+    assert clone.schema == SCHEMA and clone.field_names() == embed.field_names()
+    clone = keras.layers.deserialize(keras.layers.serialize(embed))
+    assert clone.dense_names() == ["age", "pop"]
+    linear = FeatureLinear(SCHEMA, roles=["categorical"])
+    out = linear(batch())
+    assert tuple(out.shape) == (5, 1)
+    assert roundtrip(linear).roles == ["categorical"]
+
+
+def test_feature_linear_is_the_lr_formula():
+    linear = FeatureLinear(SCHEMA)
+    feats = batch()
+    linear(feats)
+    rng = np.random.default_rng(8)
+    for v in linear.weights:
+        v.assign(rng.normal(size=v.shape).astype("float32"))
+    w = {t: layer.embeddings.numpy()[:, 0] for t, layer in linear.id_weights.tables.items()}
+    hist = feats["history"]
+    hist_mean = (w["item_id"][hist] * (hist > 0)).sum(1) / np.maximum((hist > 0).sum(1), 1)
+    dense = np.concatenate([feats["age"][:, None], feats["pop"][:, None], feats["visual"]], 1)
+    expected = (
+        w["user_id"][feats["user_id"]] + w["item_id"][feats["item_id"]] + hist_mean
+        + w["domain"][feats["domain"]] + w["brand"][feats["brand"]]
+        + dense @ linear.dense_weights.kernel.numpy()[:, 0] + linear.bias.numpy()[0]
+    )
+    np.testing.assert_allclose(linear(feats).numpy()[:, 0], expected, rtol=1e-5, atol=1e-6)

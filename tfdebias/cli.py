@@ -1,0 +1,257 @@
+"""The ``tfdebias`` command line. Thin: parse, call the library, print.
+
+Sub-commands register themselves in :data:`COMMANDS`; method modules add
+``tfdebias reproduce METHOD`` entries through :func:`tfdebias.methods.register_reproducer`.
+Every error a user can cause prints one line ``tfdebias: error: ...`` and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+from typing import Callable
+
+from tfdebias.errors import TfdebiasError, UsageError
+
+#: name -> (help, add_arguments(parser), run(args) -> exit code)
+COMMANDS: dict[str, tuple[str, Callable, Callable]] = {}
+#: modules that add more sub-commands when they are importable (export, tune, ...)
+PLUGIN_MODULES = ("tfdebias.export.cli", "tfdebias.tuning.cli")
+
+
+def command(name: str, help: str):
+    def deco(add_arguments):
+        def wrap(run):
+            COMMANDS[name] = (help, add_arguments, run)
+            return run
+
+        return wrap
+
+    return deco
+
+
+def _verbose():
+    return 1 if sys.stdout.isatty() else 2
+
+
+def _positive_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def _positive_float(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {s!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {v}")
+    return v
+
+
+def _model_arg(s: str):
+    if "=" not in s:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (VALUE as JSON), got {s!r}")
+    k, v = s.split("=", 1)
+    try:
+        return k, json.loads(v)
+    except json.JSONDecodeError:
+        return k, v
+
+
+def add_data_args(p: argparse.ArgumentParser, *, required_data=False, default_data=None):
+    p.add_argument("--data", required=required_data, default=default_data,
+                   help="data set name, e.g. confounded_ctr or amazon_reviews/cloth_sport")
+    p.add_argument("--data-dir", help="TFDS data directory (default $TFDEBIAS_DATA_DIR or ~/tensorflow_datasets)")
+    p.add_argument("--manual-dir", help="folder with the raw files of a real data set")
+
+
+def _print_metrics(metrics: dict) -> None:
+    split_metrics = {k: v for k, v in metrics.items() if "/" in k}
+    splits = sorted({k.split("/")[0] for k in split_metrics}, key=lambda s: (s != "valid", s != "test", s))
+    names = sorted({k.split("/", 1)[1] for k in split_metrics})
+    print("| split | " + " | ".join(names) + " |")
+    print("|---|" + "---:|" * len(names))
+    for s in splits:
+        print(f"| {s} | " + " | ".join(f"{split_metrics.get(f'{s}/{n}', float('nan')):.4f}" for n in names) + " |")
+
+
+# -- datasets -------------------------------------------------------------------------
+
+
+def _datasets_args(p):
+    sub = p.add_subparsers(dest="action", required=True, metavar="{list,prepare}")
+    sub.add_parser("list", help="list the data sets and their splits")
+    pp = sub.add_parser("prepare", help="build a data set into the TFDS data directory")
+    pp.add_argument("name", help="data set name (see `tfdebias datasets list`)")
+    pp.add_argument("--manual-dir", help="folder holding the raw files of a real data set")
+    pp.add_argument("--data-dir", help="TFDS data directory")
+
+
+@command("datasets", "list or prepare data sets")(_datasets_args)
+def _datasets(args) -> int:
+    from tfdebias import data
+
+    if args.action == "list":
+        import tensorflow_datasets as tfds
+
+        for name in data.available():
+            cls = tfds.builder_cls(name)
+            configs = [c.name for c in (cls.BUILDER_CONFIGS or [])]
+            doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+            print(f"{name:28s} configs: {', '.join(configs) or '-':32s} {doc}")
+        return 0
+    builder = data.prepare(args.name, data_dir=args.data_dir, manual_dir=args.manual_dir)
+    print(f"Prepared {builder.info.full_name} in {builder.data_dir}")
+    for split, info in sorted(builder.info.splits.items()):
+        print(f"  {split:12s} {info.num_examples:>10,d} examples")
+    return 0
+
+
+# -- train / evaluate / quickstart ---------------------------------------------------
+
+
+def _train_args(p):
+    add_data_args(p, required_data=True)
+    p.add_argument("--model", required=True, help="model or method name (e.g. deepfm, dcn, ncf)")
+    p.add_argument("--out", help="run directory (default runs/<data>-<model>-s<seed>)")
+    p.add_argument("--epochs", type=_positive_int, default=20)
+    p.add_argument("--batch-size", type=_positive_int, default=1024)
+    p.add_argument("--lr", type=_positive_float, default=1e-3, help="learning rate")
+    p.add_argument("--optimizer", default="lazy_adam", help="lazy_adam (default), adam, adagrad, sgd")
+    p.add_argument("--patience", type=int, default=5, help="early-stopping patience in epochs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--strategy", default="auto", help="auto, default, mirrored, multi-worker")
+    p.add_argument("--protocol", default="ctr", help="evaluation protocol (default ctr)")
+    p.add_argument("--model-arg", action="append", type=_model_arg, default=[], metavar="KEY=VALUE",
+                   help="a model constructor argument, VALUE as JSON (repeatable)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+
+
+@command("train", "train a model on a data set and write a run directory")(_train_args)
+def _train(args) -> int:
+    from tfdebias.training import TrainConfig, train
+
+    cfg = TrainConfig(data=args.data, model=args.model, model_args=dict(args.model_arg),
+                      epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+                      optimizer=args.optimizer, patience=args.patience, seed=args.seed,
+                      strategy=args.strategy, protocol=args.protocol)
+    if args.strategy == "multi-worker":
+        try:
+            from tfdebias.training.distributed import train_multi_worker
+        except ModuleNotFoundError:
+            raise UsageError("--strategy multi-worker is not available in this build") from None
+
+        result = train_multi_worker(cfg, args.out, data_dir=args.data_dir, manual_dir=args.manual_dir,
+                                    overwrite=args.overwrite)
+    else:
+        result = train(cfg, args.out, data_dir=args.data_dir, manual_dir=args.manual_dir,
+                       overwrite=args.overwrite, verbose=_verbose())
+    _print_metrics(result.metrics)
+    print(f"Run directory: {result.run_dir}")
+    return 0
+
+
+def _evaluate_args(p):
+    p.add_argument("run_dir", help="a finished run directory")
+    p.add_argument("--data-dir", help="TFDS data directory")
+
+
+@command("evaluate", "re-score a finished run with its protocol")(_evaluate_args)
+def _evaluate(args) -> int:
+    from tfdebias.training import evaluate_run
+
+    metrics = evaluate_run(args.run_dir, data_dir=args.data_dir)
+    _print_metrics(metrics)
+    return 0
+
+
+def _quickstart_args(p):
+    p.add_argument("--out", default="runs/quickstart", help="where to write the runs (default runs/quickstart)")
+    p.add_argument("--data-dir", help="TFDS data directory")
+    p.add_argument("--epochs", type=_positive_int, default=8)
+    p.add_argument("--overwrite", action="store_true")
+
+
+@command("quickstart", "train, evaluate and export on the built-in confounded-CTR simulator")(_quickstart_args)
+def _quickstart(args) -> int:
+    from tfdebias import quickstart
+
+    quickstart.run(out=args.out, data_dir=args.data_dir, epochs=args.epochs,
+                   overwrite=args.overwrite, verbose=_verbose())
+    return 0
+
+
+# -- reproduce -------------------------------------------------------------------------
+
+
+def _reproduce_args(p):
+    from tfdebias import methods
+
+    sub = p.add_subparsers(dest="method", required=True, metavar="METHOD")
+    for name, rep in sorted(methods.REPRODUCERS.items()):
+        mp = sub.add_parser(name, help=rep.help, description=rep.help)
+        add_data_args(mp, default_data=rep.default_data)
+        mp.add_argument("--seeds", type=_positive_int, default=rep.default_seeds, help="seeds per row")
+        mp.add_argument("--quick", action="store_true", help="small budget for a smoke run")
+        mp.add_argument("--out", default=None, help="output folder (default runs/reproduce-<method>)")
+        rep.add_arguments(mp)
+
+
+@command("reproduce", "reproduce a paper's results table")(_reproduce_args)
+def _reproduce(args) -> int:
+    from tfdebias import methods
+
+    rep = methods.REPRODUCERS[args.method]
+    if args.out is None:
+        args.out = f"runs/reproduce-{args.method}"
+    out = rep.run(args)
+    print(f"Results: {Path(out) / 'results.md'}")
+    return 0
+
+
+# -- entry point -----------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from tfdebias import __version__
+
+    for mod in PLUGIN_MODULES:
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            if e.name != mod:
+                raise
+    parser = argparse.ArgumentParser(
+        prog="tfdebias",
+        description="Debiasing methods for recommendation in TensorFlow and Keras 3.")
+    parser.add_argument("--version", action="version", version=f"tfdebias {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (help_, add_arguments, _) in COMMANDS.items():
+        add_arguments(sub.add_parser(name, help=help_, description=help_))
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command][2](args) or 0
+    except TfdebiasError as e:
+        print(f"tfdebias: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("tfdebias: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,14 @@
+"""Task pipelines: TFDS splits to model batches, plus samplers and splitters."""
+
+from tfdebias.data.pipeline import (  # noqa: F401
+    available,
+    default_data_dir,
+    features_only,
+    get_builder,
+    load,
+    load_schema,
+    make_dataset,
+    num_rows,
+    prepare,
+    read_split,
+)

@@ -1,0 +1,208 @@
+"""From a TFDS split to model batches: the one input path every model and method uses.
+
+A split is read once into memory as a dict of numpy columns (``read_split``), then
+served by :func:`make_dataset`, which shuffles *indices* and gathers whole batches
+(``Dataset.range(n).shuffle(n).batch(B).map(gather)``). Gathering a batch in one op is
+an order of magnitude faster than batching examples one by one, so the pipeline stays
+ahead of the model (``benchmarks/ctr_throughput.py`` prints both rates).
+
+Batches are ``(features, label)`` or ``(features, label, sample_weight)`` tuples; the
+feature dict holds every column except the label, so methods can read exposures or
+ground truth while backbones read only their input roles.
+
+Example:
+
+>>> splits, schema = load("confounded_ctr", ["train", "valid"])   # doctest: +SKIP
+>>> train = make_dataset(splits["train"], schema, batch_size=1024, shuffle=True)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterable, Mapping
+
+import numpy as np
+
+from tfdebias.errors import DataError, UsageError
+from tfdebias.schema import Schema
+
+Columns = dict[str, np.ndarray]
+
+
+def _tfds():
+    import tensorflow_datasets as tfds
+
+    import tfdebias.datasets  # noqa: F401  (registers every builder)
+
+    return tfds
+
+
+def default_data_dir() -> str:
+    """``$TFDEBIAS_DATA_DIR`` or TFDS's own default (``~/tensorflow_datasets``)."""
+    return os.environ.get("TFDEBIAS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
+
+
+def available() -> list[str]:
+    """Names of every tfdebias data set (simulators and real data)."""
+    return sorted(_registered_here())
+
+
+def _registered_here() -> set[str]:
+    from tensorflow_datasets.core import registered
+
+    import tfdebias.datasets  # noqa: F401
+
+    out = set()
+    for name in registered.list_imported_builders():
+        cls = registered.imported_builder_cls(name)
+        if cls.__module__.startswith("tfdebias."):
+            out.add(name)
+    return out
+
+
+def get_builder(name: str, *, data_dir: str | None = None):
+    """The TFDS builder for ``name`` (``"confounded_ctr"`` or ``"confounded_ctr/paper"``)."""
+    tfds = _tfds()
+    base = name.split("/")[0].split(":")[0]
+    known = _registered_here()
+    if base not in known:
+        raise UsageError(f"unknown data set {name!r}; expected one of {sorted(known)}")
+    try:
+        builder = tfds.builder(name, data_dir=data_dir or default_data_dir())
+    except (ValueError, KeyError) as e:  # unknown config name, bad version
+        raise UsageError(f"data set {name!r}: {e}") from None
+    return builder
+
+
+def prepare(name: str, *, data_dir: str | None = None, manual_dir: str | None = None):
+    """Build ``name`` into ``data_dir`` if it is not there yet; return the builder.
+
+    TFDS writes into a temporary directory and renames it when complete, so an
+    interrupted prepare leaves nothing half-written behind.
+    """
+    tfds = _tfds()
+    builder = get_builder(name, data_dir=data_dir)
+    if manual_dir is not None and not os.path.isdir(manual_dir):
+        raise DataError("manual directory does not exist", path=manual_dir,
+                        expected="a directory holding the raw files")
+    config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
+    builder.download_and_prepare(download_config=config)
+    return builder
+
+
+def load_schema(name_or_builder) -> Schema:
+    """Read a data set's :class:`Schema` from its TFDS metadata."""
+    builder = get_builder(name_or_builder) if isinstance(name_or_builder, str) else name_or_builder
+    meta = builder.info.metadata
+    if meta is None or "schema" not in meta:
+        raise DataError(f"data set {builder.name!r} declares no tfdebias schema in its metadata")
+    return Schema.from_json(meta["schema"])
+
+
+def read_split(builder, split: str) -> Columns:
+    """One split as a dict of numpy columns (read in a single batch)."""
+    tfds = _tfds()
+    if split not in builder.info.splits:
+        raise UsageError(
+            f"data set {builder.info.full_name!r} has no split {split!r}; "
+            f"it has {sorted(builder.info.splits)}"
+        )
+    ds = builder.as_dataset(split=split, batch_size=-1)
+    return {k: np.asarray(v) for k, v in tfds.as_numpy(ds).items()}
+
+
+def load(
+    name: str,
+    splits: Iterable[str] | None = None,
+    *,
+    data_dir: str | None = None,
+    manual_dir: str | None = None,
+) -> tuple[dict[str, Columns], Schema]:
+    """Prepare ``name`` if needed and read ``splits`` (default: all) into memory.
+
+    Returns ``({split: columns}, schema)``.
+    """
+    builder = prepare(name, data_dir=data_dir, manual_dir=manual_dir)
+    names = list(splits) if splits is not None else sorted(builder.info.splits)
+    return {s: read_split(builder, s) for s in names}, load_schema(builder)
+
+
+def num_rows(columns: Mapping[str, np.ndarray]) -> int:
+    return len(next(iter(columns.values())))
+
+
+def make_dataset(
+    columns: Mapping[str, np.ndarray],
+    schema: Schema,
+    *,
+    batch_size: int = 1024,
+    shuffle: bool = False,
+    seed: int = 0,
+    label: str | None = None,
+    weight: str | np.ndarray | None = None,
+    drop_remainder: bool = False,
+    repeat: bool = False,
+    epoch=None,
+):
+    """A ``tf.data.Dataset`` of ``(features, label[, weight])`` batches.
+
+    Args:
+      columns: numpy columns of one split (see :func:`read_split`).
+      schema: the data set's schema; ``label`` defaults to ``schema.label``.
+      weight: a column name or an array of per-row sample weights (e.g. IPS weights).
+      shuffle: reshuffle every epoch; the order of epoch ``e`` depends only on
+        ``(seed, e)``, so a resumed run sees the same batches as an unbroken one.
+      epoch: a ``tf.Variable`` holding the current epoch (one is made when omitted and
+        exposed as ``dataset.epoch``).
+    """
+    import tensorflow as tf
+
+    if batch_size < 1:
+        raise UsageError(f"batch_size must be >= 1, got {batch_size}")
+    label = label or schema.label.name
+    if label not in columns:
+        raise DataError(f"no label column {label!r}; columns are {sorted(columns)}")
+    n = num_rows(columns)
+    feats = {k: tf.constant(v) for k, v in columns.items() if k != label}
+    y = tf.constant(np.asarray(columns[label], np.float32))
+    w = None
+    if weight is not None:
+        warr = columns[weight] if isinstance(weight, str) else weight
+        warr = np.asarray(warr, np.float32)
+        if warr.shape != (n,):
+            raise DataError(f"sample weights have shape {warr.shape}, expected ({n},)")
+        w = tf.constant(warr)
+
+    def gather(idx):
+        batch = {k: tf.gather(v, idx) for k, v in feats.items()}
+        out = (batch, tf.gather(y, idx))
+        return out + (tf.gather(w, idx),) if w is not None else out
+
+    if shuffle:
+        # The order of epoch e is a pure function of (seed, e), read from `epoch` when
+        # an iterator starts, so a resumed run sees exactly the batches it would have.
+        epoch = epoch if epoch is not None else tf.Variable(0, dtype=tf.int64, trainable=False)
+
+        def permutation(_):
+            key = tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)])
+            return tf.data.Dataset.from_tensor_slices(
+                tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed=key)
+            )
+
+        ds = tf.data.Dataset.from_tensors(0).flat_map(permutation)
+        ds = ds.apply(tf.data.experimental.assert_cardinality(n))
+    else:
+        ds = tf.data.Dataset.range(n)
+    if repeat:
+        ds = ds.repeat()
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.prefetch(tf.data.AUTOTUNE)
+    if shuffle:
+        ds.epoch = epoch  # set by tfdebias.training's SetEpoch callback
+    return ds
+
+
+def features_only(columns: Mapping[str, np.ndarray], schema: Schema) -> dict[str, np.ndarray]:
+    """The model-input columns of a split (what a serving request carries)."""
+    return {f.name: columns[f.name] for f in schema.inputs if f.name in columns}

@@ -1,0 +1,1 @@
+"""Metrics, evaluation protocols, results tables and plots."""

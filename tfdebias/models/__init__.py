@@ -1,0 +1,86 @@
+"""Backbones: one file per model, all built from a schema and called on a feature dict.
+
+>>> from tfdebias import models
+>>> models.available()[:3]
+['dcn', 'deepfm', 'dssm']
+>>> model = models.build("deepfm", schema, hidden_units=(256, 128))   # doctest: +SKIP
+
+Every model is a :class:`~tfdebias.models.base.Backbone`: ``call(features)`` returns
+probabilities (B, 1), ``logits(features)`` (B,), ``representation(features)`` (B, h).
+A new model registers itself with ``@register("name")`` and is imported at the bottom
+of this file.
+"""
+
+from __future__ import annotations
+
+from tfdebias.errors import UsageError
+
+#: name -> Backbone subclass
+MODELS: dict[str, type] = {}
+
+
+def _normalise(name: str) -> str:
+    return str(name).strip().lower().replace("-", "_")
+
+
+def register(name: str):
+    """Class decorator: ``@register("deepfm")`` adds the class to :data:`MODELS`."""
+
+    def decorator(cls):
+        key = _normalise(name)
+        if key in MODELS and MODELS[key] is not cls:
+            raise ValueError(f"model name {key!r} is already registered by {MODELS[key]}")
+        MODELS[key] = cls
+        cls.model_name = key
+        return cls
+
+    return decorator
+
+
+def available() -> list[str]:
+    """Registered model names, sorted."""
+    return sorted(MODELS)
+
+
+def get(name: str) -> type:
+    """The class registered as ``name``; :class:`UsageError` naming the choices if none."""
+    key = _normalise(name)
+    if key not in MODELS:
+        raise UsageError(f"unknown model {name!r}; available models: {', '.join(available())}")
+    return MODELS[key]
+
+
+def build(name: str, schema, **kwargs):
+    """Build the model registered as ``name`` for ``schema``.
+
+    ``kwargs`` go to the model's constructor (``embedding_dim``, ``hidden_units``, ...);
+    an argument the model does not take raises :class:`UsageError`.
+    """
+    cls = get(name)
+    try:
+        return cls(schema, **kwargs)
+    except (TypeError, ValueError) as e:
+        if isinstance(e, ValueError) and "keyword argument" not in str(e):
+            raise
+        import inspect
+
+        params = [
+            p for p in inspect.signature(cls.__init__).parameters
+            if p not in ("self", "schema", "kwargs")
+        ]
+        raise UsageError(f"model {cls.model_name!r}: {e}; it takes {params}") from None
+
+
+from tfdebias.models.base import Backbone, split_sides  # noqa: E402
+from tfdebias.models import (  # noqa: E402,F401  (importing registers them)
+    dcn,
+    deepfm,
+    dssm,
+    fm,
+    lr,
+    mlp,
+    ncf,
+    wide_deep,
+)
+
+__all__ = ["MODELS", "Backbone", "available", "build", "get", "register", "split_sides"]

@@ -1,0 +1,72 @@
+"""Deep & Cross Network (Wang et al., 2017, "Deep & Cross Network for Ad Click
+Predictions", Eq. (1)-(5)), with the cross layers of DCN V2 (Wang et al., 2021, Eq. (1)):
+
+    x_0      = [flatten(field embeddings), dense inputs]                    (1)
+    x_{l+1}  = x_0 * (W_l x_l + b_l) + x_l          (cross network, V2 form)
+    h        = MLP(x_0)                             (deep network)          (4)
+    logit    = w^T [x_L ; h] + b                    (combination layer)     (5)
+
+The cross network is :class:`~tfdebias.layers.CrossNetwork` (``keras_rs`` FeatureCross
+layers); ``projection_dim`` makes ``W_l`` low-rank (DCN-M). The two networks run in
+parallel on the same ``x_0`` (the "stacked" variant of V2 is not built).
+
+``representation`` is ``[x_L ; h]``, the input of the combination layer.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+from keras import ops
+
+from tfdebias.layers.cross_network import CrossNetwork
+from tfdebias.layers.mlp import MLP
+from tfdebias.models import register
+from tfdebias.models.base import Backbone
+
+
+@register("dcn")
+@keras.saving.register_keras_serializable(package="tfdebias")
+class DeepCrossNetwork(Backbone):
+    """Cross network in parallel with a deep network, combined by one dense layer.
+
+    Args:
+      schema: the data set's schema.
+      embedding_dim: width of every field embedding.
+      num_cross_layers: depth ``L`` of the cross network.
+      projection_dim: rank of the cross kernels (``None`` = full).
+      hidden_units, activation, dropout, batch_norm, dnn_l2: the deep network.
+      embedding_l2: L2 penalty on looked-up embeddings.
+    """
+
+    def __init__(
+        self,
+        schema,
+        embedding_dim: int = 16,
+        num_cross_layers: int = 3,
+        projection_dim: int | None = None,
+        hidden_units: Sequence[int] = (256, 128),
+        activation: str = "relu",
+        dropout: float = 0.0,
+        batch_norm: bool = False,
+        dnn_l2: float = 0.0,
+        embedding_l2: float = 0.0,
+        **kwargs,
+    ):
+        super().__init__(schema, embedding_dim, embedding_l2, **kwargs)
+        self.remember(
+            num_cross_layers=int(num_cross_layers),
+            projection_dim=None if projection_dim is None else int(projection_dim),
+            hidden_units=[int(u) for u in hidden_units], activation=activation,
+            dropout=float(dropout), batch_norm=bool(batch_norm), dnn_l2=float(dnn_l2),
+        )
+        self.embed = self.feature_embedding(name="embed")
+        self.cross = CrossNetwork(num_cross_layers, projection_dim, l2=dnn_l2, name="cross")
+        self.dnn = MLP(hidden_units, activation, dropout, batch_norm, dnn_l2, name="dnn")
+        self.head = keras.layers.Dense(1, name="head")
+
+    def forward(self, features, training=False):
+        x0 = self.flat_inputs(self.embed(features))
+        combined = ops.concatenate([self.cross(x0), self.dnn(x0, training=training)], axis=1)
+        return ops.reshape(self.head(combined), (-1,)), combined

@@ -1,0 +1,237 @@
+"""Optimizers whose embedding-table updates touch only the rows a batch uses.
+
+A CTR model's parameters are almost all embedding rows (26 fields x 10,000 ids x 17
+floats in the throughput benchmark, against ~0.2M dense weights). Keras 3's
+:class:`keras.optimizers.Adam` receives the embedding gradient as a
+``tf.IndexedSlices`` (only the looked-up rows), but densifies it: every step reads
+and writes every row of every table, and of both slot variables, although a batch
+of 1,024 rows touches at most 1,024 ids per field. That is what makes a plain Keras 3
+DeepFM with Adam no faster than DeepCTR. The optimizers here keep the update sparse:
+
+* :class:`LazyAdam` -- Adam whose moment estimates and variable are updated only on
+  the rows present in the batch (the "lazy" Adam of TF-Addons
+  ``tfa.optimizers.LazyAdam`` and of industrial CTR trainers). On dense gradients it
+  *is* Keras Adam, to the last bit.
+* :class:`SparseAdagrad` -- AdaGrad that gathers and scatters only the touched rows.
+  Rows without gradient would not change under dense AdaGrad either, so this is exact
+  AdaGrad; it also sums duplicate ids before squaring, which Keras 3's own Adagrad
+  does not do for ``IndexedSlices`` (it accumulates ``g1**2 + g2**2`` instead of
+  ``(g1 + g2)**2`` when one id occurs twice in a batch).
+
+Adam update (Kingma & Ba, 2015, Algorithm 1), for step ``t`` (1-based, the optimizer's
+global step) and gradient ``g``::
+
+    m_t = beta_1 * m_{t-1} + (1 - beta_1) * g
+    v_t = beta_2 * v_{t-1} + (1 - beta_2) * g**2
+    theta_t = theta_{t-1} - lr * sqrt(1 - beta_2**t) / (1 - beta_1**t)
+                                * m_t / (sqrt(v_t) + epsilon)
+
+:class:`LazyAdam` applies these three lines to the rows ``r`` with a gradient in this
+batch (after summing the gradient of duplicate ids, as ``tf.IndexedSlices`` means),
+and leaves every other row of ``theta``, ``m`` and ``v`` as it is. The bias correction
+uses the *global* step ``t``, not a per-row count, exactly as TF-Addons' LazyAdam
+does. The difference from Adam is therefore only on rows absent from a batch: Adam
+would still decay their ``m``/``v`` and move ``theta`` by the decayed momentum; lazy
+Adam does not.
+
+Which optimizer to use: :func:`make_optimizer` takes ``"adam"`` (standard Keras
+Adam), ``"lazy_adam"``, ``"adagrad"`` (:class:`SparseAdagrad`) and ``"sgd"``.
+**The default for CTR training is** ``"lazy_adam"`` (:data:`DEFAULT_CTR_OPTIMIZER`):
+the per-step cost of the embedding update is proportional to the batch, not to the
+vocabulary, which on the ``benchmarks/ctr_throughput.py`` workload is worth a
+multiple of the training throughput, with the same validation AUC as Adam there (see
+``benchmarks/README.md``). Use ``"adam"`` to reproduce a paper that trained with
+dense Adam, or for models without large embedding tables (there the two are
+identical anyway).
+
+Limitations: weight decay, EMA and gradient accumulation are Keras' dense
+implementations (accumulated gradients are dense, so with
+``gradient_accumulation_steps`` the update is dense Adam). ``clipvalue`` densifies
+the gradient (Keras' ``ops.clip``); ``clipnorm`` keeps it sparse. These sparse paths
+need the TensorFlow backend (``tf.IndexedSlices``), the only one tfdebias supports.
+
+Example:
+
+>>> import keras
+>>> from tfdebias.optimizers import make_optimizer
+>>> opt = make_optimizer("lazy_adam", 1e-3)
+>>> type(opt).__name__, float(opt.learning_rate)
+('LazyAdam', 0.0010000000474974513)
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from tfdebias.errors import UsageError
+
+__all__ = [
+    "LazyAdam",
+    "SparseAdagrad",
+    "make_optimizer",
+    "OPTIMIZERS",
+    "DEFAULT_CTR_OPTIMIZER",
+]
+
+#: The optimizer CTR training uses unless told otherwise (see the module docstring).
+DEFAULT_CTR_OPTIMIZER = "lazy_adam"
+
+
+def _dedup(gradient: tf.IndexedSlices, dtype):
+    """Sum the values of duplicate indices: ``(unique_indices, summed_values)``.
+
+    This is what an ``IndexedSlices`` means (``tf.convert_to_tensor`` adds duplicate
+    rows), and what a sparse update must use before any non-linear step such as
+    squaring the gradient.
+    """
+    values = tf.cast(gradient.values, dtype)
+    unique, position = tf.unique(gradient.indices)
+    summed = tf.math.unsorted_segment_sum(values, position, tf.shape(unique)[0])
+    return unique, summed
+
+
+def _gather(variable, indices):
+    """Rows of a (Keras, TF or distributed) variable.
+
+    ``tf.gather`` reads a ``ResourceVariable`` with a sparse ``ResourceGather`` (no
+    copy of the table); a distributed variable, which has no ``sparse_read``, is read
+    on the replica being updated.
+    """
+    if isinstance(variable, keras.Variable):
+        variable = variable.value
+    return tf.gather(variable, indices)
+
+
+def _scatter(optimizer, variable, rows, indices):
+    """``variable[indices] = rows`` (indices unique)."""
+    optimizer.assign(variable, tf.IndexedSlices(rows, indices))
+
+
+def _scatter_sub(optimizer, variable, rows, indices):
+    """``variable[indices] -= rows`` (indices unique)."""
+    optimizer.assign_sub(variable, tf.IndexedSlices(rows, indices))
+
+
+@keras.saving.register_keras_serializable(package="tfdebias")
+class LazyAdam(keras.optimizers.Adam):
+    """Adam that updates embedding rows, and their moments, only where a batch has them.
+
+    Same arguments, defaults and ``get_config`` as :class:`keras.optimizers.Adam`.
+    For a ``tf.IndexedSlices`` gradient (what an embedding lookup produces) it sums
+    the gradients of duplicate ids, gathers ``m``, ``v`` (and ``v_hat`` with
+    ``amsgrad``) at those rows, applies Adam's update there (module docstring, with
+    the global step for bias correction, like TF-Addons' ``LazyAdam``) and scatters
+    the rows back. Untouched rows of the variable and of its slots keep their values.
+    For a dense gradient it runs :meth:`keras.optimizers.Adam.update_step` unchanged.
+
+    Example:
+
+    >>> import numpy as np, keras
+    >>> inputs = keras.Input((3,), dtype="int32")
+    >>> x = keras.layers.Flatten()(keras.layers.Embedding(100, 4)(inputs))
+    >>> model = keras.Model(inputs, keras.layers.Dense(1)(x))
+    >>> model.compile(LazyAdam(1e-3), "mse")
+    >>> ids = np.random.randint(0, 100, (64, 3))
+    >>> model.fit(ids, np.zeros((64, 1)), verbose=0).history["loss"][0] >= 0
+    True
+    """
+
+    def __init__(self, learning_rate=0.001, name="lazy_adam", **kwargs):
+        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+
+    def update_step(self, gradient, variable, learning_rate):
+        if not isinstance(gradient, tf.IndexedSlices):
+            return super().update_step(gradient, variable, learning_rate)
+
+        dtype = variable.dtype
+        indices, grad = _dedup(gradient, dtype)
+        # Same expressions, in the same order, as keras.optimizers.Adam.update_step,
+        # so a touched row comes out bit-identical to dense Adam's.
+        lr = tf.cast(learning_rate, dtype)
+        local_step = tf.cast(self.iterations + 1, dtype)
+        beta_1_power = tf.pow(tf.cast(self.beta_1, dtype), local_step)
+        beta_2_power = tf.pow(tf.cast(self.beta_2, dtype), local_step)
+        alpha = lr * tf.sqrt(1 - beta_2_power) / (1 - beta_1_power)
+
+        index = self._get_variable_index(variable)
+        m = self._momentums[index]
+        v = self._velocities[index]
+        m_rows = _gather(m, indices)
+        v_rows = _gather(v, indices)
+        m_rows = m_rows + (grad - m_rows) * tf.cast(1 - self.beta_1, dtype)
+        v_rows = v_rows + (tf.square(grad) - v_rows) * tf.cast(1 - self.beta_2, dtype)
+        _scatter(self, m, m_rows, indices)
+        _scatter(self, v, v_rows, indices)
+        if self.amsgrad:
+            v_hat = self._velocity_hats[index]
+            v_rows = tf.maximum(_gather(v_hat, indices), v_rows)
+            _scatter(self, v_hat, v_rows, indices)
+        step = (m_rows * alpha) / (tf.sqrt(v_rows) + tf.cast(self.epsilon, dtype))
+        _scatter_sub(self, variable, step, indices)
+
+
+@keras.saving.register_keras_serializable(package="tfdebias")
+class SparseAdagrad(keras.optimizers.Adagrad):
+    """AdaGrad (Duchi et al., 2011) that touches only the rows a batch has.
+
+    ``acc += g**2; theta -= lr * g / sqrt(acc + epsilon)`` (Keras' form of the update).
+    For a ``tf.IndexedSlices`` gradient, duplicate ids are summed first, then the two
+    lines are applied to the touched rows only. Untouched rows have ``g = 0``, for
+    which dense AdaGrad changes nothing either, so the result equals AdaGrad on the
+    dense gradient. Same arguments and ``get_config`` as
+    :class:`keras.optimizers.Adagrad`; dense gradients take its ``update_step``.
+    """
+
+    def __init__(self, learning_rate=0.001, name="sparse_adagrad", **kwargs):
+        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+
+    def update_step(self, gradient, variable, learning_rate):
+        if not isinstance(gradient, tf.IndexedSlices):
+            return super().update_step(gradient, variable, learning_rate)
+        dtype = variable.dtype
+        indices, grad = _dedup(gradient, dtype)
+        lr = tf.cast(learning_rate, dtype)
+        acc = self._accumulators[self._get_variable_index(variable)]
+        acc_rows = _gather(acc, indices) + tf.square(grad)
+        _scatter(self, acc, acc_rows, indices)
+        step = (lr * grad) / tf.sqrt(acc_rows + tf.cast(self.epsilon, dtype))
+        _scatter_sub(self, variable, step, indices)
+
+
+#: Names accepted by :func:`make_optimizer`.
+OPTIMIZERS = ("adam", "lazy_adam", "adagrad", "sgd")
+
+
+def make_optimizer(name: str = DEFAULT_CTR_OPTIMIZER, learning_rate: float = 1e-3, **kwargs):
+    """A fresh optimizer by name.
+
+    Args:
+      name: ``"adam"`` (standard :class:`keras.optimizers.Adam`, dense updates),
+        ``"lazy_adam"`` (:class:`LazyAdam`; the CTR default, see the module
+        docstring), ``"adagrad"`` (:class:`SparseAdagrad`) or ``"sgd"``
+        (:class:`keras.optimizers.SGD`, whose plain update of an ``IndexedSlices``
+        gradient already touches only the batch's rows).
+      learning_rate: a float or a ``keras.optimizers.schedules.LearningRateSchedule``.
+      **kwargs: passed to the optimizer (``beta_1``, ``clipnorm``, ``momentum`` ...).
+
+    Raises:
+      tfdebias.errors.UsageError: for an unknown name or a non-positive rate.
+    """
+    key = str(name).lower().replace("-", "_")
+    classes = {
+        "adam": keras.optimizers.Adam,
+        "lazy_adam": LazyAdam,
+        "adagrad": SparseAdagrad,
+        "sgd": keras.optimizers.SGD,
+    }
+    if key not in classes:
+        raise UsageError(f"unknown optimizer {name!r}; expected one of {list(OPTIMIZERS)}")
+    if isinstance(learning_rate, (int, float)):
+        if not learning_rate > 0:
+            raise UsageError(f"learning_rate must be > 0, got {learning_rate!r}")
+        learning_rate = float(learning_rate)
+    try:
+        return classes[key](learning_rate=learning_rate, **kwargs)
+    except (TypeError, ValueError) as e:  # an argument it does not take or accept
+        raise UsageError(f"optimizer {key!r}: {e}") from None

@@ -1,0 +1,143 @@
+"""Run directories: everything one training run leaves behind, written atomically.
+
+A run writes into ``<out>.partial/`` while it trains and is renamed to ``<out>`` only when
+it has finished, so a directory named ``<out>`` is always complete. A killed run leaves
+``<out>.partial/`` behind; rerunning the same command resumes from its last finished
+epoch (Keras ``BackupAndRestore``) when the ``config.json`` there matches.
+
+Layout of a finished run::
+
+    config.json          everything needed to rerun (data, model, hyper-parameters, seed)
+    metrics.json         the evaluation protocol's flat dict of named metrics
+    history.csv          one row per epoch (losses, metrics)
+    model.weights.h5     the restored best weights
+    logs/                TensorBoard event files
+    plots/               learning curves, calibration by true propensity (simulators)
+    export/              SavedModel (``tfdebias export`` writes TF Serving layouts)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from tfdebias.errors import UsageError
+
+CONFIG = "config.json"
+METRICS = "metrics.json"
+HISTORY = "history.csv"
+WEIGHTS = "model.weights.h5"
+
+
+def write_json(path: str | os.PathLike, obj) -> None:
+    """Write JSON atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True, default=_jsonable)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _jsonable(o):
+    import numpy as np
+
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
+
+
+def read_json(path: str | os.PathLike):
+    with open(path) as f:
+        return json.load(f)
+
+
+class RunDir:
+    """A run directory under construction (``<final>.partial``) and its final name."""
+
+    def __init__(self, final: str | os.PathLike):
+        self.final = Path(final).absolute()
+        self.work = self.final.with_name(self.final.name + ".partial")
+
+    # paths inside the work directory -----------------------------------------------
+    def path(self, *parts: str) -> Path:
+        return self.work.joinpath(*parts)
+
+    @property
+    def backup_dir(self) -> Path:
+        return self.path("backup")
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.path("logs")
+
+    @property
+    def plots_dir(self) -> Path:
+        return self.path("plots")
+
+    @classmethod
+    def start(cls, final, config: dict, *, overwrite: bool = False) -> tuple["RunDir", bool]:
+        """Open ``final`` for writing; returns ``(run_dir, resumed)``.
+
+        Refuses an existing finished run unless ``overwrite``; resumes a ``.partial``
+        whose config matches, and starts afresh when it does not.
+        """
+        run = cls(final)
+        if run.final.exists():
+            if not overwrite:
+                raise UsageError(
+                    f"run directory {run.final} already exists; choose another --out "
+                    "or pass --overwrite"
+                )
+        resumed = False
+        if run.work.exists():
+            old = run.work / CONFIG
+            if old.exists() and read_json(old) == json.loads(json.dumps(config, default=_jsonable)):
+                resumed = (run.backup_dir.exists())
+            else:
+                shutil.rmtree(run.work)
+        run.work.mkdir(parents=True, exist_ok=True)
+        write_json(run.path(CONFIG), config)
+        return run, resumed
+
+    def finish(self) -> Path:
+        """Move the finished run into place and return its final path."""
+        if self.backup_dir.exists():
+            shutil.rmtree(self.backup_dir)
+        if self.final.exists():
+            trash = self.final.with_name(self.final.name + ".old")
+            if trash.exists():
+                shutil.rmtree(trash)
+            os.replace(self.final, trash)
+            os.replace(self.work, self.final)
+            shutil.rmtree(trash)
+        else:
+            os.replace(self.work, self.final)
+        return self.final
+
+
+def open_finished(path: str | os.PathLike) -> Path:
+    """Check that ``path`` is a finished run directory and return it."""
+    p = Path(path)
+    if not p.is_dir():
+        partial = p.with_name(p.name + ".partial")
+        hint = f" (an unfinished run is at {partial}; rerun the train command to resume)" if partial.exists() else ""
+        raise UsageError(f"run directory {p} does not exist{hint}")
+    if not (p / CONFIG).exists():
+        raise UsageError(f"{p} is not a tfdebias run directory: it has no {CONFIG}")
+    if not (p / WEIGHTS).exists():
+        raise UsageError(f"{p} has no {WEIGHTS}; the run did not finish")
+    return p

@@ -1,0 +1,204 @@
+"""Search spaces as data: one dict per method, registered by name.
+
+A space maps a hyper-parameter name to what it may take:
+
+====================================  =================================================
+spec                                  keras-tuner hyper-parameter
+====================================  =================================================
+``[a, b, c]``                         ``hp.Choice`` (first value is the default); values
+                                      may be lists (``hidden_units``), stored as JSON
+``{"choices": [...], "default": b}``  ``hp.Choice`` with an explicit default
+``{"min": 1e-4, "max": 1e-2,          ``hp.Float(..., sampling="log", step=10)``: the
+"log": True, "step": 10}``            powers of ten 1e-4, 1e-3, 1e-2 (``step`` is a
+                                      factor on a log scale; omit it for a continuous
+                                      range, which the grid tuner cannot enumerate)
+``{"min": 1, "max": 4}``              ``hp.Int`` when both ends are ints (``step``
+                                      defaults to 1), else ``hp.Float``
+``{"fixed": v}`` or a bare scalar     ``hp.Fixed``: recorded, never searched
+====================================  =================================================
+
+Names that are :class:`~tfdebias.training.TrainConfig` fields (:data:`CONFIG_KEYS`:
+``learning_rate``, ``batch_size``, ``optimizer``, ...) set the training config; every
+other name is a constructor argument of the model (``embedding_dim``, ``hidden_units``,
+a method's loss weight, ...). Use ``"log": True`` where the paper searches powers of ten.
+
+A method module registers its paper's table once, beside the model:
+
+>>> from tfdebias.tuning import register_space, BACKBONE_COMMON       # doctest: +SKIP
+>>> register_space("cp2rec", {**BACKBONE_COMMON,                       # doctest: +SKIP
+...     "lambda_c": {"min": 1e-3, "max": 1.0, "log": True, "step": 10}})
+
+This module imports neither keras-tuner nor TensorFlow, so method modules can register
+spaces without the ``tune`` extra installed.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+from tfdebias.errors import UsageError
+
+#: TrainConfig fields a space may tune; every other key is a model constructor argument.
+CONFIG_KEYS = ("learning_rate", "batch_size", "optimizer", "epochs", "patience", "weight")
+
+#: name -> space (see the module docstring)
+SEARCH_SPACES: dict[str, dict[str, Any]] = {}
+
+#: What every neural backbone tunes (the grids of the DeepFM/DCN/NCF papers, narrowed to
+#: the values that matter on CTR logs).
+BACKBONE_COMMON: dict[str, Any] = {
+    "learning_rate": {"min": 1e-4, "max": 1e-2, "log": True, "step": 10, "default": 1e-3},
+    "batch_size": [1024, 256, 512, 2048, 4096],
+    "embedding_dim": [16, 8, 32, 64],
+}
+_DNN = {
+    "hidden_units": [[256, 128], [128, 64], [400, 400, 400], [512, 256, 128]],
+    "dropout": [0.0, 0.1, 0.3, 0.5],
+    "dnn_l2": {"min": 1e-7, "max": 1e-3, "log": True, "step": 10, "default": 1e-7},
+}
+
+
+def _validate(name: str, space: dict) -> dict:
+    if not isinstance(space, dict) or not space:
+        raise UsageError(f"search space {name!r} must be a non-empty dict name -> spec")
+    for key, spec in space.items():
+        if not isinstance(key, str) or not key or key.startswith("tuner/"):
+            raise UsageError(f"search space {name!r}: bad parameter name {key!r}")
+        describe(key, spec)  # raises on a malformed spec
+    return space
+
+
+def register_space(name: str, space: dict[str, Any], *, replace: bool = True) -> dict:
+    """Register ``space`` under ``name`` (the name ``tfdebias tune NAME`` uses).
+
+    Registering a name again replaces the space unless ``replace=False``.
+    """
+    key = str(name).strip().lower().replace("-", "_")
+    if key in SEARCH_SPACES and not replace:
+        raise UsageError(f"search space {key!r} is already registered")
+    SEARCH_SPACES[key] = _validate(key, copy.deepcopy(space))
+    return SEARCH_SPACES[key]
+
+
+def get_space(name: str) -> dict[str, Any]:
+    """The space registered as ``name``; method modules are imported first so they can
+    register theirs."""
+    key = str(name).strip().lower().replace("-", "_")
+    if key not in SEARCH_SPACES:
+        try:
+            import tfdebias.methods  # noqa: F401  (methods register their spaces)
+        except ImportError:
+            pass
+    if key not in SEARCH_SPACES:
+        raise UsageError(f"no search space for {name!r}; registered: {', '.join(sorted(SEARCH_SPACES))} "
+                         "(methods call tfdebias.tuning.register_space)")
+    return copy.deepcopy(SEARCH_SPACES[key])
+
+
+def available() -> list[str]:
+    return sorted(SEARCH_SPACES)
+
+
+# -- specs -> keras-tuner ------------------------------------------------------------------
+
+
+def _encode(v):
+    """Choice values keras-tuner can hold: lists/dicts become JSON strings."""
+    return json.dumps(v) if isinstance(v, (list, tuple, dict)) else v
+
+
+def decode(v):
+    """The inverse of :func:`_encode` for a value read back from keras-tuner."""
+    if isinstance(v, str) and v[:1] in "[{":
+        try:
+            return json.loads(v)
+        except json.JSONDecodeError:
+            return v
+    return v
+
+
+def describe(key: str, spec) -> dict:
+    """Normalise one spec to ``{"kind": choice|int|float|fixed, ...}``."""
+    if isinstance(spec, (list, tuple)):
+        if not spec:
+            raise UsageError(f"{key}: an empty list of choices")
+        return {"kind": "choice", "values": [_encode(v) for v in spec], "default": _encode(spec[0])}
+    if isinstance(spec, dict):
+        unknown = set(spec) - {"choices", "default", "min", "max", "log", "step", "fixed"}
+        if unknown:
+            raise UsageError(f"{key}: unknown spec keys {sorted(unknown)}")
+        if "fixed" in spec:
+            return {"kind": "fixed", "value": _encode(spec["fixed"])}
+        if "choices" in spec:
+            values = [_encode(v) for v in spec["choices"]]
+            default = _encode(spec.get("default", spec["choices"][0]))
+            if not values or default not in values:
+                raise UsageError(f"{key}: default {spec.get('default')!r} is not among the choices")
+            return {"kind": "choice", "values": values, "default": default}
+        if "min" in spec and "max" in spec:
+            lo, hi = spec["min"], spec["max"]
+            if not (isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and lo < hi):
+                raise UsageError(f"{key}: need numbers min < max, got {lo!r}, {hi!r}")
+            log = bool(spec.get("log", False))
+            if log and lo <= 0:
+                raise UsageError(f"{key}: a log-scale range needs min > 0")
+            is_int = all(isinstance(v, int) and not isinstance(v, bool) for v in (lo, hi))
+            out = {"kind": "int" if is_int else "float", "min": lo, "max": hi, "log": log,
+                   "step": spec.get("step", 1 if is_int else None)}
+            if "default" in spec:
+                out["default"] = spec["default"]
+            return out
+        raise UsageError(f"{key}: a spec dict needs 'choices', 'min'/'max' or 'fixed'")
+    if spec is None or isinstance(spec, (int, float, str, bool)):
+        return {"kind": "fixed", "value": spec}
+    raise UsageError(f"{key}: cannot read the spec {spec!r}")
+
+
+def declare(hp, space: dict) -> dict:
+    """Declare every parameter of ``space`` on the keras-tuner ``hp``; returns the
+    decoded values of this trial, name -> value."""
+    values = {}
+    for key, spec in space.items():
+        d = describe(key, spec)
+        if d["kind"] == "choice":
+            v = hp.Choice(key, d["values"], default=d["default"])
+        elif d["kind"] == "fixed":
+            v = hp.Fixed(key, d["value"])
+        elif d["kind"] == "int":
+            v = hp.Int(key, d["min"], d["max"], step=d["step"], sampling="log" if d["log"] else "linear",
+                       default=d.get("default"))
+        else:
+            v = hp.Float(key, d["min"], d["max"], step=d["step"],
+                         sampling="log" if d["log"] else "linear", default=d.get("default"))
+        values[key] = decode(v)
+    return values
+
+
+def split_values(values: dict) -> tuple[dict, dict]:
+    """``(config overrides, model_args)`` of one trial's values."""
+    cfg = {k: v for k, v in values.items() if k in CONFIG_KEYS}
+    args = {k: v for k, v in values.items() if k not in CONFIG_KEYS and not k.startswith("tuner/")}
+    return cfg, args
+
+
+def check_grid(space: dict) -> None:
+    """The grid tuner needs every range to have a step."""
+    for key, spec in space.items():
+        d = describe(key, spec)
+        if d["kind"] == "float" and not d["step"]:
+            raise UsageError(f"the grid tuner cannot enumerate the continuous range {key!r}; "
+                             "give it a 'step' (a factor when 'log' is set)")
+
+
+# -- the backbones' spaces -----------------------------------------------------------------
+
+register_space("lr", {"learning_rate": BACKBONE_COMMON["learning_rate"],
+                      "batch_size": BACKBONE_COMMON["batch_size"],
+                      "embedding_l2": _DNN["dnn_l2"]})
+register_space("fm", {**BACKBONE_COMMON, "embedding_l2": _DNN["dnn_l2"]})
+for _name in ("deepfm", "mlp", "wide_deep", "ncf"):
+    register_space(_name, {**BACKBONE_COMMON, **_DNN})
+register_space("dcn", {**BACKBONE_COMMON, **_DNN, "num_cross_layers": [3, 1, 2, 4]})
+register_space("dssm", {**BACKBONE_COMMON, **_DNN, "temperature": [5.0, 1.0, 10.0, 20.0]})
