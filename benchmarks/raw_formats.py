@@ -68,32 +68,29 @@ def write_kuairec(root, *, n_users=7176, n_items=10728, n_big=12_530_806, n_smal
     day0 = np.datetime64("2020-07-05")
 
     def matrix(users, items, n, empty_time_frac):
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
         uu = np.sort(rng.choice(users, n))
         ii = rng.choice(items, n)
         vd = rng.integers(3000, 60000, n)
         wr = np.exp(rng.normal(-0.2, 0.8, n))
-        pd_ = np.round(vd * wr).astype(np.int64)
-        ts = (day0.astype("datetime64[s]").astype(np.int64) - 8 * 3600
-              + rng.integers(0, n_days * 86400, n)).astype(np.float64) + rng.integers(0, 1000, n) / 1000
-        ts.sort()
-        local = (ts + 8 * 3600)
-        t64 = (local * 1000).astype("datetime64[ms]")
-        time = np.datetime_as_string(t64, unit="ms").astype(object)
-        time = np.char.replace(time.astype(str), "T", " ")
-        date = np.char.replace(np.datetime_as_string(t64, unit="D"), "-", "").astype(object)
-        ts_s = np.char.mod("%.3f", ts).astype(object)
-        wr_s = np.char.mod("%.6f", pd_ / vd).astype(object)
-        time = time.astype(object)
+        play = np.round(vd * wr).astype(np.int64)
+        start_ms = (day0.astype("datetime64[ms]").astype(np.int64) - 8 * 3600 * 1000)
+        ts_ms = np.sort(start_ms + rng.integers(0, n_days * 86400 * 1000, n))
+        local = pa.array(ts_ms + 8 * 3600 * 1000, pa.timestamp("ms"))  # Beijing time
+        time = pc.strftime(local, format="%Y-%m-%d %H:%M:%S")  # %S prints the milliseconds
+        date = pc.strftime(local, format="%Y%m%d")
+        stamp = pc.cast(pa.array(ts_ms / 1000.0), pa.string())
+        ratio = pc.cast(pa.array(play / vd), pa.string())
         if empty_time_frac:
             empty = rng.random(n) < empty_time_frac
             empty[rng.integers(0, n, 2)] = True  # at least one, even in tiny files
-            time[empty] = None
-            date[empty] = None
-            ts_s[empty] = None
-        import pyarrow as pa
-        return {"user_id": uu, "video_id": ii, "play_duration": pd_, "video_duration": vd,
-                "time": pa.array(time, pa.string()), "date": pa.array(date, pa.string()),
-                "timestamp": pa.array(ts_s, pa.string()), "watch_ratio": pa.array(wr_s, pa.string())}
+            mask = pa.array(empty)
+            time, date, stamp = (pc.if_else(mask, pa.scalar(None, pa.string()), a)
+                                 for a in (time, date, stamp))
+        return {"user_id": uu, "video_id": ii, "play_duration": play, "video_duration": vd,
+                "time": time, "date": date, "timestamp": stamp, "watch_ratio": ratio}
 
     _write_csv(d / "big_matrix.csv", matrix(np.arange(n_users), np.arange(n_items), n_big, 0.0))
     su = np.sort(rng.choice(n_users, n_small_users, replace=False))
@@ -173,4 +170,178 @@ def write_kuairec(root, *, n_users=7176, n_items=10728, n_big=12_530_806, n_smal
     _write_csv(d / "item_daily_features.csv", daily)
     _write_csv(d / "social_network.csv", {"user_id": np.arange(3),
                                           "friend_list": np.array(["[4202, 7126]", "[8]", "[1, 2]"])})
+    return d
+
+
+# -- WeChat Big Data Challenge 2021 (wechat_algo_data1) -------------------------------------
+
+
+def write_wechat(root, *, n_users=20000, n_feeds=106444, n_actions=7_317_882, n_days=14,
+                 emb_dim=512, seed=0) -> Path:
+    """``wechat_algo_data1/`` with user_action.csv, feed_info.csv, feed_embeddings.csv, test_a.csv."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    rng = np.random.default_rng(seed)
+    d = Path(root) / "wechat_algo_data1"
+    d.mkdir(parents=True, exist_ok=True)
+    feeds = np.sort(rng.choice(np.arange(1, 3 * n_feeds), n_feeds, replace=False))
+    dur = rng.integers(5, 61, n_feeds)
+    # user_action: rows per user in time order (day ascending), no timestamp column
+    uu = np.sort(rng.integers(0, n_users, n_actions))
+    day = np.empty(n_actions, np.int64)
+    day[:] = rng.integers(1, n_days + 1, n_actions)
+    order = np.lexsort((day, uu))
+    uu, day = uu[order], day[order]
+    fi = rng.integers(0, n_feeds, n_actions)
+    frac = rng.beta(1.2, 1.0, n_actions) * 1.3
+    play = np.round(dur[fi] * 1000 * frac).astype(np.int64)
+    stay = play + rng.integers(0, 5000, n_actions)
+    act = {"userid": uu, "feedid": feeds[fi], "date_": day, "device": rng.integers(1, 3, n_actions)}
+    for name, p in (("read_comment", .04), ("comment", .005), ("like", .03)):
+        act[name] = (rng.random(n_actions) < p).astype(np.int64)
+    act["play"], act["stay"] = play, stay
+    for name, p in (("click_avatar", .01), ("forward", .005), ("follow", .001), ("favorite", .002)):
+        act[name] = (rng.random(n_actions) < p).astype(np.int64)
+    _write_csv(d / "user_action.csv", act)
+
+    def words(n, lo, hi, vocab, sep, empty=0.1):
+        k = rng.integers(lo, hi + 1, n)
+        k[rng.random(n) < empty] = 0
+        flat = rng.integers(0, vocab, int(k.sum())).astype(str)
+        joined = pa.array(flat)
+        parents = np.repeat(np.arange(n), k)
+        offsets = np.r_[0, np.cumsum(k)]
+        lists = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), joined)
+        del parents
+        return pc.binary_join(lists, sep)
+
+    tag_ids = rng.integers(0, 350, (n_feeds, 3))
+    probs = rng.random((n_feeds, 3))
+    machine = np.char.add(np.char.add(tag_ids.astype(str), " "), np.char.mod("%.8f", probs))
+    machine = np.char.add(np.char.add(np.char.add(np.char.add(machine[:, 0], ";"), machine[:, 1]), ";"),
+                          machine[:, 2]).astype(object)
+    machine[rng.random(n_feeds) < 0.1] = None
+    bgm = rng.integers(0, 25159, n_feeds).astype(float)
+    bgm[rng.random(n_feeds) < 0.2] = np.nan
+    singer = np.where(np.isnan(bgm), np.nan, rng.integers(0, 17500, n_feeds).astype(float))
+    info = {
+        "feedid": feeds, "authorid": rng.integers(0, 18789, n_feeds), "videoplayseconds": dur,
+        "description": words(n_feeds, 3, 30, 150000, " "), "ocr": words(n_feeds, 0, 20, 150000, " ", 0.4),
+        "asr": words(n_feeds, 0, 25, 150000, " ", 0.4),
+        "description_char": words(n_feeds, 5, 40, 30000, " "),
+        "ocr_char": words(n_feeds, 0, 20, 30000, " ", 0.4), "asr_char": words(n_feeds, 0, 20, 30000, " ", 0.4),
+        "bgm_song_id": pa.array(bgm, from_pandas=True), "bgm_singer_id": pa.array(singer, from_pandas=True),
+        "manual_keyword_list": words(n_feeds, 1, 4, 27000, ";", 0.3),
+        "machine_keyword_list": words(n_feeds, 1, 5, 27000, ";", 0.3),
+        "manual_tag_list": words(n_feeds, 1, 3, 350, ";", 0.1),
+        "machine_tag_list": pa.array(machine, pa.string()),
+    }
+    for k in ("bgm_song_id", "bgm_singer_id"):  # written as floats with empty cells, like pandas
+        info[k] = pc.if_else(pc.is_null(info[k]), pa.scalar(None, pa.string()),
+                             pc.binary_join_element_wise(pc.cast(pc.cast(info[k], pa.int64()), pa.string()),
+                                                         pa.scalar(".0"), ""))
+    _write_csv(d / "feed_info.csv", info)
+    # feed_embeddings.csv: 512 floats separated by spaces (trailing space, as released)
+    emb_feeds = feeds[rng.random(n_feeds) < 0.999] if n_feeds > 20 else feeds
+    with open(d / "feed_embeddings.csv", "w", encoding="utf-8") as f:
+        f.write("feedid,feed_embedding\n")
+        step = 20000
+        for s in range(0, len(emb_feeds), step):
+            v = rng.standard_normal((min(step, len(emb_feeds) - s), emb_dim)).astype(np.float32) * 0.1
+            text = pc.binary_join(pa.ListArray.from_arrays(
+                pa.array(np.arange(0, v.size + 1, emb_dim, dtype=np.int32)),
+                pc.cast(pa.array(v.reshape(-1)), pa.string())), " ")
+            lines = pc.binary_join_element_wise(pa.array(emb_feeds[s:s + len(v)].astype(str)), text, ",")
+            f.write("\n".join(lines.to_pylist()) + " \n")
+    test = {"userid": rng.integers(0, n_users, 50), "feedid": feeds[rng.integers(0, n_feeds, 50)],
+            "device": rng.integers(1, 3, 50)}
+    _write_csv(d / "test_a.csv", test)
+    return d
+
+
+# -- TikTok / ByteDance ICME 2019 short-video challenge, track 2 -------------------------------
+
+
+def _json_vectors(ids: np.ndarray, key: str, vecs: np.ndarray, lengths: np.ndarray, first: str) -> list[str]:
+    """JSON lines {"item_id": i, key: [..]} (or key first when first == key)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    flat = vecs.reshape(-1)
+    offsets = np.r_[0, np.cumsum(lengths)].astype(np.int32)
+    take = np.concatenate([np.arange(r * vecs.shape[1], r * vecs.shape[1] + k) for r, k in
+                           enumerate(lengths)]) if len(lengths) < 50 else None
+    if take is None:  # vectorised: the first `lengths[r]` values of each row
+        mask = np.arange(vecs.shape[1])[None, :] < lengths[:, None]
+        values = flat[mask.reshape(-1)]
+    else:
+        values = flat[take] if len(take) else np.zeros(0, flat.dtype)
+    txt = pc.cast(pa.array(values), pa.string())
+    lists = pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets), txt), ", ")
+    idtxt = pc.cast(pa.array(ids), pa.string())
+    if first == "item_id":
+        parts = [pa.scalar('{"item_id": '), idtxt, pa.scalar(f', "{key}": ['), lists, pa.scalar("]}")]
+    else:
+        parts = [pa.scalar(f'{{"{key}": ['), lists, pa.scalar('], "item_id": '), idtxt, pa.scalar("}")]
+    return pc.binary_join_element_wise(*parts, "").to_pylist()
+
+
+def write_tiktok(root, *, n_users=70711, n_items=3_687_157, n_rows=19_622_340, seed=0,
+                 dim=128) -> Path:
+    """final_track2_train.txt (TAB, no header) and the JSON-lines side files."""
+    rng = np.random.default_rng(seed)
+    d = Path(root)
+    d.mkdir(parents=True, exist_ok=True)
+    items = np.sort(rng.choice(np.arange(0, 4 * n_items), n_items, replace=False))
+    author = rng.integers(0, 850_000, n_items)
+    item_city = rng.integers(-1, 460, n_items)
+    music = np.where(rng.random(n_items) < 0.3, -1, rng.integers(0, 89_000, n_items))
+    dur = rng.integers(1, 60, n_items)
+    ctime = 53_000_000 + rng.integers(0, 100_000, n_items)
+    it = rng.integers(0, n_items, n_rows)
+    uid = rng.integers(0, n_users, n_rows)
+    cols = {"uid": uid, "user_city": np.where(rng.random(n_rows) < 0.1, -1, rng.integers(0, 396, n_rows)),
+            "item_id": items[it], "author_id": author[it], "item_city": item_city[it],
+            "channel": rng.integers(0, 5, n_rows), "finish": (rng.random(n_rows) < 0.35).astype(np.int64),
+            "like": (rng.random(n_rows) < 0.01).astype(np.int64), "music_id": music[it],
+            "did": rng.integers(0, 71_681, n_rows), "creat_time": ctime[it], "video_duration": dur[it]}
+    _write_csv(d / "final_track2_train.txt", cols, header=False, sep="\t")
+
+    step = 200_000
+    files = {"track2_video_features.txt": ("video_feature_dim_128", "item_id"),
+             "track2_audio_features.txt": ("audio_feature_128_dim", "audio")}
+    for fname, (key, first) in files.items():
+        with open(d / fname, "w", encoding="utf-8") as f:
+            for s in range(0, n_items, step):
+                ids = items[s:s + step]
+                k = len(ids)
+                lengths = np.full(k, dim)
+                lengths[rng.random(k) < 0.01] = 0  # empty lists, as in the release
+                lengths[rng.random(k) < 0.005] = 64  # a short one
+                vec = rng.standard_normal((k, dim)).astype(np.float32)
+                keep = rng.random(k) < 0.97  # not every item has side information
+                lines = _json_vectors(ids[keep], key, vec[keep], lengths[keep],
+                                      "item_id" if first == "item_id" else key)
+                f.write("\n".join(lines) + "\n")
+    with open(d / "track2_title.txt", "w", encoding="utf-8") as f:
+        for s in range(0, n_items, step):
+            ids = items[s:s + step]
+            k = len(ids)
+            nw = rng.integers(0, 12, k)
+            words = rng.integers(0, 134_000, int(nw.sum()))
+            counts = rng.integers(1, 3, int(nw.sum()))
+            import pyarrow as pa
+            import pyarrow.compute as pc
+            pairs = pc.binary_join_element_wise(pa.scalar('"'), pc.cast(pa.array(words), pa.string()),
+                                                pa.scalar('": '), pc.cast(pa.array(counts), pa.string()), "")
+            dicts = pc.binary_join(pa.ListArray.from_arrays(pa.array(np.r_[0, np.cumsum(nw)].astype(np.int32)),
+                                                            pairs), ", ")
+            lines = pc.binary_join_element_wise(pa.scalar('{"item_id": '), pc.cast(pa.array(ids), pa.string()),
+                                                pa.scalar(', "title_features": {'), dicts, pa.scalar("}}"), "")
+            f.write("\n".join(lines.to_pylist()) + "\n")
+    with open(d / "track2_face_attrs.txt", "w", encoding="utf-8") as f:
+        f.write('{"item_id": %d, "face_attrs": [{"gender": 0, "beauty": 0.53, '
+                '"relative_position": [0.1, 0.2, 0.3, 0.4]}]}\n' % items[0])
+        f.write('{"item_id": %d, "face_attrs": []}\n' % items[-1])
     return d

@@ -2,3 +2,5 @@
 
 from tfdebias.datasets import synthetic  # noqa: F401,E402  (registers the four simulators)
 from tfdebias.datasets import kuairec  # noqa: F401,E402  (registers the real data set kuairec)
+from tfdebias.datasets import wechat_channels  # noqa: F401,E402  (registers wechat_channels)
+from tfdebias.datasets import tiktok_icme19  # noqa: F401,E402  (registers tiktok_icme19)

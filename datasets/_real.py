@@ -54,6 +54,8 @@ RELEASE_NOTES = {"1.0.0": "Initial release."}
 
 #: Rows per serialised block (and per output shard). Bounds the memory of one block.
 BLOCK_ROWS = 200_000
+#: Rows serialised at once (bounds the byte matrix of :func:`serialize_block`).
+SERIALIZE_ROWS = 50_000
 
 
 # -- files -------------------------------------------------------------------------------
@@ -378,6 +380,64 @@ def to_numeric(values: list, kind: str, *, path, lines, column, nullable=True) -
     return num
 
 
+def read_text_lines(path, *, block_size: int = 64 << 20) -> Iterator[tuple[int, object]]:
+    """Stream a text file (``.gz`` too) as ``(first_line, pyarrow string array of lines)``.
+
+    Lines are taken verbatim (no CSV quoting), empty lines included, so line numbers are
+    exact. Used for JSON-lines files whose fields are then extracted with vectorised
+    regular expressions (:func:`extract_field`).
+    """
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("file not found", path=path)
+    try:
+        reader = pacsv.open_csv(
+            str(path),
+            read_options=pacsv.ReadOptions(column_names=["line"], block_size=block_size),
+            parse_options=pacsv.ParseOptions(delimiter="\x1f", quote_char=False, escape_char=False,
+                                             ignore_empty_lines=False),
+            convert_options=pacsv.ConvertOptions(column_types={"line": pa.string()},
+                                                 strings_can_be_null=False),
+        )
+    except (pa.ArrowInvalid, OSError) as e:
+        raise DataError(f"cannot read the file ({_one_line(e)[:120]})", path=path,
+                        expected="UTF-8 text, one record per line") from None
+    line = 1
+    while True:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            break
+        except (pa.ArrowInvalid, OSError) as e:
+            raise DataError(f"cannot read the file ({_one_line(e)[:120]})", path=path, line=line,
+                            expected="UTF-8 text, one record per line") from None
+        arr = batch.column(0)
+        yield line, arr
+        line += len(arr)
+
+
+def extract_field(lines, pattern: str, *, path, first_line: int, column: str, expected: str,
+                  required: bool = True):
+    """The first group of regex ``pattern`` in every line (a pyarrow string array, null
+    where absent). A line without it raises one :class:`DataError` when ``required``;
+    blank lines are never required."""
+    import pyarrow.compute as pc
+
+    got = pc.extract_regex(lines, pattern)
+    field = pc.struct_field(got, [0])
+    if required:
+        blank = np.asarray(pc.equal(pc.utf8_trim_whitespace(lines), ""))
+        missing = np.asarray(pc.is_null(field)) & ~blank
+        if missing.any():
+            i = int(np.argmax(missing))
+            raise DataError(f"no readable {column!r} in {lines[i].as_py()[:60]!r}", path=path,
+                            line=first_line + i, column=column, expected=expected)
+    return field
+
+
 # -- parsing list-valued fields -----------------------------------------------------------
 
 
@@ -454,27 +514,37 @@ def parse_int_lists(arr, sep: str, max_len: int, *, path, first_line: int, colum
 
 
 def parse_float_vectors(arr, sep: str, width: int, *, path, first_line: int, column: str,
-                        allow_empty: bool = True):
+                        allow_empty: bool = True, allow_other: bool = False):
     """A pyarrow string column of ``sep``-separated floats as ``([n, width] float32,
-    valid mask)``; a row with another number of values raises one DataError, an empty
-    row is all zeros (``valid`` False) when ``allow_empty``."""
+    valid mask)``. An empty row is all zeros (``valid`` False) when ``allow_empty``; a
+    row with another number of values raises one DataError, or is zeros too when
+    ``allow_other`` (releases with known short lists)."""
     flat, parent = split_lists(arr, sep)
     vals = cast_values(flat, "float", parent, path=path, first_line=first_line, column=column,
                        what=f"{width} {sep!r}-separated numbers")
     n = len(arr)
     counts = np.bincount(parent, minlength=n)
-    bad = (counts != width) & ((counts != 0) | (not allow_empty))
+    bad = (counts != width) & ((counts != 0) | (not allow_empty)) & (not allow_other)
     if bad.any():
         i = int(np.argmax(bad))
         raise DataError(f"{counts[i]} numbers", path=path, line=first_line + i, column=column,
                         expected=f"{width} {sep!r}-separated numbers")
     out = np.zeros((n, width), np.float32)
     valid = counts == width
-    out[valid] = vals.reshape(-1, width)
+    out[valid] = vals[valid[parent]].reshape(-1, width)
     return out, valid
 
 
 # -- ids -----------------------------------------------------------------------------------
+
+
+def right_align(m: np.ndarray) -> np.ndarray:
+    """Left-aligned, 0-padded id lists -> right-aligned (the tfdebias sequence convention:
+    the last element in the last column)."""
+    counts = (m > 0).sum(axis=1)
+    shift = m.shape[1] - counts
+    cols = (np.arange(m.shape[1])[None, :] - shift[:, None]) % m.shape[1]
+    return np.take_along_axis(m, cols, axis=1) * (np.arange(m.shape[1])[None, :] >= shift[:, None])
 
 
 def encode_ids(values, *, missing=None) -> tuple[np.ndarray, int, np.ndarray]:
@@ -532,9 +602,10 @@ def chronological_split(user: np.ndarray, order_key: Sequence[np.ndarray],
     """Per-user chronological split: the split index (0, 1, ...) of every row.
 
     Rows are ordered by ``order_key`` (``np.lexsort`` keys, last = primary) within
-    each user; a user's first ``floor(f0 * n)`` rows go to split 0, up to
-    ``floor((f0 + f1) * n)`` to split 1, the rest to the last split (DAMCAR's 6:2:2,
-    official_code_notes.md §2.4).
+    each user; a user's first ``round(f0 * n)`` rows go to split 0, up to
+    ``round((f0 + f1) * n)`` to split 1, the rest to the last split (DAMCAR's 6:2:2,
+    official_code_notes.md §2.4; the same rounding as the ``cascade_exposure``
+    simulator).
     """
     order = np.lexsort(tuple(order_key) + (user,))
     u = user[order]
@@ -544,7 +615,7 @@ def chronological_split(user: np.ndarray, order_key: Sequence[np.ndarray],
     bounds = np.cumsum(fractions)[:-1]
     split_sorted = np.zeros(len(u), np.int64)
     for b in bounds:  # one pass per boundary, not per row
-        split_sorted += rank >= np.floor(b * n + 1e-9)
+        split_sorted += rank >= np.round(b * n)
     out = np.empty(len(u), np.int64)
     out[order] = split_sorted
     return out
@@ -790,22 +861,31 @@ def serialize_block(schema: Schema, cols: Mapping[str, np.ndarray]) -> tuple[np.
     return row.assemble(), lengths
 
 
-def _write_records(path: Path, buf: np.ndarray, lengths: np.ndarray) -> int:
-    """Write protos ``buf`` (split by ``lengths``) as one TFRecord file.
+def _serialized_parts(schema: Schema, block: Mapping[str, np.ndarray], n: int):
+    """:func:`serialize_block` over slices of ``SERIALIZE_ROWS`` rows (bounded memory)."""
+    for start in range(0, n, SERIALIZE_ROWS):
+        part = {k: v[start:start + SERIALIZE_ROWS] for k, v in block.items()}
+        yield serialize_block(schema, part)
 
-    TFRecord framing needs a CRC32C per record, which only TensorFlow's writer computes
-    here; one ``bytes`` slice per record is its fastest feed (~200k records/s, several
-    times ``tf.strings.substr`` or a ``tf.data`` writer).
+
+def _write_records(path: Path, parts) -> int:
+    """Write serialised protos ``(buffer, lengths)`` parts as one TFRecord file.
+
+    TFRecord framing needs a CRC-32C per record, which TensorFlow's writer computes in
+    C++; one ``bytes`` slice per record is its fastest feed (several times
+    ``tf.strings.substr`` plus a ``tf.data`` writer; a numpy CRC is slower, its
+    per-record reads miss the cache).
     """
     import tensorflow as tf
 
-    data = buf.tobytes()
-    ends = np.cumsum(lengths).tolist()
-    starts = [0] + ends[:-1]
     with tf.io.TFRecordWriter(str(path)) as w:
         write = w.write
-        for a, b in zip(starts, ends):
-            write(data[a:b])
+        for buf, lengths in parts:
+            data = buf.tobytes()
+            ends = np.cumsum(lengths).tolist()
+            starts = [0] + ends[:-1]
+            for a, b in zip(starts, ends):
+                write(data[a:b])
     return path.stat().st_size
 
 
@@ -822,7 +902,7 @@ def write_split(builder, split: str, blocks: Iterable[Mapping[str, np.ndarray]],
         if n == 0:
             continue
         tmp = Path(template.data_dir) / f"{builder.name}-{split}.partial-{len(tmp_paths):05d}"
-        nbytes += _write_records(tmp, *serialize_block(schema, block))
+        nbytes += _write_records(tmp, _serialized_parts(schema, block, n))
         tmp_paths.append(tmp)
         lengths.append(n)
     final = template.sharded_filepaths(len(tmp_paths))
@@ -863,6 +943,18 @@ class RealDataBuilder(FileReaderBuilder, skip_registration=True):
     VERSION = VERSION
     RELEASE_NOTES = RELEASE_NOTES
     HOMEPAGE: str = ""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # tfdebias.datasets is the top-level datasets/ folder mapped into the package
+        # (setup.py package_dir); TFDS would look for README/CITATIONS/dummy_data under
+        # tfdebias/datasets/<name>/, so point it at the builder's real folder.
+        from etils import epath
+
+        module_file = Path(sys.modules[cls.__module__].__file__)
+        cls.pkg_dir_path = epath.Path(module_file.parent)
+        cls.code_path = epath.Path(module_file)
+
     DOWNLOAD_PAGE: str = ""
     REQUIRED_FILES: tuple[str, ...] = ()
 
@@ -892,15 +984,29 @@ class RealDataBuilder(FileReaderBuilder, skip_registration=True):
         )
 
     def _download_and_prepare(self, dl_manager, download_config=None):
+        import tempfile
+
         manual_dir = check_manual_dir(dl_manager, files=self.REQUIRED_FILES, page=self.DOWNLOAD_PAGE)
-        schema, splits = self.generate(manual_dir)
-        template = self.schema()
-        shapes = {f.name: (f.role, f.shape) for f in template}
-        if {f.name: (f.role, f.shape) for f in schema} != shapes:
-            raise SchemaError(f"{self.name}: the generated schema differs from the declared one")
-        infos = [write_split(self, name, blocks, schema) for name, blocks in splits.items()]
+        with tempfile.TemporaryDirectory(prefix="tfdebias-scratch-", dir=str(self.data_dir_root)) as tmp:
+            self._scratch_dir = Path(tmp)
+            try:
+                schema, splits = self.generate(manual_dir)
+                template = self.schema()
+                shapes = {f.name: (f.role, f.shape) for f in template}
+                if {f.name: (f.role, f.shape) for f in schema} != shapes:
+                    raise SchemaError(f"{self.name}: the generated schema differs from the declared one")
+                infos = [write_split(self, name, blocks, schema) for name, blocks in splits.items()]
+            finally:
+                self._scratch_dir = None
         self.info.set_splits(tfds.core.SplitDict(infos))
         self.info.metadata["schema"] = schema.to_json()
+
+    def scratch(self, name: str, shape: tuple, dtype=np.float32) -> np.ndarray:
+        """A zero-filled array on disk (``np.memmap``) for large per-item tables, deleted
+        when preparing ends (so item vectors need not fit in memory)."""
+        if getattr(self, "_scratch_dir", None) is None:
+            return np.zeros(shape, dtype)
+        return np.memmap(self._scratch_dir / f"{name}.bin", dtype=dtype, mode="w+", shape=shape)
 
     def download_and_prepare(self, *args, **kwargs):
         """TFDS's ``download_and_prepare``; a failed first build leaves no folder behind."""

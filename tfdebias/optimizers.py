@@ -108,11 +108,6 @@ def _scatter(optimizer, variable, rows, indices):
     optimizer.assign(variable, tf.IndexedSlices(rows, indices))
 
 
-def _scatter_sub(optimizer, variable, rows, indices):
-    """``variable[indices] -= rows`` (indices unique)."""
-    optimizer.assign_sub(variable, tf.IndexedSlices(rows, indices))
-
-
 @keras.saving.register_keras_serializable(package="tfdebias")
 class LazyAdam(keras.optimizers.Adam):
     """Adam that updates embedding rows, and their moments, only where a batch has them.
@@ -140,35 +135,68 @@ class LazyAdam(keras.optimizers.Adam):
     def __init__(self, learning_rate=0.001, name="lazy_adam", **kwargs):
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
 
-    def update_step(self, gradient, variable, learning_rate):
-        if not isinstance(gradient, tf.IndexedSlices):
-            return super().update_step(gradient, variable, learning_rate)
+    # Scalars shared by every table in one update pass (computed once, not once per
+    # variable: a CTR model has dozens of tables). The pass is Keras' TF-backend
+    # `_distributed_tf_update_step`, which runs once per step, also under a
+    # tf.distribute strategy (in its merge call); if a Keras version lacks it the
+    # cache stays off and each variable computes its own, as Adam does.
+    _step_cache = None
 
-        dtype = variable.dtype
-        indices, grad = _dedup(gradient, dtype)
+    def _distributed_tf_update_step(self, distribution, grads_and_vars, learning_rate):
+        self._step_cache = {}
+        try:
+            return super()._distributed_tf_update_step(
+                distribution, grads_and_vars, learning_rate
+            )
+        finally:
+            self._step_cache = None
+
+    def _sparse_scalars(self, dtype, learning_rate):
+        cache = self._step_cache
+        if cache is not None and dtype in cache:
+            return cache[dtype]
         # Same expressions, in the same order, as keras.optimizers.Adam.update_step,
         # so a touched row comes out bit-identical to dense Adam's.
         lr = tf.cast(learning_rate, dtype)
         local_step = tf.cast(self.iterations + 1, dtype)
         beta_1_power = tf.pow(tf.cast(self.beta_1, dtype), local_step)
         beta_2_power = tf.pow(tf.cast(self.beta_2, dtype), local_step)
-        alpha = lr * tf.sqrt(1 - beta_2_power) / (1 - beta_1_power)
+        scalars = (
+            lr * tf.sqrt(1 - beta_2_power) / (1 - beta_1_power),  # alpha
+            tf.cast(1 - self.beta_1, dtype),
+            tf.cast(1 - self.beta_2, dtype),
+            tf.cast(self.epsilon, dtype),
+        )
+        if cache is not None:
+            cache[dtype] = scalars
+        return scalars
 
+    def update_step(self, gradient, variable, learning_rate):
+        if not isinstance(gradient, tf.IndexedSlices):
+            return super().update_step(gradient, variable, learning_rate)
+
+        dtype = variable.dtype
+        indices, grad = _dedup(gradient, dtype)
+        alpha, one_minus_beta_1, one_minus_beta_2, epsilon = self._sparse_scalars(
+            dtype, learning_rate
+        )
         index = self._get_variable_index(variable)
         m = self._momentums[index]
         v = self._velocities[index]
         m_rows = _gather(m, indices)
         v_rows = _gather(v, indices)
-        m_rows = m_rows + (grad - m_rows) * tf.cast(1 - self.beta_1, dtype)
-        v_rows = v_rows + (tf.square(grad) - v_rows) * tf.cast(1 - self.beta_2, dtype)
+        m_rows = m_rows + (grad - m_rows) * one_minus_beta_1
+        v_rows = v_rows + (tf.square(grad) - v_rows) * one_minus_beta_2
         _scatter(self, m, m_rows, indices)
         _scatter(self, v, v_rows, indices)
         if self.amsgrad:
             v_hat = self._velocity_hats[index]
             v_rows = tf.maximum(_gather(v_hat, indices), v_rows)
             _scatter(self, v_hat, v_rows, indices)
-        step = (m_rows * alpha) / (tf.sqrt(v_rows) + tf.cast(self.epsilon, dtype))
-        _scatter_sub(self, variable, step, indices)
+        step = (m_rows * alpha) / (tf.sqrt(v_rows) + epsilon)
+        # Gather + scatter-assign: same arithmetic as scatter_sub, and TF's CPU
+        # scatter-assign kernel is about twice as fast as its scatter-subtract.
+        _scatter(self, variable, _gather(variable, indices) - step, indices)
 
 
 @keras.saving.register_keras_serializable(package="tfdebias")
@@ -196,7 +224,7 @@ class SparseAdagrad(keras.optimizers.Adagrad):
         acc_rows = _gather(acc, indices) + tf.square(grad)
         _scatter(self, acc, acc_rows, indices)
         step = (lr * grad) / tf.sqrt(acc_rows + tf.cast(self.epsilon, dtype))
-        _scatter_sub(self, variable, step, indices)
+        _scatter(self, variable, _gather(variable, indices) - step, indices)
 
 
 #: Names accepted by :func:`make_optimizer`.

@@ -255,11 +255,12 @@ class Schema:
     # -- TFDS -----------------------------------------------------------------------
     def tfds_features(self):
         """The ``tfds.features.FeaturesDict`` a builder declares for this schema."""
+        import numpy as np
         import tensorflow_datasets as tfds
 
         return tfds.features.FeaturesDict(
             {
-                f.name: tfds.features.Tensor(shape=f.shape, dtype=f.dtype)
+                f.name: tfds.features.Tensor(shape=f.shape, dtype=np.dtype(f.dtype))
                 for f in self.features
             }
         )

@@ -57,6 +57,14 @@ def trial_config(base, values: dict):
     return dataclasses.replace(base, **cfg_over, model_args={**base.model_args, **model_args})
 
 
+def sample_features(schema, n: int = 4) -> dict:
+    """A batch of zeros (id 0 = padding) with every non-label column of ``schema``, to
+    build a model's variables without reading data."""
+    import numpy as np
+
+    return {f.name: np.zeros((n, *f.shape), f.dtype) for f in schema if f.name != schema.label.name}
+
+
 def make_hypermodel(space: dict, base, splits: dict, schema, *, verbose=0):
     """A ``keras_tuner.HyperModel`` for ``space`` on the loaded data (see the module docstring)."""
     kt = _kt()
@@ -75,15 +83,12 @@ def make_hypermodel(space: dict, base, splits: dict, schema, *, verbose=0):
         def build(self, hp):
             import keras
 
-            from tfdebias import data as tdata
             from tfdebias.optimizers import make_optimizer
             from tfdebias.training.engine import build_model, compile_model
 
             cfg = self.config(hp)
             keras.utils.set_random_seed(cfg.seed)
-            sample = next(iter(tdata.make_dataset(self.splits[cfg.valid_split], self.schema,
-                                                  batch_size=4)))[0]
-            model = build_model(cfg.model, self.schema, cfg.model_args, sample)
+            model = build_model(cfg.model, self.schema, cfg.model_args, sample_features(self.schema))
             compile_model(model, make_optimizer(cfg.optimizer, cfg.learning_rate))
             return model
 
@@ -184,7 +189,7 @@ class TuneResult:
 
 def tune(method: str, base, directory, *, tuner: str = "bayesian", max_trials: int = 10,
          out=None, data_dir: str | None = None, manual_dir: str | None = None,
-         overwrite: bool = False, verbose=0) -> TuneResult:
+         overwrite: bool = False, verbose=0, space: dict | None = None) -> TuneResult:
     """Search ``method``'s registered space on ``base.data``; write the best run.
 
     Args:
@@ -193,11 +198,14 @@ def tune(method: str, base, directory, *, tuner: str = "bayesian", max_trials: i
       directory: the search folder (``DIR/search`` keras-tuner state, ``DIR/tune.json``).
       out: where the best run directory goes (default ``DIR/best``).
       overwrite: discard an existing search in ``directory`` and start afresh.
+      space: search this space instead of the one registered for ``method``.
     """
     from tfdebias import data as tdata
     from tfdebias.evaluation import protocols
 
-    space = sp.get_space(method)
+    space = sp.get_space(method) if space is None else sp._validate(method, dict(space))
+    if base.model != method:
+        base = dataclasses.replace(base, model=method)
     protocol = protocols.get(base.protocol)
     directory = Path(directory).absolute()
     out = Path(out).absolute() if out is not None else directory / BEST
@@ -229,6 +237,13 @@ def tune(method: str, base, directory, *, tuner: str = "bayesian", max_trials: i
     if not best:
         raise UsageError(f"no trial of the search in {directory} finished; see the log above")
     best = best[0]
+    done = out / "tuning.json"
+    if not (after - before) and done.exists() and (out / rd.METRICS).exists() \
+            and rd.read_json(done).get("best_trial") == best.trial_id:
+        # Nothing new since the best run was written: keep it.
+        metrics = rd.read_json(out / rd.METRICS)
+        values = rd.read_json(done)["best_values"]
+        return TuneResult(out, metrics, values, float(best.score), len(after), 0)
     result = write_best_run(kt_tuner, best, base, splits, schema, protocol, out, record)
     return TuneResult(result[0], result[1], result[2], float(best.score), len(after), len(after - before))
 
@@ -244,7 +259,6 @@ def write_best_run(kt_tuner, best, base, splits, schema, protocol, out: Path, re
     """Turn the best trial into a run directory (atomically, via ``<out>.partial``)."""
     import keras
 
-    from tfdebias import data as tdata
     from tfdebias.training.engine import build_model
 
     values = {k: sp.decode(v) for k, v in best.hyperparameters.values.items()
@@ -252,8 +266,7 @@ def write_best_run(kt_tuner, best, base, splits, schema, protocol, out: Path, re
     cfg = trial_config(base, values)
     run, _ = rd.RunDir.start(out, cfg.to_dict(), overwrite=True)
     keras.utils.set_random_seed(cfg.seed)
-    sample = next(iter(tdata.make_dataset(splits[cfg.valid_split], schema, batch_size=4)))[0]
-    model = build_model(cfg.model, schema, cfg.model_args, sample)
+    model = build_model(cfg.model, schema, cfg.model_args, sample_features(schema))
     ckpt = kt_tuner._get_checkpoint_fname(best.trial_id)
     model.load_weights(ckpt)
     model.save_weights(str(run.path(rd.WEIGHTS)))

@@ -172,6 +172,7 @@ def declare(hp, space: dict) -> dict:
         else:
             v = hp.Float(key, d["min"], d["max"], step=d["step"],
                          sampling="log" if d["log"] else "linear", default=d.get("default"))
+            v = float(f"{v:.12g}")  # 9.999999999999999e-06 -> 1e-05
         values[key] = decode(v)
     return values
 

@@ -206,7 +206,7 @@ class Builder(_real.RealDataBuilder):
         tag_ids, sizes["item_category"], _ = _real.encode_ids(tags["tags"], missing=-1)
         item_tags = _scatter(n_items, t_rows, tag_ids, np.int64)
         first_tag = item_tags[:, 0]  # tags are still left-aligned: column 0 is the first
-        item_tags = _right_align(item_tags)
+        item_tags = _real.right_align(item_tags)
 
         # daily statistics: a (video, day) grid of row indices, forward-filled over days
         all_dates = np.concatenate([big["date"], small["date"], daily["date"]])
@@ -292,12 +292,7 @@ def _read_matrix(path: Path) -> dict:
     """user_id, video_id, date (may be empty), watch_ratio of a big/small matrix."""
     cols = [Col("user_id"), Col("video_id"), Col("date", "int", nullable=True),
             Col("watch_ratio", "float")]
-    parts = list(_real.read_csv(path, cols))
-    out = {}
-    for c in cols:
-        dtype = np.float64 if c.nullable or c.kind == "float" else np.int64
-        out[c.name] = (np.concatenate([p[c.name] for p in parts]).astype(dtype, copy=False)
-                       if parts else np.zeros(0, dtype))
+    out = _real.read_csv_all(path, cols)
     bad = ~np.isfinite(out["watch_ratio"]) | (out["watch_ratio"] < 0)
     if bad.any():
         i = int(np.argmax(bad))
@@ -356,12 +351,6 @@ def _scatter(n: int, rows: np.ndarray, values: np.ndarray, dtype) -> np.ndarray:
     return out
 
 
-def _right_align(m: np.ndarray) -> np.ndarray:
-    """Left-aligned, 0-padded rows -> right-aligned (the tfdebias sequence convention)."""
-    counts = (m > 0).sum(axis=1)
-    shift = m.shape[1] - counts
-    cols = (np.arange(m.shape[1])[None, :] - shift[:, None]) % m.shape[1]
-    return np.take_along_axis(m, cols, axis=1) * (np.arange(m.shape[1])[None, :] >= shift[:, None])
 
 
 def _day_index(dates: np.ndarray, *, path):

@@ -8,6 +8,14 @@ product is replaced by the element-wise product, as in its released code). DIN l
 the weights un-normalised ("the normalization with softmax is abandoned"); set
 ``normalize=True`` for softmax weights that sum to one over the valid positions.
 Padding positions get exactly zero weight either way.
+
+Other papers feed the activation unit a different concatenation; ``terms`` picks it
+from ``query`` (v_A), ``key`` (e_j), ``difference`` (v_A - e_j), ``product``
+(v_A * e_j) and ``context`` (a per-row vector such as the user embedding, passed as
+``context=`` to the call). DADIN's item-level attention (paper 002, Eq. (3)),
+``h^T ReLU(W [r || q || p || r * q])`` followed by a softmax (Eq. (2)), is
+``AttentionPooling([d], activation="relu", normalize=True,
+terms=("key", "query", "context", "product"))``.
 """
 
 from __future__ import annotations
@@ -18,6 +26,11 @@ import keras
 from keras import ops
 
 from tfdebias.layers.mlp import MLP
+
+#: the pieces the activation unit may read
+TERMS = ("query", "key", "difference", "product", "context")
+#: DIN's activation unit input (Zhou et al., 2018, Fig. 2 / Eq. (3))
+TERMS_DIN = ("query", "key", "difference", "product")
 
 
 @keras.saving.register_keras_serializable(package="tfdebias")
@@ -30,8 +43,11 @@ class AttentionPooling(keras.layers.Layer):
       normalize: ``False`` = DIN's raw weights (a linear output, masked to 0);
         ``True`` = softmax over the valid positions.
       dropout: dropout inside the activation unit.
+      terms: what the activation unit reads, concatenated in this order (see the module
+        docstring); the default is DIN's ``("query", "key", "difference", "product")``.
 
-    Call: ``layer(query, keys, mask=None, return_weights=False, training=None)`` with
+    Call: ``layer(query, keys, mask=None, return_weights=False, training=None,
+    context=None)`` with
     ``query`` (B, d) or (B, 1, d), ``keys`` (B, L, d), ``mask`` (B, L) bool (``True`` =
     real position). Returns the pooled (B, d), and the weights (B, L) if asked. A row
     whose positions are all padding pools to zeros.
@@ -53,9 +69,14 @@ class AttentionPooling(keras.layers.Layer):
         activation="sigmoid",
         normalize: bool = False,
         dropout: float = 0.0,
+        terms: Sequence[str] = TERMS_DIN,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.terms = tuple(str(t) for t in terms)
+        bad = [t for t in self.terms if t not in TERMS]
+        if bad or not self.terms:
+            raise ValueError(f"AttentionPooling terms={list(terms)}: each must be one of {TERMS}")
         self.hidden_units = [int(u) for u in hidden_units]
         self.activation = activation
         self.normalize = bool(normalize)
@@ -67,11 +88,22 @@ class AttentionPooling(keras.layers.Layer):
     def compute_mask(self, inputs, mask=None):
         return None
 
-    def call(self, query, keys, mask=None, return_weights=False, training=None):
+    def call(self, query, keys, mask=None, return_weights=False, training=None, context=None):
         length = ops.shape(keys)[1]
         q = ops.reshape(query, (-1, 1, ops.shape(keys)[-1]))
         q = ops.broadcast_to(q, ops.shape(keys))
-        h = ops.concatenate([q, keys, q - keys, q * keys], axis=-1)
+        parts = {"query": q, "key": keys}
+        if "difference" in self.terms:
+            parts["difference"] = q - keys
+        if "product" in self.terms:
+            parts["product"] = q * keys
+        if "context" in self.terms:
+            if context is None:
+                raise ValueError("AttentionPooling with the 'context' term needs context=")
+            c = ops.reshape(context, (-1, 1, ops.shape(context)[-1]))
+            parts["context"] = ops.broadcast_to(
+                c, (ops.shape(keys)[0], length, ops.shape(context)[-1]))
+        h = ops.concatenate([parts[t] for t in self.terms], axis=-1)
         scores = ops.squeeze(self.score(self.unit(h, training=training)), axis=-1)  # (B, L)
         if mask is None:
             mask = ops.ones((ops.shape(keys)[0], length), dtype="bool")
@@ -92,5 +124,6 @@ class AttentionPooling(keras.layers.Layer):
             activation=self.activation,
             normalize=self.normalize,
             dropout=self.dropout,
+            terms=list(self.terms),
         )
         return config

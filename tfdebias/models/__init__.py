@@ -7,8 +7,8 @@
 
 Every model is a :class:`~tfdebias.models.base.Backbone`: ``call(features)`` returns
 probabilities (B, 1), ``logits(features)`` (B,), ``representation(features)`` (B, h).
-A new model registers itself with ``@register("name")`` and is imported at the bottom
-of this file.
+A new model registers itself with ``@register("name")``; every module of this package
+is imported on first use, and method models register from ``tfdebias.methods``.
 """
 
 from __future__ import annotations
@@ -46,6 +46,8 @@ def get(name: str) -> type:
     """The class registered as ``name``; :class:`UsageError` naming the choices if none."""
     key = _normalise(name)
     if key not in MODELS:
+        import tfdebias.methods  # noqa: F401  (method modules register their models)
+    if key not in MODELS:
         raise UsageError(f"unknown model {name!r}; available models: {', '.join(available())}")
     return MODELS[key]
 
@@ -72,15 +74,18 @@ def build(name: str, schema, **kwargs):
 
 
 from tfdebias.models.base import Backbone, split_sides  # noqa: E402
-from tfdebias.models import (  # noqa: E402,F401  (importing registers them)
-    dcn,
-    deepfm,
-    dssm,
-    fm,
-    lr,
-    mlp,
-    ncf,
-    wide_deep,
-)
+
+
+def _import_all():
+    """Import every model module in this package (importing registers them)."""
+    import importlib
+    import pkgutil
+
+    for m in pkgutil.iter_modules(__path__):
+        if m.name not in ("base",) and not m.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{m.name}")
+
+
+_import_all()
 
 __all__ = ["MODELS", "Backbone", "available", "build", "get", "register", "split_sides"]

@@ -67,6 +67,14 @@ class DeepCrossNetwork(Backbone):
         self.head = keras.layers.Dense(1, name="head")
 
     def forward(self, features, training=False):
-        x0 = self.flat_inputs(self.embed(features))
+        return self.tower(self.flat_inputs(self.embed(features)), training=training)
+
+    def tower(self, x0, training=False):
+        """The prediction tower on a given ``x_0`` (B, n): cross + deep + combination,
+        Eq. (1)-(5) after the embedding. Returns ``(logits (B,), representation)``.
+
+        Methods that build ``x_0`` themselves (CP2Rec's ``[c, z']``) reuse it; the cross
+        and deep kernels are sized by the first ``x_0`` they see.
+        """
         combined = ops.concatenate([self.cross(x0), self.dnn(x0, training=training)], axis=1)
         return ops.reshape(self.head(combined), (-1,)), combined

@@ -101,6 +101,15 @@ class NeuMF(Backbone):
             ],
             axis=1,
         )
+        return self.tower(phi_gmf, mlp_in, training=training)
+
+    def tower(self, phi_gmf, mlp_in, training=False):
+        """The prediction tower on given inputs: ``phi_GMF`` (B, d), already the
+        element-wise product of the user and item vectors, and the MLP input (B, n);
+        Eq. (11)-(12) after the embeddings. Returns ``(logits (B,), representation)``.
+
+        Methods that build the inputs themselves (CP2Rec's ``[c, z']``) reuse it.
+        """
         phi_mlp = self.dnn(mlp_in, training=training)
         combined = ops.concatenate([phi_gmf, phi_mlp], axis=1)
         return ops.reshape(self.head(combined), (-1,)), combined

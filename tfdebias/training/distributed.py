@@ -251,7 +251,13 @@ def fit_distributed(model, strategy, train_columns: dict, schema, config, *,
         "wait": tf.Variable(0, dtype=tf.int64, trainable=False, name="wait"),
         "best_epoch": tf.Variable(-1, dtype=tf.int64, trainable=False, name="best_epoch"),
     }
-    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, **state)
+    from tfdebias.training.resume import _seed_generators
+
+    # The dropout RNG (seed-generator states) is not among the model's tracked
+    # variables; without it a resumed run draws other masks.
+    rng = [sg.state.value if hasattr(sg.state, "value") else sg.state
+           for sg in _seed_generators(model)]
+    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, rng=rng, **state)
     manager, scratch = None, None
     if checkpoint_dir is not None:
         checkpoint_dir = Path(checkpoint_dir)

@@ -115,6 +115,22 @@ def build_model(name: str, schema, model_args: dict, sample_features: dict):
     return model
 
 
+def prepare_splits(config: TrainConfig, splits: dict, schema) -> dict:
+    """Let the model class derive columns from the training split before batching.
+
+    A model class may define ``prepare_splits(splits, schema, train_split=...)`` (a
+    classmethod) returning the splits with extra columns, e.g. CP2Rec's estimated
+    propensities (``tfdebias.methods.cp2rec``); other models get ``splits`` unchanged.
+    """
+    import tfdebias.methods  # noqa: F401  (methods register their models)
+    from tfdebias import models
+
+    hook = getattr(models.get(config.model), "prepare_splits", None)
+    if hook is None:
+        return splits
+    return hook(splits, schema, train_split=config.train_split)
+
+
 class SetEpoch:
     """Keras callback: tell epoch-aware datasets which epoch starts (for exact resume)."""
 
@@ -162,7 +178,8 @@ def fit(model, train_ds, valid_ds, config: TrainConfig, run: rd.RunDir | None = 
         ]
     cbs += list(callbacks)
     history = model.fit(train_ds, validation_data=valid_ds, epochs=config.epochs,
-                        callbacks=cbs, verbose=verbose, initial_epoch=initial_epoch)
+                        callbacks=cbs, verbose=verbose, initial_epoch=initial_epoch,
+                        shuffle=False)  # the dataset shuffles itself, epoch-aware
     if backup is not None:
         history.history = backup.full_history()  # the epochs before a resume included
     return history
@@ -199,6 +216,7 @@ def train(config: TrainConfig, out: str | Path | None = None, *, data_dir: str |
     for s in (config.train_split, config.valid_split):
         if s not in splits:
             raise UsageError(f"data set {config.data!r} has no split {s!r}; it has {sorted(splits)}")
+    splits = prepare_splits(config, splits, schema)
 
     out = Path(out) if out is not None else Path("runs") / f"{config.data.replace('/', '_')}-{config.model}-s{config.seed}"
     if out.exists() and not overwrite:  # fail before any work

@@ -1,0 +1,120 @@
+"""Time the real-data builders on full-size synthetic raw files in each published format.
+
+For each data set this writes random raw files in the owners' format (file names,
+folders, columns, separators, compression; ``benchmarks/raw_formats.py``) at a stated
+scale, then prepares them with ``tfdebias.data.prepare`` in a fresh child process and
+records that child's wall time and peak resident memory (``ru_maxrss``). Writing the raw
+files is not timed.
+
+Scales (``--scale NAME=FACTOR``; 1.0 = the published size):
+
+* ``kuairec``: 1.0 = big_matrix 12,530,806 rows + small_matrix 4,676,570 rows (the issue's
+  bound: under 4 GiB and under 10 minutes on 2 cores).
+* ``wechat_channels``: 1.0 = user_action 7,317,882 rows, 106,444 feeds with 512-d embeddings.
+* ``tiktok_icme19``: 1.0 = 19,622,340 interactions (3.7M items with side files).
+* ``amazon_reviews/...``: 1.0 = the 2014 5-core review counts of the config's two categories.
+* ``huawei_digix22``: 1.0 = 7,675,517 ads rows + 3,227,732 feeds rows.
+
+Usage::
+
+    python benchmarks/prepare_scale.py                       # KuaiRec at full size
+    python benchmarks/prepare_scale.py --data kuairec,wechat_channels --scale wechat_channels=0.25
+
+Prints human-readable lines, then ONE JSON object on the last stdout line:
+``{"kuairec": {"seconds": ..., "peak_rss_mb": ..., "rows": ..., "rows_per_s": ..., "scale": ...}, ...}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import BenchmarkError, emit_json, machine, run_json_child  # noqa: E402
+
+#: data set -> (writer name in raw_formats, default scale)
+DATASETS = {
+    "kuairec": ("write_kuairec", 1.0),
+}
+
+CHILD = r"""
+import json, resource, sys, time
+from tfdebias import data
+t0 = time.perf_counter()
+b = data.prepare(sys.argv[1], data_dir=sys.argv[2], manual_dir=sys.argv[3])
+seconds = time.perf_counter() - t0
+rows = {k: v.num_examples for k, v in b.info.splits.items()}
+ru = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({"seconds": round(seconds, 1), "rows_by_split": rows,
+                  "cpu_seconds": round(ru.ru_utime + ru.ru_stime, 1),
+                  "peak_rss_mb": round(ru.ru_maxrss / 1024, 1)}))
+"""
+
+
+def write_raw(name: str, scale: float, root: Path) -> dict:
+    import raw_formats
+
+    t0 = time.perf_counter()
+    if name == "kuairec":
+        raw_formats.write_kuairec(
+            root, n_big=int(12_530_806 * scale), n_small_users=max(2, int(1411 * scale ** 0.5)),
+            n_small_items=max(2, int(3327 * scale ** 0.5)), seed=0)
+    else:
+        raise BenchmarkError(f"no raw writer for {name!r}")
+    size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+    return {"write_seconds": round(time.perf_counter() - t0, 1), "raw_mb": round(size / 2**20, 1)}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default="kuairec", help="comma-separated data sets (default kuairec)")
+    ap.add_argument("--scale", action="append", default=[], metavar="NAME=FACTOR")
+    ap.add_argument("--work", help="folder for raw files and prepared data (default: a temp dir)")
+    ap.add_argument("--keep", action="store_true", help="keep the raw and prepared files")
+    args = ap.parse_args(argv)
+    scales = {k: float(v) for k, v in (s.split("=", 1) for s in args.scale)}
+    work = Path(args.work or tempfile.mkdtemp(prefix="tfdebias-scale-"))
+    results = {"machine": machine()}
+    try:
+        for name in args.data.split(","):
+            base = name.split("/")[0]
+            if base not in DATASETS:
+                raise SystemExit(f"unknown data set {name!r}; expected one of {sorted(DATASETS)}")
+            scale = scales.get(name, DATASETS[base][1])
+            raw, out = work / f"raw-{name.replace('/', '_')}", work / f"tfds-{name.replace('/', '_')}"
+            shutil.rmtree(out, ignore_errors=True)
+            if not raw.exists():
+                print(f"[{name}] writing raw files at scale {scale} ...", flush=True)
+                info = write_raw(name, scale, raw)
+                print(f"[{name}] wrote {info['raw_mb']} MB in {info['write_seconds']} s", flush=True)
+            else:
+                info = {}
+            print(f"[{name}] preparing ...", flush=True)
+            load0 = os.getloadavg()[0]
+            res = run_json_child([sys.executable, "-c", CHILD, name, str(out), str(raw)])
+            res["load_average_before_after"] = [round(load0, 2), round(os.getloadavg()[0], 2)]
+            res["output_mb"] = round(sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 2**20, 1)
+            rows = sum(res["rows_by_split"].values())
+            res.update(info, rows=rows, scale=scale, rows_per_s=round(rows / res["seconds"], 1))
+            print(f"[{name}] {rows:,} rows in {res['seconds']} s wall ({res['cpu_seconds']} CPU s), "
+                  f"peak RSS {res['peak_rss_mb']} MB, load average {res['load_average_before_after']}",
+                  flush=True)
+            results[name] = res
+            if not args.keep:
+                shutil.rmtree(out, ignore_errors=True)
+    finally:
+        if not args.keep and not args.work:
+            shutil.rmtree(work, ignore_errors=True)
+    emit_json(results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

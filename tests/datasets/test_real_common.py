@@ -1,0 +1,258 @@
+"""The shared machinery of the real-data builders (``datasets/_real.py``), and helpers the
+per-builder tests use: corrupted copies of dummy data, the CLI in a subprocess."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tfdebias.datasets import _real
+from tfdebias.errors import DataError
+from tfdebias.schema import Feature, Schema
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+# -- helpers for the builder tests ---------------------------------------------------------
+
+
+def dummy_dir(name: str) -> Path:
+    return REPO / "datasets" / name / "dummy_data"
+
+
+def corrupt_copy(name: str, tmp_path: Path, rel: str, edit) -> Path:
+    """A copy of ``name``'s dummy data with file ``rel`` passed through ``edit(text) -> text``
+    (``.gz`` files are decompressed and recompressed); ``edit=None`` deletes the file."""
+    dst = tmp_path / f"{name}-raw"
+    shutil.copytree(dummy_dir(name), dst)
+    path = dst / rel
+    if edit is None:
+        path.unlink()
+    elif path.suffix == ".gz":
+        text = gzip.decompress(path.read_bytes()).decode("utf-8")
+        path.write_bytes(gzip.compress(edit(text).encode("utf-8")))
+    else:
+        path.write_text(edit(path.read_text(encoding="utf-8")), encoding="utf-8")
+    return dst
+
+
+def replace_line(lineno: int, fn):
+    """An ``edit`` that replaces 1-based line ``lineno`` by ``fn(line)``."""
+
+    def edit(text):
+        lines = text.split("\n")
+        lines[lineno - 1] = fn(lines[lineno - 1])
+        return "\n".join(lines)
+
+    return edit
+
+
+def set_field(lineno: int, column: int, value: str, sep: str = ","):
+    """An ``edit`` setting field ``column`` (0-based, no quoted separators before it) of a line."""
+
+    def fn(line):
+        parts = line.split(sep)
+        parts[column] = value
+        return sep.join(parts)
+
+    return replace_line(lineno, fn)
+
+
+def expect_data_error(name: str, manual: Path, data_dir: Path, *fragments: str) -> str:
+    """Preparing ``name`` raises one :class:`DataError` whose message holds ``fragments``,
+    and leaves no data set folder behind."""
+    from tfdebias import data
+
+    with pytest.raises(DataError) as info:
+        data.prepare(name, data_dir=str(data_dir), manual_dir=str(manual))
+    msg = str(info.value)
+    assert "\n" not in msg
+    for frag in fragments:
+        assert frag in msg, (frag, msg)
+    base = name.split("/")[0]
+    assert not (data_dir / base).exists(), sorted(p.name for p in data_dir.iterdir())
+    return msg
+
+
+def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run([sys.executable, "-m", "tfdebias.cli", *args], capture_output=True,
+                          text=True, env=env, timeout=timeout, cwd=str(REPO))
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("tfdebias: error:")]
+
+
+# -- serialisation ---------------------------------------------------------------------------
+
+
+def _random_block(n, rng):
+    schema = Schema([
+        Feature("user_id", "categorical", vocab_size=200_000),
+        Feature("small", "categorical", vocab_size=5),
+        Feature("history", "sequence", vocab_size=200_000, max_len=7, vocab="user_id"),
+        Feature("dense_x", "dense"),
+        Feature("visual", "vector", width=5),
+        Feature("long_history", "sequence", vocab_size=2**40, max_len=70),
+        Feature("signed", "proxy", vocab_size=2**62),
+        Feature("click", "label"),
+    ])
+    cols = {
+        "user_id": rng.integers(0, 200_000, n),
+        "small": rng.integers(0, 5, n),
+        "history": rng.integers(0, 200_000, (n, 7)) * (rng.random((n, 7)) < 0.6),
+        "dense_x": rng.standard_normal(n).astype(np.float32),
+        "visual": rng.standard_normal((n, 5)).astype(np.float32),
+        "long_history": rng.integers(0, 2**40, (n, 70)),
+        # negative int64s take 10 bytes as varints; TFDS ids are never negative, but the
+        # encoder must still be right for them
+        "signed": rng.integers(-(2**62), 2**62, n),
+        "click": (rng.random(n) < 0.3).astype(np.float32),
+    }
+    return schema, {k: v.astype(np.int64) if v.dtype.kind == "i" else v for k, v in cols.items()}
+
+
+def test_serialize_block_parses_like_tfds(tmp_path):
+    """The vectorised encoder's protos parse, with TFDS's own parser, to the input rows."""
+    import tensorflow as tf
+    from tensorflow_datasets.core import example_parser, example_serializer
+
+    schema, cols = _random_block(300, np.random.default_rng(0))
+    feats = _real.tfds_features(schema)
+    buf, lengths = _real.serialize_block(schema, cols)
+    assert buf.dtype == np.uint8 and len(lengths) == 300 and lengths.sum() == buf.size
+    parser = example_parser.ExampleParser(feats.get_serialized_info())
+    ours = tf.strings.substr(tf.constant(buf.tobytes()), np.cumsum(lengths) - lengths, lengths)
+    # TFDS's reference encoder on the same rows
+    ref = example_serializer.ExampleSerializer(feats.get_serialized_info())
+    for r in (0, 1, 150, 299):
+        row = {k: v[r] for k, v in cols.items()}
+        got = feats.decode_example(parser.parse_example(ours[r]))
+        want = feats.decode_example(parser.parse_example(
+            ref.serialize_example(feats.encode_example(row))))
+        for k in cols:
+            np.testing.assert_array_equal(np.asarray(got[k]), np.asarray(want[k]), err_msg=k)
+            np.testing.assert_array_equal(np.asarray(got[k]), row[k], err_msg=k)
+
+
+def test_serialize_block_byte_identical_to_protobuf():
+    """Field order aside, the bytes equal protobuf's own serialisation of the same Example."""
+    import tensorflow as tf
+
+    schema, cols = _random_block(40, np.random.default_rng(1))
+    buf, lengths = _real.serialize_block(schema, cols)
+    offsets = np.cumsum(lengths) - lengths
+    for r in range(40):
+        ex = tf.train.Example()
+        for f in schema:
+            v = np.asarray(cols[f.name][r]).reshape(-1)
+            if f.dtype == "int64":
+                ex.features.feature[f.name].int64_list.value.extend(v.tolist())
+            else:
+                ex.features.feature[f.name].float_list.value.extend(v.tolist())
+        parsed = tf.train.Example.FromString(bytes(buf[offsets[r]:offsets[r] + lengths[r]]))
+        assert parsed == ex
+
+
+def test_write_split_shards_read_back(tmp_path):
+    """write_split + TFDS reading: one shard per block, all rows back in order."""
+    import tensorflow_datasets as tfds
+
+    from tfdebias.datasets.kuairec.kuairec_dataset_builder import Builder
+
+    schema, cols = _random_block(50, np.random.default_rng(2))
+    builder = Builder(data_dir=str(tmp_path))
+    builder._data_dir = str(tmp_path)  # write straight here, no incomplete dir
+    blocks = [{k: v[:20] for k, v in cols.items()}, {k: v[20:20] for k, v in cols.items()},
+              {k: v[20:] for k, v in cols.items()}]
+    info = _real.write_split(builder, "train", blocks, schema)
+    assert info.shard_lengths == [20, 30] and info.num_examples == 50
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["kuairec-train.tfrecord-00000-of-00002", "kuairec-train.tfrecord-00001-of-00002"]
+    del tfds
+
+
+# -- reading helpers ---------------------------------------------------------------------------
+
+
+def test_read_csv_names_line_and_column(tmp_path):
+    p = tmp_path / "t.csv"
+    p.write_text("a,b,c\n1,2,x\n3,4,y\n5,abc,z\n")
+    cols = [_real.Col("a"), _real.Col("b"), _real.Col("c", "str")]
+    with pytest.raises(DataError, match=r"t.csv: line 4, column 'b': bad value 'abc' \(expected an integer"):
+        list(_real.read_csv(p, cols))
+    p.write_text("a,b,c\n1,2,x\n3,4,y,9\n")
+    with pytest.raises(DataError, match=r"line 3: malformed row"):
+        list(_real.read_csv(p, cols))
+    p.write_text("a,c\n1,x\n")
+    with pytest.raises(DataError, match=r"line 1, column 'b': missing column"):
+        list(_real.read_csv(p, cols))
+    p.write_text("a,b,c\n1,,x\n")
+    with pytest.raises(DataError, match=r"line 2, column 'b': empty value"):
+        list(_real.read_csv(p, cols))
+    p.write_text("1\t2\tx\n3\t4\ty\n")
+    out = _real.read_csv_all(p, cols, delimiter="\t", header=False, names=["a", "b", "c"])
+    assert out["b"].tolist() == [2, 4] and out["c"].to_pylist() == ["x", "y"]
+
+
+def test_find_file_names_the_download_page(tmp_path):
+    (tmp_path / "sub dir").mkdir()
+    (tmp_path / "sub dir" / "x.csv").write_text("a\n")
+    assert _real.find_file(tmp_path, "x.csv", page="P") == tmp_path / "sub dir" / "x.csv"
+    with pytest.raises(DataError, match=r"y\.csv.*not found.*download it from P"):
+        _real.find_file(tmp_path, "y.csv", page="P")
+
+
+def test_lists_and_padding():
+    import pyarrow as pa
+
+    arr = pa.array(["1^2^3", "", None, "4", "5^6^7^8^9"])
+    m = _real.parse_int_lists(arr, "^", 3, path="f", first_line=2, column="c")
+    assert m.tolist() == [[1, 2, 3], [0, 0, 0], [0, 0, 0], [0, 0, 4], [7, 8, 9]]
+    m = _real.parse_int_lists(arr, "^", 3, path="f", first_line=2, column="c", keep="first", align="left")
+    assert m.tolist() == [[1, 2, 3], [0, 0, 0], [0, 0, 0], [4, 0, 0], [5, 6, 7]]
+    with pytest.raises(DataError, match=r"f: line 3, column 'c': bad list element 'x'"):
+        _real.parse_int_lists(pa.array(["1", "2^x"]), "^", 3, path="f", first_line=2, column="c")
+    v, ok = _real.parse_float_vectors(pa.array(["1 2 ", "", "0.5 -1e3"]), " ", 2, path="f",
+                                      first_line=2, column="e")
+    assert ok.tolist() == [True, False, True] and v[2].tolist() == [0.5, -1000.0]
+    with pytest.raises(DataError, match=r"line 2, column 'e': 3 numbers \(expected 2"):
+        _real.parse_float_vectors(pa.array(["1 2 3"]), " ", 2, path="f", first_line=2, column="e")
+
+
+def test_ids_reserve_zero():
+    ids, size, vocab = _real.encode_ids(np.array([30, 10, 10, 20]))
+    assert ids.tolist() == [3, 1, 1, 2] and size == 4 and vocab.tolist() == [10, 20, 30]
+    assert _real.lookup_ids(np.array([20, 99, 10]), vocab).tolist() == [2, 0, 1]
+    ids, size, _ = _real.encode_ids(np.array(["b", "", "a"]), missing="")
+    assert ids.tolist() == [2, 0, 1] and size == 3
+
+
+def test_history_before_matches_brute_force():
+    rng = np.random.default_rng(3)
+    n_ev, n = 300, 200
+    ev_u, ev_t, ev_i = rng.integers(0, 15, n_ev), rng.integers(0, 50, n_ev), rng.integers(1, 99, n_ev)
+    u, t = rng.integers(0, 17, n), rng.integers(0, 50, n)
+    got = _real.history_before(u, t, ev_u, ev_t, ev_i, 4)
+    order = np.lexsort((np.arange(n_ev), ev_t, ev_u))
+    for r in range(n):
+        before = [ev_i[j] for j in order if ev_u[j] == u[r] and ev_t[j] < t[r]][-4:]
+        want = [0] * (4 - len(before)) + before
+        assert got[r].tolist() == want, r
+
+
+def test_chronological_split_per_user():
+    user = np.array([5, 5, 5, 5, 5, 9, 9, 7])
+    time = np.array([4, 0, 3, 1, 2, 1, 0, 0])
+    part = _real.chronological_split(user, [time], [0.6, 0.2, 0.2])
+    # user 5: times 0,1,2 train (round(3.0)), 3 valid (round(4.0)), 4 test
+    assert part[[1, 3, 4, 2, 0]].tolist() == [0, 0, 0, 1, 2]
+    assert part[[6, 5]].tolist() == [0, 1] and part[7] == 0

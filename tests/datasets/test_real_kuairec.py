@@ -1,0 +1,100 @@
+"""``kuairec`` on its dummy data (the real raw format, a few dozen rows)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from tfdebias.datasets.kuairec import kuairec_dataset_builder as kb
+
+from .test_real_common import (corrupt_copy, dummy_dir, error_lines, expect_data_error,
+                               run_cli, set_field)
+
+DATA = "KuaiRec 2.0/data"
+
+
+class KuaiRecTest(tfds.testing.DatasetBuilderTestCase):
+    """TFDS's own checks: registered, prepares from dummy_data, splits, reload."""
+
+    DATASET_CLASS = kb.Builder
+    SPLITS = {"train": 32, "valid": 8, "test": 23}  # big matrix 40 rows 8:2; small 23
+    EXAMPLE_DIR = str(dummy_dir("kuairec"))
+    SKIP_CHECKSUMS = True  # a manual data set: nothing is downloaded
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    from tfdebias import data
+
+    d = tmp_path_factory.mktemp("kuairec")
+    b = data.prepare("kuairec", data_dir=str(d), manual_dir=str(dummy_dir("kuairec")))
+    return b, data.load_schema(b), {s: data.read_split(b, s) for s in ("train", "valid", "test")}
+
+
+def test_schema_roles_match_the_simulator(prepared):
+    from tfdebias.datasets.synthetic import confounded_ctr
+
+    _, schema, _ = prepared
+    assert schema.label.name == "click"
+    assert [f.name for f in schema.proxies] == list(kb.PROXIES) and len(schema.proxies) == 11
+    sim = confounded_ctr.schema()
+    shared = ["user_id", "item_id", "item_category", "click"]
+    for name in shared:
+        assert schema[name].role == sim[name].role, name
+    assert schema.exposure is None and not schema.by_role("truth")
+    assert schema["item_tags"].table == schema["item_category"].table
+    # vocabularies from the data: 8 users, 12 videos in the dummy files, 0 reserved
+    assert schema["user_id"].vocab_size == 9 and schema["item_id"].vocab_size == 13
+
+
+def test_labels_splits_and_features(prepared):
+    _, schema, splits = prepared
+    for cols in splits.values():
+        np.testing.assert_array_equal(cols["click"], (cols["watch_ratio"] > 2.0).astype(np.float32))
+        assert cols["user_id"].min() >= 1 and cols["item_id"].min() >= 1
+        assert cols["item_daily_stats"].shape[1] == 34
+    # test = the small matrix: its (user, item) pairs form the dense block
+    test = splits["test"]
+    assert len(test["user_id"]) == 23
+    # previous-day statistics: a video's first logged day has no earlier statistics
+    assert (splits["train"]["show_cnt"] == 0).any() and (splits["train"]["show_cnt"] > 0).any()
+
+
+def test_missing_manual_dir_and_file(tmp_path):
+    from tfdebias import data
+    from tfdebias.errors import DataError
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match="zenodo.org/records/18164998"):
+        data.prepare("kuairec", data_dir=str(tmp_path / "out"), manual_dir=str(empty))
+    manual = corrupt_copy("kuairec", tmp_path, f"{DATA}/item_daily_features.csv", None)
+    expect_data_error("kuairec", manual, tmp_path / "out2", "item_daily_features.csv",
+                      "not found", "zenodo.org/records/18164998")
+
+
+@pytest.mark.parametrize("edit,fragments", [
+    (set_field(5, 7, "abc"), ["big_matrix.csv: line 5, column 'watch_ratio'", "'abc'", "a number"]),
+    (set_field(3, 0, "1.5"), ["big_matrix.csv: line 3, column 'user_id'", "an integer"]),
+    (set_field(4, 1, ""), ["big_matrix.csv: line 4, column 'video_id'", "empty value"]),
+    (set_field(6, 7, "0.5,7"), ["big_matrix.csv: line 6", "malformed row"]),
+    (set_field(1, 0, "uid"), ["big_matrix.csv: line 1, column 'user_id'", "missing column"]),
+])
+def test_malformed_big_matrix(tmp_path, edit, fragments):
+    manual = corrupt_copy("kuairec", tmp_path, f"{DATA}/big_matrix.csv", edit)
+    expect_data_error("kuairec", manual, tmp_path / "out", *fragments)
+
+
+def test_cli_prepare_and_bad_input(tmp_path):
+    ok = run_cli("datasets", "prepare", "kuairec", "--manual-dir", str(dummy_dir("kuairec")),
+                 "--data-dir", str(tmp_path / "good"))
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert "test" in ok.stdout and "23" in ok.stdout
+    manual = corrupt_copy("kuairec", tmp_path, f"{DATA}/small_matrix.csv", set_field(2, 1, "x"))
+    bad = run_cli("datasets", "prepare", "kuairec", "--manual-dir", str(manual),
+                  "--data-dir", str(tmp_path / "bad"))
+    assert bad.returncode == 2
+    (line,) = error_lines(bad.stderr)
+    assert "small_matrix.csv: line 2, column 'video_id'" in line
+    assert not (tmp_path / "bad" / "kuairec").exists()

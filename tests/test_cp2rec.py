@@ -1,0 +1,285 @@
+"""CP2Rec: the purifiers, CLUB, the IPS loss, gradient flow, export of y_U, the CLI."""
+
+import json
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+tf = pytest.importorskip("tensorflow")
+
+from tfdebias.methods import cp2rec  # noqa: E402
+from tfdebias.schema import Feature, Schema  # noqa: E402
+
+SCHEMA = Schema([
+    Feature("user_id", "categorical", vocab_size=21),
+    Feature("item_id", "categorical", vocab_size=31),
+    Feature("item_category", "categorical", vocab_size=5),
+    Feature("item_ctr", "proxy"),
+    Feature("log_show_cnt", "proxy"),
+    Feature("position", "proxy", vocab_size=6),
+    Feature("click", "label"),
+    Feature("propensity", "exposure"),
+])
+
+
+def batch(n=64, seed=0):
+    rng = np.random.default_rng(seed)
+    cols = {
+        "user_id": rng.integers(1, 21, n), "item_id": rng.integers(1, 31, n),
+        "item_category": rng.integers(1, 5, n),
+        "item_ctr": rng.random(n).astype("float32"),
+        "log_show_cnt": rng.normal(3, 1, n).astype("float32"),
+        "position": rng.integers(1, 6, n),
+        "click": rng.integers(0, 2, n).astype("float32"),
+        "propensity": rng.uniform(0.05, 0.9, n).astype("float32"),
+    }
+    cols[cp2rec.PROPENSITY_HAT] = cp2rec.estimate_propensity(cols, cols)
+    return cols
+
+
+def features(cols):
+    return {k: tf.constant(v) for k, v in cols.items() if k != "click"}
+
+
+# -- Eq. (4)-(6) ------------------------------------------------------------------------
+
+
+def test_projection_is_orthogonal_to_the_proxy():
+    rng = np.random.default_rng(1)
+    z, c = rng.normal(size=(32, 5, 10)), rng.normal(size=(32, 1, 10))
+    zp = np.asarray(cp2rec.project_out(z, c))
+    assert np.abs(np.sum(zp * c, -1)).max() < 1e-5
+    # and only the component along c was removed
+    resid = z - zp
+    cos = np.abs(np.sum(resid * c, -1)) / (np.linalg.norm(resid, axis=-1) * np.linalg.norm(c, axis=-1))
+    np.testing.assert_allclose(cos, 1.0, atol=1e-6)
+    zp32 = np.asarray(cp2rec.project_out(z.astype("float32"), c.astype("float32")))
+    cos32 = np.sum(zp32 * c, -1) / (np.linalg.norm(zp32, axis=-1) * np.linalg.norm(c, axis=-1))
+    assert np.abs(cos32).max() < 1e-5
+
+
+def test_cos_loss_zero_for_orthogonal_one_for_parallel():
+    z = np.array([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]])
+    ortho = np.array([[0.0, 3.0, 0.0], [0.0, 0.0, -1.0]])
+    assert float(cp2rec.cosine_orthogonality_loss(z, ortho)) == pytest.approx(0.0, abs=1e-6)
+    assert float(cp2rec.cosine_orthogonality_loss(z, 5 * z)) == pytest.approx(1.0, abs=1e-6)
+    assert float(cp2rec.cosine_orthogonality_loss(z, -z)) == pytest.approx(1.0, abs=1e-6)
+    half = np.array([[1.0, 1.0, 0.0], [0.0, 1.0, 1.0]])  # 45 degrees: cos = 1/sqrt(2)
+    assert float(cp2rec.cosine_orthogonality_loss(z, half)) == pytest.approx(2 ** -0.5, abs=1e-6)
+
+
+# -- Eq. (8): CLUB ---------------------------------------------------------------------------
+
+
+def test_club_bound_with_the_true_conditional():
+    rng = np.random.default_rng(2)
+    n, rho = 4000, 0.8
+    z = rng.normal(size=(n, 3))
+    c_ind = rng.normal(size=(n, 3))
+    c_dep = rho * z + np.sqrt(1 - rho ** 2) * rng.normal(size=(n, 3))
+    zeros = np.zeros((n, 3))
+    mi_ind = float(cp2rec.club_mutual_information(zeros, zeros, c_ind))
+    mi_dep = float(cp2rec.club_mutual_information(rho * z, np.full((n, 3), np.log(1 - rho ** 2)), c_dep))
+    assert abs(mi_ind) < 0.05
+    true_mi = -1.5 * np.log(1 - rho ** 2)  # 3 dims
+    assert mi_dep > 0.9 * true_mi  # CLUB is an upper bound of I(z; c)
+
+
+def test_club_learned_q_separates_independent_and_dependent():
+    rng = np.random.default_rng(3)
+    n = 512
+    z = rng.normal(size=(n, 2)).astype("float32")
+    cases = {"ind": rng.normal(size=(n, 2)).astype("float32"),
+             "dep": (0.9 * z + 0.3 * rng.normal(size=(n, 2))).astype("float32")}
+    est = {}
+    for name, c in cases.items():
+        keras.utils.set_random_seed(0)
+        q = cp2rec.ClubEstimator(2, hidden=16)
+        q(z)
+        opt = keras.optimizers.Adam(0.02)
+        opt.build(q.trainable_variables)
+
+        @tf.function
+        def step(c=c):  # CLUB's likelihood step
+            with tf.GradientTape() as tape:
+                mu, logvar = q(z)
+                nll = -cp2rec.club_log_likelihood(mu, logvar, c)
+            opt.apply_gradients(zip(tape.gradient(nll, q.trainable_variables), q.trainable_variables))
+
+        for _ in range(150):
+            step()
+        mu, logvar = q(z)
+        est[name] = float(cp2rec.club_mutual_information(mu, logvar, c))
+    assert abs(est["ind"]) < 0.1
+    assert est["dep"] > 1.0 > est["ind"] + 0.5
+
+
+# -- Eq. (13): IPS ------------------------------------------------------------------------------
+
+
+def test_ips_loss_is_unbiased_under_simulated_exposure():
+    rng = np.random.default_rng(4)
+    n, draws = 400, 4000
+    loss = rng.gamma(2.0, 0.5, n)
+    p = rng.uniform(0.05, 0.9, n)
+    loss = loss * (1 + 2 * p)  # exposure correlates with the loss: the naive mean is biased
+    mask = rng.random((draws, n)) < p
+    ips = float(cp2rec.ips_loss(loss, p, mask=mask, n_total=n * draws))
+    naive = float((mask * loss).sum() / mask.sum())
+    per_draw = (mask * loss / p).sum(1) / n
+    se = per_draw.std() / np.sqrt(draws)
+    assert abs(ips - loss.mean()) < 4 * se
+    assert abs(naive - loss.mean()) > 20 * se
+    # SNIPS with equal propensities is the plain mean
+    assert float(cp2rec.snips_loss(tf.constant(loss), np.full(n, 0.3))) == pytest.approx(loss.mean(), rel=1e-5)
+
+
+def test_estimated_propensity_is_calibrated():
+    cols = batch(100)
+    users, items = np.meshgrid(np.arange(21), np.arange(31), indexing="ij")
+    grid = {"user_id": users.ravel(), "item_id": items.ravel()}
+    p = cp2rec.estimate_propensity(cols, grid)
+    assert p.sum() == pytest.approx(100, rel=1e-4)  # sums to N over all pairs
+    assert p.max() <= 1.0
+
+
+# -- the model --------------------------------------------------------------------------------
+
+VARIANTS = [
+    dict(backbone="dcn", purifier="cos"),
+    dict(backbone="dcn", purifier="proj"),
+    dict(backbone="ncf", purifier="solve"),
+    dict(backbone="ncf", purifier="proj", loss="snips"),
+    dict(backbone="dcn", purifier="cos", abt=False, loss="bce"),
+    dict(backbone="ncf", purifier="none", abt=False, loss="cvib"),
+    dict(backbone="dcn", purifier="none", abt=False, loss="dib"),
+    dict(backbone="dcn", purifier="none", abt=False, loss="rel"),
+]
+
+
+def make(args):
+    keras.utils.set_random_seed(0)
+    args = {**args, "backbone_args": {"hidden_units": [8]}}
+    if args["backbone"] == "dcn":
+        args["backbone_args"]["num_cross_layers"] = 1
+    model = cp2rec.CP2Rec(SCHEMA, **args)
+    model(features(batch(8)))
+    return model
+
+
+@pytest.mark.parametrize("args", VARIANTS, ids=lambda a: "-".join(str(v) for v in a.values()))
+def test_gradients_reach_every_trainable_variable(args):
+    model = make(args)
+    cols = batch(64)
+    with tf.GradientTape(persistent=True) as tape:
+        terms = model.loss_terms(features(cols), tf.constant(cols["click"]), training=True)
+    q_ids = {id(v) for v in model.club_variables()}
+    main = [v for v in model.trainable_variables if id(v) not in q_ids]
+    grads = tape.gradient(terms["loss"], main)
+    dead = [v.path for v, g in zip(main, grads) if g is None or not np.any(np.asarray(tf.convert_to_tensor(g)))]
+    assert not dead, dead
+    if q_ids:
+        qv = model.club_variables()
+        assert all(g is not None for g in tape.gradient(terms["club_nll"], qv))
+        # q_theta's objective does not reach the embeddings (CLUB's separate likelihood step)
+        assert all(g is None for g in tape.gradient(terms["club_nll"], main))
+    for k in ("loss", "L_B", "L_U", "L_O", "reg"):
+        assert np.isfinite(float(terms[k])), k
+    if args.get("purifier") in ("proj", "none"):
+        assert float(terms["L_O"]) == 0.0
+
+
+def test_proj_model_feeds_f_with_purified_z():
+    model = make(dict(backbone="dcn", purifier="proj"))
+    out = model.heads(features(batch(16)))
+    c_bar = np.asarray(out["c"]).mean(1, keepdims=True)
+    zp = np.asarray(out["z_purified"])
+    cos = np.sum(zp * c_bar, -1) / (np.linalg.norm(zp, axis=-1) * np.linalg.norm(c_bar, axis=-1) + 1e-12)
+    assert np.abs(cos).max() < 1e-4
+
+
+def test_fit_and_export_serves_y_u(tmp_path):
+    from tfdebias.data import make_dataset
+    from tfdebias.export import export_saved_model
+
+    model = make(dict(backbone="ncf", purifier="solve"))
+    cols = batch(256)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    q_before = [np.array(v) for v in model.club_variables()]
+    hist = model.fit(make_dataset(cols, SCHEMA, batch_size=64), epochs=1, verbose=0)
+    assert np.isfinite(hist.history["loss"][-1])
+    assert any(not np.allclose(a, np.asarray(v)) for a, v in zip(q_before, model.club_variables()))
+
+    feats = {f.name: cols[f.name][:32] for f in SCHEMA.inputs}
+    out = model.heads({k: tf.constant(v) for k, v in feats.items()})
+    y_u = 1 / (1 + np.exp(-np.asarray(out["logits_U"], np.float64)))
+    y_b = 1 / (1 + np.exp(-np.asarray(out["logits_B"], np.float64)))
+    assert not np.allclose(y_u, y_b, atol=1e-4)
+    path = export_saved_model(model, SCHEMA, tmp_path / "sm")
+    loaded = tf.saved_model.load(str(path))
+    served = loaded.signatures["serving_default"](**{k: tf.constant(v) for k, v in feats.items()})
+    np.testing.assert_allclose(served["prediction"].numpy(), y_u, atol=1e-5)
+    biased = loaded.signatures["biased"](**{k: tf.constant(v) for k, v in feats.items()})
+    np.testing.assert_allclose(biased["prediction"].numpy(), y_b, atol=1e-5)
+
+
+def test_config_round_trip_and_registry():
+    from tfdebias import models
+
+    model = make(dict(backbone="dcn", purifier="cos", gamma=0.5))
+    clone = models.get("cp2rec").from_config(json.loads(json.dumps(model.get_config())))
+    assert clone.purifier == "cos" and clone.gamma == 0.5
+    base = models.build("cp2rec_baseline", SCHEMA, loss="dib", backbone="ncf")
+    assert not base.abt and base.purifier == "none"
+
+
+@pytest.mark.parametrize("kwargs, pattern", [
+    (dict(purifier="nope"), "purifier"),
+    (dict(backbone="fm"), "backbone"),
+    (dict(loss="cvib"), "abt=False"),
+    (dict(propensity_clip=0.0), "propensity_clip"),
+])
+def test_bad_arguments(kwargs, pattern):
+    from tfdebias.errors import UsageError
+
+    with pytest.raises(UsageError, match=pattern):
+        cp2rec.CP2Rec(SCHEMA, **kwargs)
+
+
+def test_missing_propensity_column_is_a_clear_error():
+    from tfdebias.errors import UsageError
+
+    model = make(dict(backbone="dcn", purifier="proj"))
+    cols = batch(16)
+    del cols[cp2rec.PROPENSITY_HAT]
+    with pytest.raises(UsageError, match="add_propensity"):
+        model.loss_terms(features(cols), tf.constant(cols["click"]))
+
+
+def test_search_space_is_registered():
+    tuning = pytest.importorskip("tfdebias.tuning")
+    space = tuning.get_space("cp2rec")
+    assert set(space) >= {"lambda_reg", "learning_rate", "batch_size", "gamma", "beta"}
+
+
+def test_reproduce_bad_arguments_exit_2(capsys):
+    from tfdebias.cli import main
+
+    assert main(["reproduce", "cp2rec", "--backbones", "fm", "--quick", "--out", "x"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--backbones" in err[0]
+
+
+def test_reproduce_one_row(tmp_path, data_dir):
+    from tfdebias.cli import main
+
+    out = tmp_path / "rep"
+    rc = main(["reproduce", "cp2rec", "--data", "confounded_ctr", "--quick", "--backbones", "dcn",
+               "--rows", "CP2Rec-PROJ-DCN", "--epochs", "1", "--out", str(out)])
+    assert rc == 0
+    res = json.loads((out / "results.json").read_text())
+    assert [r["name"] for r in res["rows"]] == ["CP2Rec-PROJ-DCN"]
+    row = res["rows"][0]
+    assert row["n_seeds"] == 1 and 0.0 < row["mean"]["test/auc"] < 1.0
+    assert "std" in row and (out / "results.md").exists()

@@ -1,0 +1,76 @@
+"""Neural Factorization Machine (He & Chua, 2017, "Neural Factorization Machines for
+Sparse Predictive Analytics", Eq. (1)-(5)):
+
+    logit = w_0 + sum_i w_i x_i + h^T MLP(f_BI(V_x)),
+    f_BI(V_x) = 1/2 [ (sum_i v_i)^2 - sum_i v_i^2 ]                        (Eq. (4))
+
+The first-order part is :class:`~tfdebias.layers.FeatureLinear`; the bi-interaction
+pooling (:class:`~tfdebias.layers.BiInteraction`) runs over the field embeddings
+(categorical features and mean-pooled sequences); dense inputs enter the linear part
+only (as in DeepCTR). The paper's dropout on the bi-interaction vector is ``bi_dropout``.
+
+``representation`` is the MLP's last hidden layer.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+from keras import ops
+
+from tfdebias.layers.bi_interaction import BiInteraction
+from tfdebias.layers.feature_linear import FeatureLinear
+from tfdebias.layers.mlp import MLP
+from tfdebias.models import register
+from tfdebias.models.base import Backbone
+
+
+@register("nfm")
+@keras.saving.register_keras_serializable(package="tfdebias")
+class NFM(Backbone):
+    """NFM: linear part + MLP over bi-interaction pooling.
+
+    Args:
+      schema: the data set's schema.
+      embedding_dim: width of every field embedding.
+      hidden_units, activation, dropout, batch_norm, dnn_l2: the MLP above the pooling.
+      bi_dropout: dropout on the bi-interaction vector (the paper's Sec. 3.2.2).
+      embedding_l2: L2 penalty on looked-up embeddings and id weights.
+
+    Example:
+
+    >>> model = NFM(schema, embedding_dim=8, hidden_units=(32,))   # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        schema,
+        embedding_dim: int = 16,
+        hidden_units: Sequence[int] = (256, 128),
+        activation: str = "relu",
+        dropout: float = 0.0,
+        bi_dropout: float = 0.0,
+        batch_norm: bool = False,
+        dnn_l2: float = 0.0,
+        embedding_l2: float = 0.0,
+        **kwargs,
+    ):
+        super().__init__(schema, embedding_dim, embedding_l2, **kwargs)
+        self.remember(
+            hidden_units=[int(u) for u in hidden_units], activation=activation,
+            dropout=float(dropout), bi_dropout=float(bi_dropout), batch_norm=bool(batch_norm),
+            dnn_l2=float(dnn_l2),
+        )
+        self.linear = FeatureLinear(self.schema, l2=self.embedding_l2, name="linear")
+        self.embed = self.feature_embedding(name="embed")
+        self.interaction = BiInteraction(name="bi_interaction")
+        self.bi_drop = keras.layers.Dropout(float(bi_dropout), name="bi_dropout")
+        self.dnn = MLP(hidden_units, activation, dropout, batch_norm, dnn_l2, name="dnn")
+        self.head = keras.layers.Dense(1, use_bias=False, name="head")
+
+    def forward(self, features, training=False):
+        bi = self.interaction(self.embed(features)["fields"])
+        hidden = self.dnn(self.bi_drop(bi, training=training), training=training)
+        logits = ops.reshape(self.linear(features) + self.head(hidden), (-1,))
+        return logits, hidden
