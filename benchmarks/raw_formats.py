@@ -345,3 +345,91 @@ def write_tiktok(root, *, n_users=70711, n_items=3_687_157, n_rows=19_622_340, s
                 '"relative_position": [0.1, 0.2, 0.3, 0.4]}]}\n' % items[0])
         f.write('{"item_id": %d, "face_attrs": []}\n' % items[-1])
     return d
+
+
+# -- Amazon product reviews, 2014 (McAuley) and 2018 (Ni) releases ------------------------------
+
+
+AMAZON_5CORE_2014 = {"Movies_and_TV": 1_697_533, "CDs_and_Vinyl": 1_097_592,
+                     "Clothing_Shoes_and_Jewelry": 278_677, "Sports_and_Outdoors": 296_337,
+                     "Cell_Phones_and_Accessories": 194_439, "Electronics": 1_689_188}
+
+
+def write_amazon(root, categories, *, release="2014", n_users=None, overlap=0.3, seed=0,
+                 reviews=None, reviews_per_item=30) -> Path:
+    """``reviews_<Cat>_5.json.gz`` + ``meta_<Cat>.json.gz`` (2014: JSON reviews, Python-literal
+    meta) or ``<Cat>_5.json.gz`` + ``meta_<Cat>.json.gz`` (2018: JSON lines, string ``vote``,
+    missing keys) for each category, sharing one pool of reviewers."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    rng = np.random.default_rng(seed)
+    d = Path(root)
+    d.mkdir(parents=True, exist_ok=True)
+    reviews = reviews or {c: AMAZON_5CORE_2014[c] for c in categories}
+    total = sum(reviews.values())
+    n_users = n_users or max(4, total // 9)
+    users = np.char.add("A", np.char.zfill(np.char.upper(np.char.mod("%x", rng.choice(16**12, n_users, replace=False))), 13))
+    # each category draws its reviewers from a shifted window: neighbouring categories overlap
+    for ci, cat in enumerate(categories):
+        n = reviews[cat]
+        n_items = max(3, n // reviews_per_item)
+        asins = np.char.add("B0", np.char.zfill(np.char.mod("%d", rng.choice(10**8, n_items, replace=False) + ci), 8))
+        lo = int(ci * (1 - overlap) * n_users / max(1, len(categories)))
+        span = max(2, int(n_users * (1.0 / max(1, len(categories)) + overlap)))
+        who = users[(lo + rng.integers(0, span, n)) % n_users]
+        what = asins[rng.integers(0, n_items, n)]
+        overall = rng.choice([1.0, 2.0, 3.0, 4.0, 5.0], n, p=[.05, .07, .13, .25, .5])
+        t = 1_000_000_000 + rng.integers(0, 14 * 365, n) * 86400
+        dt = t.astype("datetime64[s]")
+        month = np.char.zfill(np.char.mod("%d", (dt.astype("datetime64[M]").astype(int) % 12) + 1), 2)
+        day = np.char.mod("%d", (dt - dt.astype("datetime64[M]")).astype("timedelta64[D]").astype(int) + 1)
+        year = np.char.mod("%d", dt.astype("datetime64[Y]").astype(int) + 1970)
+        rtime = np.char.add(np.char.add(np.char.add(np.char.add(month, " "), day), ", "), year)
+        q = lambda a: pc.binary_join_element_wise(pa.scalar('"'), pa.array(a), pa.scalar('"'), "")  # noqa: E731
+        ov = pa.array(np.char.mod("%.1f", overall))
+        ts = pc.cast(pa.array(t), pa.string())
+        text = pa.array(np.char.add("Good ", np.char.mod("%d", rng.integers(0, 99, n))))
+        if release == "2014":
+            helpful = pc.binary_join_element_wise(pa.scalar("["), pc.cast(pa.array(rng.integers(0, 3, n)), pa.string()),
+                                                  pa.scalar(", "), pc.cast(pa.array(rng.integers(3, 6, n)), pa.string()),
+                                                  pa.scalar("]"), "")
+            parts = ['{"reviewerID": ', q(who), ', "asin": ', q(what), ', "reviewerName": "J. Doe", "helpful": ',
+                     helpful, ', "reviewText": ', q(text), ', "overall": ', ov, ', "summary": "Nice", "unixReviewTime": ',
+                     ts, ', "reviewTime": ', q(rtime), "}"]
+            fname = f"reviews_{cat}_5.json.gz"
+        else:
+            vote = pa.array(np.where(rng.random(n) < 0.5, "", np.char.add(', "vote": "', np.char.add(
+                np.where(rng.random(n) < 0.1, "1,234", np.char.mod("%d", rng.integers(2, 90, n))), '"'))))
+            style = pa.array(np.where(rng.random(n) < 0.6, ', "style": {"Color:": " Blue", "Size:": " Large"}', ""))
+            parts = ['{"overall": ', ov, vote, ', "verified": true, "reviewTime": ', q(rtime), ', "reviewerID": ',
+                     q(who), ', "asin": ', q(what), style, ', "reviewerName": "Bendy", "reviewText": ', q(text),
+                     ', "summary": "Five Stars", "unixReviewTime": ', ts, "}"]
+            fname = f"{cat}_5.json.gz"
+        lines = pc.binary_join_element_wise(*[pa.scalar(p) if isinstance(p, str) else p for p in parts], "")
+        with gzip.open(d / fname, "wt", encoding="utf-8") as f:
+            for s in range(0, n, 500_000):
+                f.write("\n".join(lines[s:s + 500_000].to_pylist()) + "\n")
+        # metadata, one line per item (Python literals in 2014, JSON in 2018)
+        top = cat.replace("_and_", " & ").replace("_", " ")
+        sub = np.array(["Sub A", "Sub B", "Sub C"])[rng.integers(0, 3, n_items)]
+        brand = np.array(["Acme", "Zed's", "Brand & Co"])[rng.integers(0, 3, n_items)]
+        meta_lines = []
+        for i, a in enumerate(asins.tolist()):
+            if release == "2014":
+                rec = {"asin": a, "related": {"also_bought": [str(asins[(i + 1) % n_items])]},
+                       "title": f"Item {i}'s title", "price": 9.99, "salesRank": {top: int(i + 1)},
+                       "imUrl": "http://ecx.images-amazon.com/images/I/x.jpg",
+                       "categories": [[top, str(sub[i])]]}
+                if i % 7:
+                    rec["brand"] = str(brand[i])
+                meta_lines.append(repr(rec))
+            else:
+                rec = {"category": [top, str(sub[i])], "tech1": "", "description": ["A thing."], "fit": "",
+                       "title": f"Item {i}", "also_buy": [], "tech2": "", "brand": str(brand[i]), "feature": [],
+                       "rank": f"{i + 1} in {top} (", "also_view": [], "main_cat": top, "similar_item": "",
+                       "date": "", "price": "$12.99", "asin": a}
+                meta_lines.append(json.dumps(rec))
+        with gzip.open(d / f"meta_{cat}.json.gz", "wt", encoding="utf-8") as f:
+            f.write("\n".join(meta_lines) + "\n")
+    return d

@@ -35,6 +35,7 @@ def batch(n=64, seed=0):
         "propensity": rng.uniform(0.05, 0.9, n).astype("float32"),
     }
     cols[cp2rec.PROPENSITY_HAT] = cp2rec.estimate_propensity(cols, cols)
+    cols[cp2rec.REL_PROPENSITY_HAT] = cp2rec.rel_propensity(cols, cols)
     return cols
 
 

@@ -106,6 +106,30 @@ def test_lazy_adam_differs_from_adam_only_on_absent_rows():
     np.testing.assert_allclose(var_l.numpy()[7], var_d.numpy()[7], rtol=1e-6)
 
 
+def test_lazy_adam_two_steps_in_one_graph():
+    # LazyAdam computes the bias-correction scalars once per update pass; two
+    # apply() calls traced into one tf.function must still use steps 1 and 2.
+    def grad(ids, scale):
+        return tf.IndexedSlices(tf.fill((len(ids), DIM), scale), tf.constant(ids, "int64"),
+                                tf.constant([VOCAB, DIM], "int64"))
+
+    var_one, var_two = keras.Variable(_table()), keras.Variable(_table())
+    one_graph, two_graphs = LazyAdam(0.1), LazyAdam(0.1)
+    one_graph.build([var_one])
+    two_graphs.build([var_two])
+
+    @tf.function
+    def both():
+        one_graph.apply([grad([1, 2], 1.0)], [var_one])
+        one_graph.apply([grad([2, 3], -2.0)], [var_one])
+
+    both()
+    tf.function(lambda: two_graphs.apply([grad([1, 2], 1.0)], [var_two]))()
+    tf.function(lambda: two_graphs.apply([grad([2, 3], -2.0)], [var_two]))()
+    assert int(one_graph.iterations) == int(two_graphs.iterations) == 2
+    np.testing.assert_allclose(var_one.numpy(), var_two.numpy(), rtol=1e-6)
+
+
 def test_lazy_adam_dense_gradient_is_keras_adam():
     rng = np.random.RandomState(2)
     w0 = rng.randn(4, 5).astype("float32")

@@ -20,6 +20,9 @@ DATA = "confounded_ctr"
 #: (row name, TrainConfig overrides). Each row trains once with seed 0.
 ROWS: list[tuple[str, dict]] = [
     ("DeepFM (biased baseline)", {"model": "deepfm", "model_args": {"embedding_dim": 16}}),
+    ("CP2Rec-PROJ on DCN (debiased, serves y_U)",
+     {"model": "cp2rec", "model_args": {"backbone": "dcn", "purifier": "proj",
+                                         "backbone_args": {"hidden_units": [64, 32]}}}),
 ]
 
 

@@ -203,6 +203,10 @@ def tune(method: str, base, directory, *, tuner: str = "bayesian", max_trials: i
     from tfdebias import data as tdata
     from tfdebias.evaluation import protocols
 
+    from tfdebias import models
+
+    import tfdebias.methods  # noqa: F401  (imports draw from Python's RNG: before seeding)
+    models.get(method)
     space = sp.get_space(method) if space is None else sp._validate(method, dict(space))
     if base.model != method:
         base = dataclasses.replace(base, model=method)
@@ -227,6 +231,9 @@ def tune(method: str, base, directory, *, tuner: str = "bayesian", max_trials: i
     for s in (base.train_split, base.valid_split):
         if s not in splits:
             raise UsageError(f"data set {base.data!r} has no split {s!r}; it has {sorted(splits)}")
+    from tfdebias.training.engine import prepare_splits
+
+    splits = prepare_splits(base, splits, schema)
     hypermodel = make_hypermodel(space, base, splits, schema, verbose=verbose)
     with atomic_tuner_writes():
         kt_tuner = make_tuner(tuner, hypermodel, base, directory, max_trials=max_trials, space=space)

@@ -20,6 +20,25 @@ from tfdebias.schema import Feature, Schema
 REPO = Path(__file__).resolve().parents[2]
 
 
+def tfds_test_case():
+    """``tfds.testing.DatasetBuilderTestCase``, or ``None`` when its dependency ``dill`` is
+    missing (``test_tfds_testing_available`` then fails, saying so, instead of every
+    builder test file failing to import)."""
+    try:
+        import dill  # noqa: F401
+    except ModuleNotFoundError:
+        return None
+    import tensorflow_datasets as tfds
+
+    return tfds.testing.DatasetBuilderTestCase
+
+
+def test_tfds_testing_available():
+    assert tfds_test_case() is not None, (
+        "tfds.testing.DatasetBuilderTestCase needs the package `dill` (pip install dill); "
+        "the real-data builder tests use it")
+
+
 # -- helpers for the builder tests ---------------------------------------------------------
 
 
@@ -120,64 +139,66 @@ def _random_block(n, rng):
     return schema, {k: v.astype(np.int64) if v.dtype.kind == "i" else v for k, v in cols.items()}
 
 
-def test_serialize_block_parses_like_tfds(tmp_path):
-    """The vectorised encoder's protos parse, with TFDS's own parser, to the input rows."""
-    import tensorflow as tf
-    from tensorflow_datasets.core import example_parser, example_serializer
+def test_packed_rows_parse_like_tfds():
+    """serialize_block's rows decode, through TFDS's own parser, to the input rows, and
+    equal TFDS's per-example path (encode_example + ExampleSerializer) on the same rows."""
+    from tensorflow_datasets.core import example_parser
 
     schema, cols = _random_block(300, np.random.default_rng(0))
-    feats = _real.tfds_features(schema)
-    buf, lengths = _real.serialize_block(schema, cols)
-    assert buf.dtype == np.uint8 and len(lengths) == 300 and lengths.sum() == buf.size
+    feats = _real.PackedFeatures.from_schema(schema)
+    rows = _real.serialize_block(feats, cols)
+    assert rows.dtype == np.uint8 and rows.shape[0] == 300
     parser = example_parser.ExampleParser(feats.get_serialized_info())
-    ours = tf.strings.substr(tf.constant(buf.tobytes()), np.cumsum(lengths) - lengths, lengths)
-    # TFDS's reference encoder on the same rows
-    ref = example_serializer.ExampleSerializer(feats.get_serialized_info())
     for r in (0, 1, 150, 299):
         row = {k: v[r] for k, v in cols.items()}
-        got = feats.decode_example(parser.parse_example(ours[r]))
-        want = feats.decode_example(parser.parse_example(
-            ref.serialize_example(feats.encode_example(row))))
+        got = feats.decode_example(parser.parse_example(rows[r].tobytes()))
+        ref = feats.decode_example(parser.parse_example(feats.serialize_example(row)))
+        assert sorted(got) == sorted(f.name for f in schema)
         for k in cols:
-            np.testing.assert_array_equal(np.asarray(got[k]), np.asarray(want[k]), err_msg=k)
             np.testing.assert_array_equal(np.asarray(got[k]), row[k], err_msg=k)
+            np.testing.assert_array_equal(np.asarray(ref[k]), row[k], err_msg=k)
+            assert np.asarray(got[k]).dtype == np.dtype(schema[k].dtype)
+        np_got = feats.decode_example_np({k: parser.parse_example(rows[r].tobytes())[k].numpy()
+                                          for k in feats.get_serialized_info()})
+        np.testing.assert_array_equal(np_got["history"], row["history"])
 
 
-def test_serialize_block_byte_identical_to_protobuf():
-    """Field order aside, the bytes equal protobuf's own serialisation of the same Example."""
+def test_packed_rows_are_canonical_protobuf():
+    """The bytes are protobuf's own encoding of the Example (compared as parsed protos)."""
     import tensorflow as tf
 
-    schema, cols = _random_block(40, np.random.default_rng(1))
-    buf, lengths = _real.serialize_block(schema, cols)
-    offsets = np.cumsum(lengths) - lengths
-    for r in range(40):
+    schema, cols = _random_block(20, np.random.default_rng(1))
+    feats = _real.PackedFeatures.from_schema(schema)
+    rows = _real.serialize_block(feats, cols)
+    packed = feats.pack(cols)
+    for r in range(20):
         ex = tf.train.Example()
-        for f in schema:
-            v = np.asarray(cols[f.name][r]).reshape(-1)
-            if f.dtype == "int64":
-                ex.features.feature[f.name].int64_list.value.extend(v.tolist())
-            else:
-                ex.features.feature[f.name].float_list.value.extend(v.tolist())
-        parsed = tf.train.Example.FromString(bytes(buf[offsets[r]:offsets[r] + lengths[r]]))
+        ex.features.feature["int64s"].bytes_list.value.append(packed["int64s"][r].astype("<i8").tobytes())
+        ex.features.feature["float32s"].bytes_list.value.append(packed["float32s"][r].astype("<f4").tobytes())
+        parsed = tf.train.Example.FromString(rows[r].tobytes())
         assert parsed == ex
+        assert parsed.SerializeToString(deterministic=True) == rows[r].tobytes()  # keys sorted
 
 
 def test_write_split_shards_read_back(tmp_path):
-    """write_split + TFDS reading: one shard per block, all rows back in order."""
-    import tensorflow_datasets as tfds
+    """write_split: one shard per non-empty block, TFDS's file names, CRCs valid."""
+    import tensorflow as tf
 
     from tfdebias.datasets.kuairec.kuairec_dataset_builder import Builder
 
     schema, cols = _random_block(50, np.random.default_rng(2))
+    cols["signed"] = np.abs(cols["signed"])  # ids are never negative
     builder = Builder(data_dir=str(tmp_path))
+    builder.info._features = _real.PackedFeatures.from_schema(schema)  # this schema, not kuairec's
     builder._data_dir = str(tmp_path)  # write straight here, no incomplete dir
     blocks = [{k: v[:20] for k, v in cols.items()}, {k: v[20:20] for k, v in cols.items()},
               {k: v[20:] for k, v in cols.items()}]
     info = _real.write_split(builder, "train", blocks, schema)
     assert info.shard_lengths == [20, 30] and info.num_examples == 50
-    files = sorted(p.name for p in tmp_path.iterdir())
+    files = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("kuairec-"))
     assert files == ["kuairec-train.tfrecord-00000-of-00002", "kuairec-train.tfrecord-00001-of-00002"]
-    del tfds
+    n = sum(1 for _ in tf.data.TFRecordDataset([str(tmp_path / f) for f in files]))  # checks CRCs
+    assert n == 50
 
 
 # -- reading helpers ---------------------------------------------------------------------------
@@ -187,10 +208,10 @@ def test_read_csv_names_line_and_column(tmp_path):
     p = tmp_path / "t.csv"
     p.write_text("a,b,c\n1,2,x\n3,4,y\n5,abc,z\n")
     cols = [_real.Col("a"), _real.Col("b"), _real.Col("c", "str")]
-    with pytest.raises(DataError, match=r"t.csv: line 4, column 'b': bad value 'abc' \(expected an integer"):
+    with pytest.raises(DataError, match=r"t.csv, line 4, column 'b': bad value 'abc' \(expected a non-empty integer"):
         list(_real.read_csv(p, cols))
     p.write_text("a,b,c\n1,2,x\n3,4,y,9\n")
-    with pytest.raises(DataError, match=r"line 3: malformed row"):
+    with pytest.raises(DataError, match=r"t.csv, line 3: malformed row"):
         list(_real.read_csv(p, cols))
     p.write_text("a,c\n1,x\n")
     with pytest.raises(DataError, match=r"line 1, column 'b': missing column"):
@@ -219,12 +240,12 @@ def test_lists_and_padding():
     assert m.tolist() == [[1, 2, 3], [0, 0, 0], [0, 0, 0], [0, 0, 4], [7, 8, 9]]
     m = _real.parse_int_lists(arr, "^", 3, path="f", first_line=2, column="c", keep="first", align="left")
     assert m.tolist() == [[1, 2, 3], [0, 0, 0], [0, 0, 0], [4, 0, 0], [5, 6, 7]]
-    with pytest.raises(DataError, match=r"f: line 3, column 'c': bad list element 'x'"):
+    with pytest.raises(DataError, match=r"f, line 3, column 'c': bad list element 'x'"):
         _real.parse_int_lists(pa.array(["1", "2^x"]), "^", 3, path="f", first_line=2, column="c")
     v, ok = _real.parse_float_vectors(pa.array(["1 2 ", "", "0.5 -1e3"]), " ", 2, path="f",
                                       first_line=2, column="e")
     assert ok.tolist() == [True, False, True] and v[2].tolist() == [0.5, -1000.0]
-    with pytest.raises(DataError, match=r"line 2, column 'e': 3 numbers \(expected 2"):
+    with pytest.raises(DataError, match=r"f, line 2, column 'e': 3 numbers \(expected 2"):
         _real.parse_float_vectors(pa.array(["1 2 3"]), " ", 2, path="f", first_line=2, column="e")
 
 

@@ -87,6 +87,8 @@ LOSSES = ("ips", "snips", "rel", "bce", "cvib", "dib")
 BACKBONES = ("ncf", "dcn")
 #: the column :func:`add_propensity` writes (estimated P(logged) of the row)
 PROPENSITY_HAT = "propensity_hat"
+#: the column Rel reads: Rel-MF's own item-popularity estimate (see rel_propensity)
+REL_PROPENSITY_HAT = "rel_propensity_hat"
 _EPS = 1e-8
 
 #: Table 3 of the paper, declared once for the tuner (``tfdebias tune cp2rec``).
@@ -250,18 +252,31 @@ def estimate_propensity(train_columns, columns, *, user="user_id", item="item_id
     return np.minimum(p, 1.0).astype(np.float32)
 
 
+def rel_propensity(train_columns, columns, *, item="item_id", label="click", power=0.5):
+    """Rel-MF's propensity (Saito et al. 2020, Sec. 5): relative item popularity among
+    the positives, ``theta_i = (clicks_i / max_j clicks_j) ** 0.5``."""
+    ti = np.asarray(train_columns[item], np.int64)
+    i = np.asarray(columns[item], np.int64)
+    clicks = np.bincount(ti, weights=np.asarray(train_columns[label], np.float64),
+                         minlength=int(max(ti.max(initial=0), i.max(initial=0))) + 1)
+    return ((clicks[i] / max(clicks.max(), 1.0)) ** power).astype(np.float32)
+
+
 def add_propensity(splits: dict, schema, train_split: str = "train") -> dict:
     """Every split with a ``propensity_hat`` column (:func:`estimate_propensity` fit on
-    ``train_split``); returns new dicts, the arrays of ``splits`` are shared."""
+    ``train_split``) and Rel's ``rel_propensity_hat`` (:func:`rel_propensity`); returns
+    new dicts, the arrays of ``splits`` are shared."""
     if train_split not in splits:
         raise UsageError(f"no split {train_split!r} to estimate propensities from; splits are {sorted(splits)}")
-    user, item = _user_item(as_schema(schema))
+    schema = as_schema(schema)
+    user, item = _user_item(schema)
     train = splits[train_split]
     out = {}
     for name, cols in splits.items():
         cols = dict(cols)
         if user in cols and item in cols:
             cols[PROPENSITY_HAT] = estimate_propensity(train, cols, user=user, item=item)
+            cols[REL_PROPENSITY_HAT] = rel_propensity(train, cols, item=item, label=schema.label.name)
         out[name] = cols
     return out
 
@@ -537,8 +552,9 @@ class CP2Rec(keras.Model):
         return {"biased": (biased, [serving_specs(schema)])}
 
     # -- the losses -----------------------------------------------------------------------------
-    def _propensity(self, features):
-        key = PROPENSITY_HAT if self.propensity == "estimated" else self.schema.exposure.name
+    def _propensity(self, features, rel=False):
+        key = self.schema.exposure.name if self.propensity == "oracle" else (
+            REL_PROPENSITY_HAT if rel else PROPENSITY_HAT)
         if key not in features:
             raise UsageError(
                 f"CP2Rec (loss={self.loss_name!r}) needs a {key!r} column in every batch"
@@ -550,7 +566,7 @@ class CP2Rec(keras.Model):
     def _unbiased(self, name, labels, logits, features):
         if name == "bce":
             return ops.mean(bce_with_logits(labels, logits))
-        p = ops.cast(self._propensity(features), logits.dtype)
+        p = ops.cast(self._propensity(features, rel=name == "rel"), logits.dtype)
         if name == "ips":
             return ips_loss(bce_with_logits(labels, logits), p)
         if name == "snips":

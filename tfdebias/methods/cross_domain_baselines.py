@@ -223,6 +223,7 @@ class MiNet(_CrossDomain):
     def __init__(self, schema, embedding_dim: int = 16, hidden_units: Sequence[int] = (512, 128, 64),
                  dropout: float = 0.0, target_history: str = "history_target",
                  source_history: str = "history_source", **kwargs):
+        kwargs.pop("histories", None)  # from get_config: always the two histories below
         super().__init__(schema, embedding_dim, hidden_units, dropout,
                          histories=[target_history, source_history], **kwargs)
         self.remember(target_history=target_history, source_history=source_history)

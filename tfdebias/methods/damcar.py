@@ -520,9 +520,11 @@ def _dataset(columns, schema, label, batch_size, shuffle, seed, repeat=False):
 def predict_batched(fn, columns: dict, batch_size: int = 8192) -> np.ndarray:
     """``fn(batch dict) -> (B,)`` over all rows, in batches, as a numpy array."""
     n = len(next(iter(columns.values())))
+    if not n:
+        return np.zeros(0)
     ds = tf.data.Dataset.from_tensor_slices(dict(columns)).batch(batch_size)
-    f = tf.function(fn)
-    return np.concatenate([np.asarray(f(b)).reshape(-1) for b in ds]) if n else np.zeros(0)
+    # eager: each call is a handful of large batches, cheaper than tracing a new graph
+    return np.concatenate([np.asarray(fn(b)).reshape(-1) for b in ds])
 
 
 # =============================================================================================
@@ -814,16 +816,31 @@ def target_domain(data: CascadeData, radius, walks, seed, random_sampling=False,
     return tu + 1, ti + 1, stats
 
 
+def _diagnostics(data: CascadeData, fn, target_pred) -> dict:
+    """AUC of a scorer on the exposed test rows and on the oracle's unexposed rows, and
+    its mean prediction on the target domain (how labels and ranker scores look)."""
+    out = {"mean_on_target": float(np.mean(target_pred)) if len(target_pred) else None}
+    for split in ("test", "oracle"):
+        c = data.splits.get(split)
+        if c is None or len(np.unique(c[data.label])) < 2:
+            continue
+        p = predict_batched(fn, {k: c[k] for k in data.user_names + data.item_names})
+        out[f"{split}_auc"] = round(float(M.auc(c[data.label], p)), 4)
+    return out
+
+
 def run_seed(data: CascadeData, seed: int, settings: Settings, budget: Budget,
              rows: Sequence[str] = METHODS + ABLATIONS, evaluate=True, verbose=0,
-             keep_models=False) -> dict:
-    """Train the ranker, the target domain, the label generator(s) and every requested
-    retrieval variant for one seed; returns ``{name: metrics}`` (and the models)."""
+             keep_models=False, ranker=None) -> dict:
+    """Train the ranker (unless given), the target domain, the label generator(s) and
+    every requested retrieval variant for one seed; returns ``{"metrics": {name:
+    metrics}, "info": ..., ["models": ...]}``."""
     s = settings
     tr = data.splits["train"]
     label = np.asarray(tr[data.label], np.float32)
     fe = {k: tr[k] for k in data.user_names + data.item_names}
-    ranker = train_ranker(data, s.ranker, seed, budget, verbose)
+    if ranker is None:
+        ranker = train_ranker(data, s.ranker, seed, budget, verbose)
     r_e = ranker_scores(ranker, fe)
     t0 = time.perf_counter()
     tu, ti, tstats = target_domain(data, s.radius, s.walks, seed)
@@ -831,6 +848,7 @@ def run_seed(data: CascadeData, seed: int, settings: Settings, budget: Budget,
     ft = data.pairs(tu, ti)
     r_t = ranker_scores(ranker, ft) if len(tu) else np.zeros(0)
     results, models_out, info = {}, {}, {"target": tstats, "tdg_seconds": tdg_seconds}
+    info["ranker"] = _diagnostics(data, lambda b: tf.reshape(ranker(b), [-1]), r_t)
     generators = {}
 
     def labels_from(kind):
@@ -849,6 +867,8 @@ def run_seed(data: CascadeData, seed: int, settings: Settings, budget: Budget,
             lambda2=s.lambda2, alpha=s.alpha, seed=seed, budget=budget, verbose=verbose)
         ps = predict_batched(lambda b: lg.pseudo_labels(b, True), fe)
         pt = predict_batched(lambda b: lg.pseudo_labels(b, False), f_t)
+        info[f"label_generator_{kind}"] = _diagnostics(
+            data, lambda b: lg.pseudo_labels(b, False), pt)
         generators[kind] = (ps, pt, f_t, rt, lg)
         return generators[kind]
 
@@ -885,9 +905,8 @@ def run_seed(data: CascadeData, seed: int, settings: Settings, budget: Budget,
         if keep_models:
             models_out[name] = m
     info["target_features"] = ft
-    out = {"metrics": results, "info": info}
+    out = {"metrics": results, "info": info, "ranker": ranker}
     if keep_models:
-        models_out["ranker"] = ranker
         out["models"] = models_out
     return out
 
@@ -988,10 +1007,11 @@ def run_reproduce(args) -> Path:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     seeds = list(range(1 if args.quick else args.seeds))  # --quick: one seed
-    records, dist, infos = [], {}, []
+    records, dist, infos, rankers = [], {}, [], {}
     for seed in seeds:
         t0 = time.time()
         res = run_seed(data, seed, settings, budget, keep_models=(seed == seeds[0]))
+        rankers[seed] = res["ranker"]
         for row, metrics in res["metrics"].items():
             records.append({"name": row, "seed": seed, "metrics": metrics})
         infos.append({"seed": seed, "seconds": round(time.time() - t0, 1),
@@ -1011,11 +1031,17 @@ def run_reproduce(args) -> Path:
         for r, h in _sweep_points(args.quick, radius, walks):
             recs = []
             for seed in sweep_seeds:
-                st = dataclasses.replace(settings, radius=r, walks=h)
-                res = run_seed(data, seed, st, budget, rows=("DAMCAR",))
+                if (r, h) == (radius, walks):  # the main run's DAMCAR row
+                    met = next(x["metrics"] for x in records
+                               if x["name"] == "DAMCAR" and x["seed"] == seed)
+                    pairs = next(x["target"]["target_pairs"] for x in infos if x["seed"] == seed)
+                else:
+                    st = dataclasses.replace(settings, radius=r, walks=h)
+                    res = run_seed(data, seed, st, budget, rows=("DAMCAR",),
+                                   ranker=rankers[seed])
+                    met, pairs = res["metrics"]["DAMCAR"], res["info"]["target"]["target_pairs"]
                 recs.append({"name": f"R={r},H={h}", "seed": seed,
-                             "metrics": {**res["metrics"]["DAMCAR"],
-                                         "target_pairs": res["info"]["target"]["target_pairs"]}})
+                             "metrics": {**met, "target_pairs": pairs}})
             row = summarize(recs)[0]
             sweep.append({"radius": r, "walks": h, **row})
             print(f"sweep R={r} H={h}: N@10 {row['mean']['ranking/N@10']:.4f}", flush=True)
@@ -1043,6 +1069,15 @@ def run_reproduce(args) -> Path:
                              ("retrieval/R@100", "ranking/N@10", "ranking/M@10", "ranking/H@10"))
                          + " |")
         notes += ["", "![R/H sensitivity](sensitivity_rh.png)"]
+    notes += ["", "## Diagnostics (per seed)", "",
+              "| seed | seconds | target pairs | ranker AUC test / oracle | "
+              "label generator AUC oracle (target path) | mean pseudo-label on S_sam |",
+              "|---:|---:|---:|---|---|---:|"]
+    for inf in infos:
+        rk, lg = inf.get("ranker", {}), inf.get("label_generator_full", {})
+        notes.append(f"| {inf['seed']} | {inf['seconds']} | {inf['target']['target_pairs']} | "
+                     f"{rk.get('test_auc')} / {rk.get('oracle_auc')} | {lg.get('oracle_auc')} | "
+                     f"{lg.get('mean_on_target') or float('nan'):.3f} |")
     title = f"DAMCAR cascade results ({name}, DSSM + {args.ranker})"
     write_results(out, records, title=title, metrics=METRIC_ORDER, plot_metric="ranking/N@10",
                   bold_best={k: "max" for k in METRIC_ORDER}, notes="\n".join(notes),

@@ -255,8 +255,7 @@ def fit_distributed(model, strategy, train_columns: dict, schema, config, *,
 
     # The dropout RNG (seed-generator states) is not among the model's tracked
     # variables; without it a resumed run draws other masks.
-    rng = [sg.state.value if hasattr(sg.state, "value") else sg.state
-           for sg in _seed_generators(model)]
+    rng = [sg.state for sg in _seed_generators(model)]
     ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, rng=rng, **state)
     manager, scratch = None, None
     if checkpoint_dir is not None:
@@ -369,20 +368,26 @@ def train_multi_worker(config, out=None, *, data_dir: str | None = None,
     import tensorflow as tf
 
     from tfdebias import data as tdata
+    from tfdebias import models
     from tfdebias.evaluation import protocols
     from tfdebias.optimizers import make_optimizer
-    from tfdebias.training.engine import TrainResult, build_model, compile_model
+    from tfdebias.training.engine import TrainResult, build_model, compile_model, prepare_splits
     from tfdebias.training.strategy import get_strategy
 
     if strategy is None:
         strategy = get_strategy("multi-worker")
     task_type, task_id, is_chief = worker_info(strategy)
     protocol = protocols.get(config.protocol)
+    import tfdebias.methods  # noqa: F401  (imports draw from Python's RNG: before seeding)
+    models.get(config.model)
     keras.utils.set_random_seed(config.seed)
     lock_dir = Path(data_dir or tdata.default_data_dir())
     with file_lock(lock_dir / ".tfdebias-prepare.lock"):
-        splits, schema = tdata.load(config.data, [config.train_split, config.valid_split],
-                                    data_dir=data_dir, manual_dir=manual_dir)
+        splits, schema = tdata.load(config.data, data_dir=data_dir, manual_dir=manual_dir)
+    for s in (config.train_split, config.valid_split):
+        if s not in splits:
+            raise UsageError(f"data set {config.data!r} has no split {s!r}; it has {sorted(splits)}")
+    splits = prepare_splits(config, splits, schema)
     out = Path(out) if out is not None else Path("runs") / (
         f"{config.data.replace('/', '_')}-{config.model}-s{config.seed}")
     run, resumed = None, False
@@ -410,13 +415,12 @@ def train_multi_worker(config, out=None, *, data_dir: str | None = None,
 
     # The chief scores a plain (undistributed) copy with the engine's protocol.
     weights = model.get_weights()
-    full_splits, _ = tdata.load(config.data, data_dir=data_dir, manual_dir=manual_dir)
     with tf.distribute.get_strategy().scope():
         plain = build_model(config.model, schema, config.model_args, sample)
         plain.set_weights(weights)
     plain.save_weights(str(run.path(rd.WEIGHTS)))
     _write_history(run.path(rd.HISTORY), history)
-    metrics = protocol(plain, full_splits, schema, config)
+    metrics = protocol(plain, splits, schema, config)
     metrics["train_seconds"] = round(train_seconds, 3)
     metrics["epochs_trained"] = _count_rows(run.path(rd.HISTORY))
     metrics["num_replicas"] = strategy.num_replicas_in_sync

@@ -206,11 +206,16 @@ def train(config: TrainConfig, out: str | Path | None = None, *, data_dir: str |
     import keras
 
     from tfdebias import data as tdata
+    from tfdebias import models
     from tfdebias.evaluation import protocols
     from tfdebias.optimizers import make_optimizer
     from tfdebias.training.strategy import get_strategy
 
     protocol = protocols.get(config.protocol)
+    # Import the model's modules before seeding: some imports draw from Python's RNG,
+    # which would otherwise make the initial weights depend on what was imported before.
+    import tfdebias.methods  # noqa: F401
+    models.get(config.model)
     keras.utils.set_random_seed(config.seed)
     splits, schema = tdata.load(config.data, data_dir=data_dir, manual_dir=manual_dir)
     for s in (config.train_split, config.valid_split):

@@ -24,6 +24,10 @@ def get_strategy(name: str = "auto"):
 
     if name not in STRATEGIES:
         raise UsageError(f"unknown strategy {name!r}; expected one of {STRATEGIES}")
+    if name == "multi-worker":
+        # Before anything initialises TensorFlow's runtime (list_logical_devices does):
+        # collective ops must be configured at program startup.
+        return _multi_worker()
     gpus = tf.config.list_logical_devices("GPU")
     if name == "auto":
         return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
@@ -32,7 +36,12 @@ def get_strategy(name: str = "auto"):
     if name == "mirrored":
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices=devices)
-    # multi-worker
+    raise AssertionError(name)
+
+
+def _multi_worker():
+    import tensorflow as tf
+
     tf_config = os.environ.get("TF_CONFIG")
     if not tf_config:
         raise UsageError("--strategy multi-worker needs the TF_CONFIG environment variable")

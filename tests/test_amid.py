@@ -1,0 +1,169 @@
+"""AMID: the DR estimator (Eq. 9, Lemma 4.1 / Corollary 4.1), MIM (Eq. 3-6), the loss
+phases (Eq. 13 / 15) and the information each piece may read."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfdebias import models
+from tfdebias.datasets.synthetic import cross_domain_sequences as cds
+from tfdebias.methods import amid
+
+PARAMS = dict(n_users=200, n_items_a=40, n_items_b=30, dim=8, max_len=8)
+
+
+# -- the estimator -----------------------------------------------------------------------
+def _world(seed=0, n=4000):
+    rng = np.random.default_rng(seed)
+    e = rng.gamma(2.0, 0.5, n)  # true errors of every pair
+    p = 1 / (1 + np.exp(-(1.5 * (e - 1.0))))  # MNAR: large errors are observed more often
+    return rng, e, p
+
+
+def _expected(estimator, rng, e, p, draws=4000, **kw):
+    o = (rng.random((draws, len(e))) < p).astype(float)
+    return np.mean([estimator(e, o=o_, **kw) for o_ in o[:50]]), o
+
+
+def _mc_mean(e, e_hat, p_hat, p, rng, draws=400):
+    o = (rng.random((draws, len(e))) < p).astype(float)
+    vals = (e_hat + o * (np.where(o > 0, e, 0) - e_hat) / p_hat).mean(axis=1)
+    # the library function on the same draws must agree with the formula
+    lib = [amid.doubly_robust_estimate(e, e_hat, o[i], p_hat) for i in range(3)]
+    np.testing.assert_allclose(lib, vals[:3], rtol=1e-12)
+    return vals.mean(), vals.std() / np.sqrt(draws)
+
+
+def test_dr_unbiased_when_propensity_correct():
+    rng, e, p = _world(0)
+    wrong_imputation = np.full_like(e, 0.3)
+    mean, se = _mc_mean(e, wrong_imputation, p, p, rng)
+    assert abs(mean - e.mean()) < 4 * se + 1e-3
+
+
+def test_dr_unbiased_when_imputation_correct():
+    rng, e, p = _world(1)
+    wrong_propensity = np.full_like(p, 0.5)
+    mean, se = _mc_mean(e, e.copy(), wrong_propensity, p, rng)
+    assert abs(mean - e.mean()) < 4 * se + 1e-9
+
+
+def test_dr_biased_when_both_wrong_and_bias_matches_lemma_4_1():
+    rng, e, p = _world(2)
+    e_hat, p_hat = np.full_like(e, 0.3), np.full_like(p, 0.5)
+    mean, se = _mc_mean(e, e_hat, p_hat, p, rng)
+    lemma = np.mean((p_hat - p) / p_hat * (e - e_hat))  # Eq. (10)
+    assert abs(mean - e.mean()) > 10 * se
+    assert abs((e.mean() - mean) - lemma) < 4 * se + 1e-3
+
+
+def test_ips_is_dr_with_zero_imputation_and_clipping():
+    e = np.array([1.0, 2.0, 3.0, 4.0])
+    o = np.array([1.0, 0.0, 1.0, 1.0])
+    p = np.array([0.01, 0.5, 0.5, 1.0])
+    got = amid.ips_estimate(e, o, p, clip=0.1)
+    assert got == pytest.approx(np.mean([1 / 0.1, 0, 3 / 0.5, 4 / 1.0]))
+    tf_got = amid.ips_estimate(tf.constant(e), tf.constant(o), tf.constant(p), clip=0.1)
+    assert float(tf_got) == pytest.approx(got)
+    # per-domain mean: 1/|Z| sum_Z mean over the domain's pairs (Eq. 9)
+    dom = np.array([0, 0, 0, 1])
+    got = amid.doubly_robust_estimate(e, np.zeros(4), o, np.ones(4), domain=dom, n_domains=2)
+    assert got == pytest.approx(0.5 * ((1 + 0 + 3) / 3 + 4))
+
+
+# -- the model -------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def data():
+    return cds.simulate(PARAMS), cds.schema(PARAMS)
+
+
+def _batch(cols, idx):
+    return {k: tf.constant(v[idx]) for k, v in cols.items()}
+
+
+def _model(schema, splits, **kw):
+    kw.setdefault("n_sampled_users", 8)
+    kw.setdefault("bank_size", 16)
+    m = models.build("amid", schema, backbone="sasrec", embedding_dim=8,
+                     backbone_args={"dropout": 0.0, "hidden_units": [8]}, **kw)
+    amid.build_amid(m, _batch(splits["test"], np.arange(4)))
+    m.set_user_bank(splits["train"], seed=0)
+    return m
+
+
+def test_mim_reads_no_target_item_and_no_other_row(data):
+    splits, schema = data
+    m = _model(schema, splits, threshold=-5.0)
+    b = _batch(splits["test"], np.arange(10))
+    u = m.user_representation(b).numpy()
+    changed = dict(b, item_id=tf.reverse(b["item_id"], [0]))
+    np.testing.assert_allclose(m.user_representation(changed).numpy(), u, atol=1e-6)
+    alone = m.user_representation(_batch(splits["test"], np.arange(3))).numpy()
+    np.testing.assert_allclose(alone, u[:3], atol=1e-5)  # a score never depends on its batch
+
+
+def test_threshold_controls_the_groups(data):
+    splits, schema = data
+    b = _batch(splits["test"], np.arange(12))
+    low = _model(schema, splits, threshold=-1e6)
+    s, mask, rate = low.enhanced_sequence(b)
+    assert s.shape[1] == 2 * schema["history_a"].max_len
+    assert float(rate) == pytest.approx(1.0)
+    assert mask.numpy()[:, 8:].any(axis=1).all()  # every row receives messages
+    high = _model(schema, splits, threshold=1e6)
+    _, mask, rate = high.enhanced_sequence(b)
+    assert float(rate) == 0.0 and not mask.numpy()[:, 8:].any()
+
+
+def test_phase_losses_and_unobserved_labels_unread(data):
+    splits, schema = data
+    m = _model(schema, splits)
+    cols = {k: np.concatenate([splits["train"][k][:6], splits["unobserved"][k][:6]])
+            for k in splits["train"]}
+    b = _batch(cols, np.arange(12))
+    b["neg_item_id"] = tf.where(b["domain"] == 0, tf.constant(3, tf.int64), tf.constant(45, tf.int64))
+    b["neg_item_id_2"] = b["neg_item_id"] + 1
+    t1 = m.loss_terms(b, phase=1)
+    assert {"recommendation", "imputation", "loss"} <= set(t1)
+    t2 = m.loss_terms(b, phase=2)
+    assert {"dr_risk", "propensity_bce", "loss"} <= set(t2)
+    unobs = b["observed"].numpy() == 0
+    assert unobs.any()
+    changed = dict(b, item_id=tf.where(tf.constant(unobs), b["item_id"] + 1, b["item_id"]))
+    assert float(m.loss_terms(changed, phase=2)["loss"]) == pytest.approx(float(t2["loss"]), abs=1e-6)
+    assert float(m.loss_terms(changed, phase=1)["loss"]) != pytest.approx(float(t1["loss"]), abs=1e-6)
+
+
+def test_phase_two_leaves_the_imputation_model_alone(data):
+    splits, schema = data
+    m = _model(schema, splits)
+    ids = {id(w) for w in m.imputation_model.trainable_weights}
+    assert not any(id(w) in ids for w in m.phase_variables(2))
+    assert any(id(w) in ids for w in m.phase_variables(1))
+    pids = {id(w) for w in m.propensity_model.trainable_weights}
+    assert any(id(w) in pids for w in m.phase_variables(2))
+
+
+def test_fit_alternates_and_scores(data):
+    import keras
+
+    splits, schema = data
+    keras.utils.set_random_seed(0)
+    m = models.build("amid", schema, backbone="gru4rec", embedding_dim=8, n_sampled_users=8,
+                     bank_size=16)
+    out = amid.fit_amid(m, splits["train"], schema, unobserved_columns=splits["unobserved"],
+                        epochs=1, batch_size=64)
+    assert "c/imputation" in out["history"] and "r/dr_risk" in out["history"]
+    res = amid.ranking_protocol(m, splits, schema, n_neg=20, split_names=("test",))
+    assert 0.0 <= res["test/A/ndcg@10"] <= res["test/A/hr@10"] <= 1.0
+    assert res["test/n_negatives"] == 20
+
+
+def test_bad_arguments(data):
+    from tfdebias.errors import UsageError
+
+    _, schema = data
+    with pytest.raises(UsageError):
+        models.build("amid", schema, estimator="magic")
+    with pytest.raises(UsageError):
+        models.build("amid", schema, backbone="deepfm")
