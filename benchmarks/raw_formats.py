@@ -433,3 +433,108 @@ def write_amazon(root, categories, *, release="2014", n_users=None, overlap=0.3,
         with gzip.open(d / f"meta_{cat}.json.gz", "wt", encoding="utf-8") as f:
             f.write("\n".join(meta_lines) + "\n")
     return d
+
+
+# -- Huawei DIGIX Global AI Challenge 2022, CTR with ads and news feeds -----------------------
+
+ADS_COLUMNS = ("log_id", "label", "user_id", "age", "gender", "residence", "city", "city_rank", "series_dev",
+               "series_group", "emui_dev", "device_name", "device_size", "net_type", "task_id", "adv_id",
+               "creat_type_cd", "adv_prim_id", "inter_type_cd", "slot_id", "site_id", "spread_app_id",
+               "hispace_app_tags", "app_second_class", "app_score", "ad_click_list_v001",
+               "ad_click_list_v002", "ad_click_list_v003", "ad_close_list_v001", "ad_close_list_v002",
+               "ad_close_list_v003", "pt_d", "u_newsCatInterestsST", "u_refreshTimes", "u_feedLifeCycle")
+FEEDS_COLUMNS = ("u_userId", "u_phonePrice", "u_browserLifeCycle", "u_browserMode", "u_feedLifeCycle",
+                 "u_refreshTimes", "u_newsCatInterests", "u_newsCatDislike", "u_newsCatInterestsST",
+                 "u_click_ca2_news", "i_docId", "i_s_sourceId", "i_regionEntity", "i_cat", "i_entities",
+                 "i_dislikeTimes", "i_upTimes", "i_dtype", "e_ch", "e_m", "e_po", "e_pl", "e_rn",
+                 "e_section", "e_et", "label", "cillabel", "pro")
+
+
+def _caret_lists(rng, n, lo, hi, vocab, empty=0.1):
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    k = rng.integers(lo, hi + 1, n)
+    k[rng.random(n) < empty] = 0
+    flat = pc.cast(pa.array(rng.integers(1, vocab, int(k.sum()))), pa.string())
+    lists = pa.ListArray.from_arrays(pa.array(np.r_[0, np.cumsum(k)].astype(np.int32)), flat)
+    return pc.binary_join(lists, "^")
+
+
+def _hex40(rng, n):
+    return np.array([f"{a:016x}{b:016x}{c:08x}" for a, b, c in
+                     zip(rng.integers(0, 2**63, n), rng.integers(0, 2**63, n), rng.integers(0, 2**32, n))])
+
+
+def write_digix(root, *, n_users=65000, n_ads=7_675_517, n_feeds=3_227_732, n_tasks=35000, n_docs=300000,
+                seed=0, ads_ctr=0.03, n_days=8) -> Path:
+    """``train/train_data_ads.csv`` (35 columns) and ``train/train_data_feeds.csv`` (28 columns):
+    comma-separated with header, '^'-joined lists, 12-digit yyyymmddHHMM times, feeds labels -1/1,
+    40-hex document ids."""
+    rng = np.random.default_rng(seed)
+    d = Path(root) / "train"
+    d.mkdir(parents=True, exist_ok=True)
+    minute = lambda day, n: (np.int64(202206030000) + day * 10000  # noqa: E731
+                             + rng.integers(0, 24, n) * 100 + rng.integers(0, 60, n))
+    users = np.sort(rng.choice(np.arange(100000, 100000 + 4 * n_users), n_users, replace=False))
+    ads_users = users[rng.random(n_users) < 0.7]  # ads users are a subset of feeds users
+    u = np.sort(ads_users[rng.integers(0, len(ads_users), n_ads)])
+    prof = {c: rng.integers(1, r, n_users) for c, r in (("age", 9), ("gender", 4), ("residence", 40),
+                                                        ("city", 400), ("city_rank", 6), ("series_dev", 40),
+                                                        ("series_group", 8), ("emui_dev", 30), ("device_name", 300),
+                                                        ("net_type", 8))}
+    ui = np.searchsorted(users, u)
+    task = rng.integers(1, n_tasks, n_ads)
+    ads = {"log_id": np.arange(1, n_ads + 1), "label": (rng.random(n_ads) < ads_ctr).astype(np.int64), "user_id": u}
+    for c in ("age", "gender", "residence", "city", "city_rank", "series_dev", "series_group", "emui_dev",
+              "device_name"):
+        ads[c] = prof[c][ui]
+    ads["device_size"] = rng.choice([1290, 2117, 2340], n_ads)
+    ads["net_type"] = prof["net_type"][ui]
+    ads["task_id"] = task
+    ads["adv_id"] = task % 20000 + 1
+    for c, r in (("creat_type_cd", 10), ("adv_prim_id", 3000), ("inter_type_cd", 6), ("slot_id", 60),
+                 ("site_id", 3), ("spread_app_id", 400), ("hispace_app_tags", 60), ("app_second_class", 30)):
+        ads[c] = rng.integers(1, r, n_ads)
+    ads["app_score"] = np.char.mod("%.1f", rng.choice([2.0, 8.0, 10.0], n_ads))
+    ads["ad_click_list_v001"] = _caret_lists(rng, n_ads, 1, 8, n_tasks)
+    ads["ad_click_list_v002"] = _caret_lists(rng, n_ads, 1, 6, 3000)
+    ads["ad_click_list_v003"] = _caret_lists(rng, n_ads, 1, 4, 400)
+    ads["ad_close_list_v001"] = _caret_lists(rng, n_ads, 0, 2, n_tasks, 0.5)
+    ads["ad_close_list_v002"] = _caret_lists(rng, n_ads, 0, 2, 3000, 0.5)
+    ads["ad_close_list_v003"] = _caret_lists(rng, n_ads, 0, 2, 400, 0.5)
+    ads["pt_d"] = minute(rng.integers(0, n_days, n_ads), n_ads)
+    ads["u_newsCatInterestsST"] = _caret_lists(rng, n_ads, 1, 5, 220)
+    ads["u_refreshTimes"] = rng.integers(0, 10, n_ads)
+    ads["u_feedLifeCycle"] = rng.integers(10, 18, n_ads)
+    _write_csv(d / "train_data_ads.csv", {c: ads[c] for c in ADS_COLUMNS})
+
+    fu = np.sort(users[rng.integers(0, n_users, n_feeds)])
+    fi = np.searchsorted(users, fu)
+    docs = _hex40(rng, min(n_docs, max(3, n_feeds // 10)))
+    sources = _hex40(rng, 50)
+    feeds = {"u_userId": fu}
+    for c, r in (("u_phonePrice", 17), ("u_browserLifeCycle", 18), ("u_browserMode", 20)):
+        feeds[c] = rng.integers(1, r, n_users)[fi]
+    feeds["u_feedLifeCycle"] = rng.integers(10, 18, n_feeds)
+    feeds["u_refreshTimes"] = rng.integers(0, 10, n_feeds)
+    feeds["u_newsCatInterests"] = _caret_lists(rng, n_feeds, 1, 5, 220)
+    feeds["u_newsCatDislike"] = _caret_lists(rng, n_feeds, 0, 2, 220, 0.6)
+    feeds["u_newsCatInterestsST"] = _caret_lists(rng, n_feeds, 1, 5, 220)
+    feeds["u_click_ca2_news"] = _caret_lists(rng, n_feeds, 1, 5, 220)
+    feeds["i_docId"] = docs[rng.integers(0, len(docs), n_feeds)]
+    feeds["i_s_sourceId"] = sources[rng.integers(0, len(sources), n_feeds)]
+    feeds["i_regionEntity"] = rng.integers(0, 300, n_feeds)
+    feeds["i_cat"] = rng.integers(1, 220, n_feeds)
+    ent = np.where(rng.random(n_feeds) < 0.5, "", np.char.add(np.char.add(
+        np.char.mod("%08x", rng.integers(0, 2**32, n_feeds)), "^"), np.char.mod("%08x", rng.integers(0, 2**32, n_feeds))))
+    feeds["i_entities"] = ent
+    for c, r in (("i_dislikeTimes", 10), ("i_upTimes", 10), ("i_dtype", 14), ("e_ch", 20), ("e_m", 800),
+                 ("e_po", 30), ("e_pl", 1000), ("e_rn", 10), ("e_section", 2)):
+        feeds[c] = rng.integers(0, r, n_feeds)
+    feeds["e_et"] = minute(rng.integers(0, n_days, n_feeds), n_feeds)
+    feeds["label"] = np.where(rng.random(n_feeds) < 0.2, 1, -1)
+    feeds["cillabel"] = np.where(rng.random(n_feeds) < 0.05, 1, -1)
+    feeds["pro"] = rng.integers(0, 100, n_feeds)
+    _write_csv(d / "train_data_feeds.csv", {c: feeds[c] for c in FEEDS_COLUMNS})
+    return d

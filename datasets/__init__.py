@@ -5,3 +5,4 @@ from tfdebias.datasets import kuairec  # noqa: F401,E402  (registers the real da
 from tfdebias.datasets import wechat_channels  # noqa: F401,E402  (registers wechat_channels)
 from tfdebias.datasets import tiktok_icme19  # noqa: F401,E402  (registers tiktok_icme19)
 from tfdebias.datasets import amazon_reviews  # noqa: F401,E402  (registers amazon_reviews)
+from tfdebias.datasets import huawei_digix22  # noqa: F401,E402  (registers huawei_digix22)

@@ -16,7 +16,7 @@ valid = tfdebias.data.make_dataset(splits["valid"], schema, batch_size=8192)
 model = CP2Rec(schema, backbone="dcn", purifier="proj", gamma=0.1, backbone_args={"hidden_units": [64, 32]})
 model(next(iter(valid))[0])  # build every sub-layer before the optimizer
 model.compile(optimizer=keras.optimizers.Adam(1e-3))
-model.fit(train, validation_data=valid, epochs=2, verbose=2)
+model.fit(train, validation_data=valid, epochs=1, verbose=2)
 
 test = splits["test"]
 pred = model.predict(tfdebias.data.make_dataset(test, schema, batch_size=8192), verbose=0)[:, 0]

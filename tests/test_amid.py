@@ -167,3 +167,21 @@ def test_bad_arguments(data):
         models.build("amid", schema, estimator="magic")
     with pytest.raises(UsageError):
         models.build("amid", schema, backbone="deepfm")
+
+
+@pytest.mark.parametrize("name", ["star", "pinet", "c2dsr"])
+def test_cdsr_baselines_score_and_train_step(name, data):
+    splits, schema = data
+    m = models.build(name, schema, embedding_dim=8, hidden_units=(8,), dropout=0.0)
+    b = _batch(splits["test"], np.arange(6))
+    p = m(b)
+    cands = tf.stack([b["item_id"], b["item_id"]], axis=1)
+    s = m.score_candidates(b, cands)
+    np.testing.assert_allclose(tf.sigmoid(s[:, 0]).numpy(), p[:, 0].numpy(), rtol=1e-5, atol=1e-6)
+    terms = m.loss_terms(b, training=True)
+    assert np.isfinite(float(terms["loss"]))
+    if name == "pinet":  # the transfer unit reads the other domain only for overlapping rows
+        changed = dict(b, history_b=tf.where(b["history_b"] > 0, b["history_b"] * 0 + 45, 0))
+        rows = (b["domain"].numpy() == 0) & (b["history_b"].numpy() > 0).any(1)
+        if rows.any():
+            assert np.abs(m(changed).numpy()[rows] - p.numpy()[rows]).max() > 1e-7

@@ -56,6 +56,20 @@ def test_register_space_validates_and_methods_can_register():
         sp.get_space("no_such_method")
 
 
+def test_every_registered_space_declares():
+    """Spaces the method modules register (cp2rec, dadin, damcar, amid, ...) are valid."""
+    import keras_tuner as kt
+
+    import tfdebias.methods  # noqa: F401  (method modules register their spaces)
+
+    assert {"deepfm", "dcn", "ncf"} <= set(sp.available())
+    for name in sp.available():
+        hp = kt.HyperParameters()
+        values = sp.declare(hp, sp.get_space(name))
+        assert set(values) == set(sp.get_space(name)), name
+        assert len(hp.space) == len(values), name
+
+
 SCHEMA = Schema([Feature("user_id", "categorical", vocab_size=9),
                  Feature("item_id", "categorical", vocab_size=7),
                  Feature("price", "dense"), Feature("click", "label")])

@@ -30,11 +30,15 @@ if tfds_test_case() is not None:
 
     class AmazonPhoneElecTest(tfds_test_case()):  # the 2018 release
         DATASET_CLASS = ab.Builder
-        BUILDER_CONFIG_NAMES_TO_TEST = ["phone_elec", "phone_elec_ku75"]
-        SPLITS = {"valid": 12, "test": 12}
+        BUILDER_CONFIG_NAMES_TO_TEST = ["phone_elec"]
+        SPLITS = {"train": 9, "unobserved": 3, "valid": 12, "test": 12}
         EXAMPLE_DIR = str(dummy_dir("amazon_reviews"))
         SKIP_CHECKSUMS = True
-        OVERLAPPING_SPLITS = ["valid", "test"]
+        OVERLAPPING_SPLITS = ["train", "unobserved", "valid", "test"]
+
+    class AmazonPhoneElecKu75Test(AmazonPhoneElecTest):
+        BUILDER_CONFIG_NAMES_TO_TEST = ["phone_elec_ku75"]
+        SPLITS = {"train": 11, "unobserved": 1, "valid": 12, "test": 12}
 
 
 def _prepare(tmp_path_factory, name):

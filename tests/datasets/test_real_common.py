@@ -120,8 +120,8 @@ def _random_block(n, rng):
         Feature("history", "sequence", vocab_size=200_000, max_len=7, vocab="user_id"),
         Feature("dense_x", "dense"),
         Feature("visual", "vector", width=5),
-        Feature("long_history", "sequence", vocab_size=2**40, max_len=70),
-        Feature("signed", "proxy", vocab_size=2**62),
+        Feature("long_history", "sequence", vocab_size=2**31, max_len=70),
+        Feature("signed", "proxy", vocab_size=2**31),
         Feature("click", "label"),
     ])
     cols = {
@@ -130,10 +130,9 @@ def _random_block(n, rng):
         "history": rng.integers(0, 200_000, (n, 7)) * (rng.random((n, 7)) < 0.6),
         "dense_x": rng.standard_normal(n).astype(np.float32),
         "visual": rng.standard_normal((n, 5)).astype(np.float32),
-        "long_history": rng.integers(0, 2**40, (n, 70)),
-        # negative int64s take 10 bytes as varints; TFDS ids are never negative, but the
-        # encoder must still be right for them
-        "signed": rng.integers(-(2**62), 2**62, n),
+        "long_history": rng.integers(0, 2**31, (n, 70)),
+        # ids are never negative, but the packing must still be right for them
+        "signed": rng.integers(-(2**31), 2**31, n),
         "click": (rng.random(n) < 0.3).astype(np.float32),
     }
     return schema, {k: v.astype(np.int64) if v.dtype.kind == "i" else v for k, v in cols.items()}
@@ -173,11 +172,20 @@ def test_packed_rows_are_canonical_protobuf():
     packed = feats.pack(cols)
     for r in range(20):
         ex = tf.train.Example()
-        ex.features.feature["int64s"].bytes_list.value.append(packed["int64s"][r].astype("<i8").tobytes())
+        ex.features.feature["int64s"].bytes_list.value.append(packed["int64s"][r].astype("<i4").tobytes())
         ex.features.feature["float32s"].bytes_list.value.append(packed["float32s"][r].astype("<f4").tobytes())
         parsed = tf.train.Example.FromString(rows[r].tobytes())
         assert parsed == ex
         assert parsed.SerializeToString(deterministic=True) == rows[r].tobytes()  # keys sorted
+
+
+def test_packing_rejects_ids_beyond_int32():
+    from tfdebias.errors import SchemaError
+
+    schema = Schema([Feature("x", "categorical", vocab_size=2**40), Feature("y", "label")])
+    feats = _real.PackedFeatures.from_schema(schema)
+    with pytest.raises(SchemaError, match="outside int32"):
+        _real.serialize_block(feats, {"x": np.array([2**33]), "y": np.zeros(1, np.float32)})
 
 
 def test_write_split_shards_read_back(tmp_path):
@@ -277,3 +285,17 @@ def test_chronological_split_per_user():
     # user 5: times 0,1,2 train (round(3.0)), 3 valid (round(4.0)), 4 test
     assert part[[1, 3, 4, 2, 0]].tolist() == [0, 0, 0, 1, 2]
     assert part[[6, 5]].tolist() == [0, 1] and part[7] == 0
+
+
+def test_asof_index_matches_brute_force():
+    rng = np.random.default_rng(4)
+    ev_u, ev_t = rng.integers(0, 6, 80), rng.integers(0, 30, 80)
+    u, t = rng.integers(0, 8, 60), rng.integers(0, 30, 60)
+    got = _real.asof_index(u, t, ev_u, ev_t)
+    for r in range(60):
+        cand = [j for j in range(80) if ev_u[j] == u[r] and ev_t[j] <= t[r]]
+        if not cand:
+            assert got[r] == -1
+        else:
+            best = max(cand, key=lambda j: (ev_t[j], j))
+            assert got[r] == best, r

@@ -35,8 +35,8 @@ Choices where the paper is silent or the released code differs (also in
    also be propagated").
 3. **The threshold of Eq. (4)** is hard in the forward pass; its gradient is the
    straight-through gradient of ``sigmoid((a' - k) / tau)``, so ``W1``, ``W2`` learn
-   (with a hard step they would get no gradient at all). ``a'`` is scaled by
-   ``1/sqrt(d)``.
+   (with a hard step they would get no gradient at all). ``a'`` is the max *cosine*
+   of the projected positions, so ``k`` lives in [-1, 1] (default 0.8).
 4. **The propensity model is fitted** to the observation indicator ``o`` of each row of
    ``D`` by binary cross-entropy on a stopped-gradient representation, in the ``L_r``
    phase (the paper does not say how ``g_psi`` is learnt; the code fits nothing, so its
@@ -124,8 +124,10 @@ class MultiInterestModule(keras.layers.Layer):
     For a target sequence ``S_i`` (B, T, d) and the other-domain sequences ``S_j`` of
     ``N`` sampled users (N, T, d) plus the user's own other-domain sequence (B, T, d):
 
-    * Eq. (3): ``a'_ij = max_{t,t'} [(S_i W1)(S_j W2)^T]_{t,t'} / sqrt(d)`` over real
-      positions;
+    * Eq. (3): ``a'_ij = max_{t,t'} [(S_i W1)(S_j W2)^T]_{t,t'}`` over real positions,
+      with the rows of ``S_i W1`` and ``S_j W2`` scaled to unit length (a cosine), so the
+      threshold ``k`` has a fixed scale in [-1, 1] (the raw product grows without bound
+      during training; the code normalises with a softmax over the batch instead);
     * Eq. (4): ``a_ij = 1[a'_ij >= k]`` (straight-through sigmoid gradient, ``tau``);
     * Eq. (5): ``m_{i<-j} = a_ij (S_j W_ip)``;
     * Eq. (6): ``S*_i = Concat_time(S_i, Squeeze(m'_i W_C)) W_F`` with ``W_C`` (N+1, 1);
@@ -133,7 +135,7 @@ class MultiInterestModule(keras.layers.Layer):
       selected user has a real item there).
     """
 
-    def __init__(self, dim: int, n_sampled: int, threshold: float = 1.0, tau: float = 0.5,
+    def __init__(self, dim: int, n_sampled: int, threshold: float = 0.8, tau: float = 0.1,
                  **kwargs):
         super().__init__(**kwargs)
         self.dim, self.n_sampled = int(dim), int(n_sampled)
@@ -155,17 +157,18 @@ class MultiInterestModule(keras.layers.Layer):
         self.built = True
 
     def similarity(self, q, m_i, k, m_j):
-        """Eq. (3): projected (B, T, d) x (N, T, d) -> (B, N) max over real position pairs
-        (-1e9 where either sequence is empty); one (B*T, d) x (d, N*T) product."""
+        """Eq. (3): projected (B, T, d) x (N, T, d) -> (B, N), the max over real position
+        pairs (about -1e9 where either sequence is empty); one (B*T, d) x (d, N*T) product.
+        ``q`` and ``k`` are unit vectors (cosine, see the class docstring)."""
         sim = tf.einsum("btd,nsd->bnts", q, k)
         key_bias = (tf.cast(m_j, sim.dtype) - 1.0) * 1e9  # (N, T): -1e9 on padding keys
         best = tf.reduce_max(sim + key_bias[None, :, None, :], axis=3)  # (B, N, T)
         query_bias = (tf.cast(m_i, sim.dtype) - 1.0) * 1e9  # (B, T)
-        return tf.reduce_max(best + query_bias[:, None, :], axis=2) / math.sqrt(self.dim)
+        return tf.reduce_max(best + query_bias[:, None, :], axis=2)
 
     def self_similarity(self, q, m_i, k, m_o):
         """Eq. (3) between a user's two domains: (B, T, d) x (B, T, d) -> (B,)."""
-        sim = tf.einsum("btd,bsd->bts", q, k) / math.sqrt(self.dim)
+        sim = tf.einsum("btd,bsd->bts", q, k)
         valid = m_i[:, :, None] & m_o[:, None, :]
         sim = tf.where(valid, sim, tf.fill(tf.shape(sim), tf.constant(-1e9, sim.dtype)))
         return tf.reduce_max(sim, axis=[1, 2])
@@ -176,36 +179,43 @@ class MultiInterestModule(keras.layers.Layer):
         hard = tf.cast(a_raw >= self.threshold, a_raw.dtype)
         return hard + soft - tf.stop_gradient(soft)
 
-    def call(self, s_i, m_i, s_bank, m_bank, bank_domain, other, s_self, m_self):
+    def project(self, layer, s):
+        return tf.math.l2_normalize(layer(s), axis=-1)
+
+    def call(self, s_i, m_i, banks, other, s_self, m_self):
         """Returns ``(S* (B, 2T, d), mask (B, 2T), group rate (scalar))``.
 
-        ``s_bank`` (M, T, d) / ``m_bank`` (M, T): the sampled users' sequences of every
-        domain, ``bank_domain`` (M,) their domain; row ``i`` groups with the N of its
-        other domain ``other[i]``. ``s_self`` / ``m_self``: the user's own other-domain
-        sequence (the last slot of ``W_C``)."""
+        ``banks``: per domain ``(S (N, T, d), mask (N, T))`` of the N sampled users; row
+        ``i`` groups with the N users of its other domain ``other[i]`` (rows are
+        partitioned by that domain, so each row is compared with N users, not 2N).
+        ``s_self`` / ``m_self``: the user's own other-domain sequence (last ``W_C`` slot)."""
         if not self.built:
             self.build()
-        q = self.w1(s_i)
-        same = tf.cast(tf.equal(other[:, None], bank_domain[None, :]), s_i.dtype)  # (B, M)
-        has_bank = tf.cast(tf.reduce_any(m_bank, axis=1), s_i.dtype)[None, :] * same
-        has_self = tf.cast(tf.reduce_any(m_self, axis=1), s_i.dtype)
-        a_bank = self.group(self.similarity(q, m_i, self.w2(s_bank), m_bank)) * has_bank
-        a_self = self.group(self.self_similarity(q, m_i, self.w2(s_self), m_self)) * has_self
-        # Eq. (5) messages and the W_C aggregation of Eq. (6); bank slot j of a domain
-        # is column j mod N, so each domain's N users share W_C[:N]
         n = self.n_sampled
-        slot = tf.math.floormod(tf.range(tf.shape(s_bank)[0]), n)
-        w_bank = tf.gather(self.w_c[:n], slot)
-        msg_bank = self.w_ip(s_bank * tf.cast(m_bank, s_bank.dtype)[..., None])  # (M, T, d)
-        msg_self = self.w_ip(s_self * tf.cast(m_self, s_self.dtype)[..., None])  # (B, T, d)
-        agg = tf.einsum("bm,mtd->btd", a_bank * w_bank[None, :], msg_bank)
+        q = self.project(self.w1, s_i)
+        part = tf.cast(other, tf.int32)
+        rows = tf.dynamic_partition(tf.range(tf.shape(s_i)[0]), part, len(banks))
+        aggs, covs, a_sum, a_cnt = [], [], 0.0, 0.0
+        for z, (s_b, m_b) in enumerate(banks):
+            qz, mz = tf.gather(q, rows[z]), tf.gather(m_i, rows[z])
+            has = tf.cast(tf.reduce_any(m_b, axis=1), q.dtype)[None, :]  # (1, N)
+            a = self.group(self.similarity(qz, mz, self.project(self.w2, s_b), m_b)) * has
+            msg = self.w_ip(s_b * tf.cast(m_b, s_b.dtype)[..., None])  # Eq. (5), (N, T, d)
+            aggs.append(tf.einsum("bn,ntd->btd", a * self.w_c[None, :n], msg))  # m' W_C
+            covs.append(tf.matmul(tf.stop_gradient(a), tf.cast(m_b, a.dtype)))
+            a_sum += tf.reduce_sum(tf.stop_gradient(a))
+            a_cnt += tf.reduce_sum(has) * tf.cast(tf.shape(qz)[0], q.dtype)
+        agg = tf.dynamic_stitch(rows, aggs)
+        covered = tf.dynamic_stitch(rows, covs)
+        has_self = tf.cast(tf.reduce_any(m_self, axis=1), s_i.dtype)
+        a_self = self.group(self.self_similarity(q, m_i, self.project(self.w2, s_self), m_self)) * has_self
+        msg_self = self.w_ip(s_self * tf.cast(m_self, s_self.dtype)[..., None])
         agg = agg + (a_self * self.w_c[n])[:, None, None] * msg_self
-        covered = tf.matmul(tf.stop_gradient(a_bank), tf.cast(m_bank, a_bank.dtype))
         covered = covered + tf.stop_gradient(a_self)[:, None] * tf.cast(m_self, a_self.dtype)
         s_star = self.w_f(tf.concat([s_i, agg], axis=1))  # Eq. (6)
         mask = tf.concat([m_i, covered > 0], axis=1)
-        rate = (tf.reduce_sum(tf.stop_gradient(a_bank)) + tf.reduce_sum(tf.stop_gradient(a_self))) / \
-            tf.maximum(tf.reduce_sum(has_bank) + tf.reduce_sum(has_self), 1.0)
+        rate = (a_sum + tf.reduce_sum(tf.stop_gradient(a_self))) / \
+            tf.maximum(a_cnt + tf.reduce_sum(has_self), 1.0)
         return s_star, mask, rate
 
 
@@ -242,8 +252,8 @@ class AMID(Backbone):
     """
 
     def __init__(self, schema, backbone: str = "sasrec", backbone_args: dict | None = None,
-                 mim: bool = True, estimator: str = "dr", n_sampled_users: int = 32,
-                 threshold: float = 1.0, tau: float = 0.5, lambda_imputation: float = 0.1,
+                 mim: bool = True, estimator: str = "dr", n_sampled_users: int = 16,
+                 threshold: float = 0.8, tau: float = 0.1, lambda_imputation: float = 0.1,
                  l2: float = 1e-6, propensity_clip: float = 0.05, bank_size: int = 1024,
                  embedding_dim: int = 32, **kwargs):
         super().__init__(schema, embedding_dim=embedding_dim, **kwargs)
@@ -327,12 +337,8 @@ class AMID(Backbone):
             msg = self.transfer(s_o)
             return tf.concat([s_i, msg], 1), tf.concat([m_i, m_o], 1), tf.constant(0.0)
         bank = self.sampled_users(training)
-        enc = [bb.encode(z, bank[z], training=training) for z in range(2)]
-        s_bank = tf.concat([enc[0][0], enc[1][0]], axis=0)  # (2N, T, d)
-        m_bank = tf.concat([enc[0][1], enc[1][1]], axis=0)
-        n = self.n_sampled_users
-        bank_domain = tf.concat([tf.zeros([n], tf.int64), tf.ones([n], tf.int64)], axis=0)
-        return self.mim_module(s_i, m_i, s_bank, m_bank, bank_domain, other, s_o, m_o)
+        banks = [bb.encode(z, bank[z], training=training) for z in range(2)]
+        return self.mim_module(s_i, m_i, banks, other, s_o, m_o)
 
     def user_representation(self, features, training=False):
         """``Mean(S*)`` of Eq. (7), (B, d)."""
@@ -761,8 +767,8 @@ SEARCH_SPACE = {
     "learning_rate": {"min": 1e-4, "max": 1e-2, "log": True, "step": 10, "default": 1e-3},
     "batch_size": [256, 128, 512],
     "embedding_dim": [32, 64, 128],
-    "threshold": [1.0, 0.5, 2.0],
-    "n_sampled_users": [32, 64, 128],
+    "threshold": [0.8, 0.5, 0.9, 0.95],
+    "n_sampled_users": [16, 32, 64],
     "lambda_imputation": {"min": 1e-3, "max": 1.0, "log": True, "step": 10, "default": 0.1},
     "propensity_clip": [0.05, 0.1, 0.01],
 }

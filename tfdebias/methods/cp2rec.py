@@ -715,8 +715,8 @@ def table_rows(backbone: str, oracle: bool = False) -> list[tuple[str, str, dict
 
 def _add_arguments(p):
     p.add_argument("--backbones", default="ncf,dcn", help="comma-separated backbones (ncf, dcn)")
-    p.add_argument("--epochs", type=int, default=None, help="max epochs (default 30; 3 with --quick)")
-    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--epochs", type=int, default=None, help="max epochs (default 30; 2 with --quick)")
+    p.add_argument("--batch-size", type=int, default=None, help="default 512; 1024 with --quick")
     p.add_argument("--learning-rate", type=float, default=1e-3)
     p.add_argument("--patience", type=int, default=None, help="early-stopping patience (default 5; 2 with --quick)")
     p.add_argument("--hidden-units", default="128,64", help="backbone MLP widths")
@@ -758,7 +758,9 @@ def _run(args) -> Path:
     bad = [b for b in backbones if b not in BACKBONES]
     if bad or not backbones:
         raise UsageError(f"--backbones: expected some of {BACKBONES}, got {args.backbones!r}")
-    epochs = args.epochs if args.epochs is not None else (3 if args.quick else 30)
+    epochs = args.epochs if args.epochs is not None else (2 if args.quick else 30)
+    if args.batch_size is None:
+        args.batch_size = 1024 if args.quick else 512
     patience = args.patience if args.patience is not None else (2 if args.quick else 5)
     seeds = args.seeds if args.seeds else (1 if args.quick else 5)
     for k, v in (("--epochs", epochs), ("--batch-size", args.batch_size)):

@@ -912,6 +912,37 @@ def run_seed(data: CascadeData, seed: int, settings: Settings, budget: Budget,
 
 
 # =============================================================================================
+# Serving
+# =============================================================================================
+
+
+def export_cascade(retriever: HybridRetrieval, ranker, schema, corpus: dict, out_dir, *,
+                   k: int = 100, check_rows: dict | None = None, verify: bool = True) -> dict:
+    """Export the cascade for TF Serving: ``OUT/retrieval`` (signatures
+    ``serving_default``, ``user_tower``, ``item_tower``, ``retrieve`` with the item
+    ``corpus`` baked in as a ``keras_rs`` brute-force index) and ``OUT/ranker``
+    (``serving_default``). With ``verify``, both are run in a clean Python process that
+    cannot import tfdebias (:func:`tfdebias.export.verify_in_clean_process`) on
+    ``check_rows`` (user + item features) and compared with the Keras models."""
+    from tfdebias.export import export_saved_model, verify_in_clean_process
+
+    out = Path(out_dir)
+    retriever.attach_index(corpus, k=k)
+    paths = {"retrieval": export_saved_model(retriever, schema, out / "retrieval"),
+             "ranker": export_saved_model(ranker, schema, out / "ranker")}
+    report = {name: str(p) for name, p in paths.items()}
+    if verify and check_rows is not None:
+        users = {n: check_rows[n] for n in retriever.dssm.user_names}
+        scores, _ = retriever.index(retriever.user_tower(users))
+        report["retrieve_check"] = verify_in_clean_process(
+            paths["retrieval"], users, np.asarray(scores), signature="retrieve", output="scores")
+        feats = {n: check_rows[n] for n in retriever.dssm.user_names + retriever.dssm.item_names}
+        report["ranker_check"] = verify_in_clean_process(
+            paths["ranker"], feats, np.asarray(ranker(feats)).reshape(-1))
+    return report
+
+
+# =============================================================================================
 # Plots
 # =============================================================================================
 
@@ -971,6 +1002,9 @@ def _add_arguments(p):
     for n, d in (("lambda1", 0.5), ("lambda2", 0.2), ("lambda3", 0.3)):
         p.add_argument(f"--{n}", type=float, default=d, help=f"{n} (default {d})")
     p.add_argument("--no-sweep", action="store_true", help="skip the R/H sensitivity sweep")
+    p.add_argument("--export", action="store_true",
+                   help="export seed 0's DAMCAR retriever (with its item index) and ranker to "
+                        "OUT/export and check both in a clean process")
 
 
 def _budget(quick: bool) -> Budget:
@@ -1021,6 +1055,14 @@ def run_reproduce(args) -> Path:
             for row in ("BC", "DAMCAR"):
                 m = res["models"][row]
                 dist[row] = predict_batched(lambda b, m=m: tf.reshape(m(b), [-1]), ft)
+            if getattr(args, "export", False):
+                te = data.splits["test"]
+                rows = {k: np.asarray(te[k])[:256] for k in data.user_names + data.item_names}
+                rep = export_cascade(res["models"]["DAMCAR"], res["ranker"], data.schema,
+                                     data.corpus(), out / "export", k=200, check_rows=rows)
+                print(f"exported to {out / 'export'}: retrieve max diff "
+                      f"{rep['retrieve_check']['max_abs_diff']:.2g}, ranker max diff "
+                      f"{rep['ranker_check']['max_abs_diff']:.2g}", flush=True)
         print(f"seed {seed}: {infos[-1]['seconds']} s, target domain "
               f"{res['info']['target']}", flush=True)
     plot_prediction_distribution(dist, out / "prediction_distribution.png",

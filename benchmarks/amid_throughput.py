@@ -1,0 +1,144 @@
+"""AMID training throughput against its backbone, and the 1,000-candidate evaluation rate.
+
+Workload: the ``cross_domain_sequences`` simulator generated in memory (no TFDS build;
+``--config small`` by default, ``paper`` for Cloth-Sport sizes), batch 256, embedding
+32, the default AMID (N = 16 sampled users per domain, DR estimator). Measured, each in
+the same process after a warm-up (the trace is not timed):
+
+* ``backbone_rows_per_s``: training rows/s of the backbone alone (its train step);
+* ``amid_lc_rows_per_s``: AMID's ``L_c`` step (Eq. 13, with MIM) on the same batches;
+* ``amid_lr_rows_per_s``: AMID's ``L_r`` step (Eq. 15) on batches of ``D``;
+* ``ratio_lc`` = amid_lc / backbone (target >= 0.5) and ``ratio_epoch``: rows of the
+  observed split per second of a whole AMID epoch (``L_c`` pass + ``L_r`` pass over
+  ``D``) over the backbone's;
+* ``eval_users_per_s``: users scored per second against 1,000 candidates each (one
+  positive + 999 negatives) by ``score_candidates`` (vectorised: one batched call per
+  256 users), for the backbone and for AMID.
+
+Usage: ``python benchmarks/amid_throughput.py [--backbone sasrec] [--config small]
+[--steps 20] [--repeats 3]``. The last stdout line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _common import emit_json, peak_rss_mb  # noqa: E402
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--backbone", default="sasrec", choices=["gru4rec", "sasrec", "bert4rec"])
+    ap.add_argument("--config", default="small", choices=["small", "paper"])
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--eval-users", type=int, default=1024)
+    args = ap.parse_args(argv)
+
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from tfdebias import models
+    from tfdebias.data import make_dataset, samplers
+    from tfdebias.datasets.synthetic import cross_domain_sequences as cds
+    from tfdebias.methods import amid
+
+    params = dict(cds.CONFIGS[args.config])
+    splits, schema = cds.simulate(params), cds.schema(params)
+    hist = ["history_a", "history_b"]
+    pools = samplers.domain_item_pools(splits, hist)
+    sampler = samplers.NegativeSampler(pools)
+    bs = args.batch_size
+
+    def batches(cols, n, count=1):
+        ds = make_dataset(cols, schema, batch_size=bs, shuffle=True, seed=0, drop_remainder=True,
+                          repeat=True)
+        ds = samplers.add_negatives(ds, sampler, seed=0, count=count)
+        if count == 2:
+            ds = ds.map(amid._split_negatives)
+        return [b for b, _ in zip(ds, range(n))]
+
+    train_b = batches(splits["train"], args.steps)
+    both = {k: np.concatenate([splits["train"][k], splits["unobserved"][k]]) for k in splits["train"]}
+    d_b = batches(both, args.steps, count=2)
+
+    keras.utils.set_random_seed(0)
+    bb = models.build(args.backbone, schema, embedding_dim=32)
+    am = models.build("amid", schema, backbone=args.backbone, embedding_dim=32)
+    for m in (bb, am):
+        amid.build_amid(m, train_b[0][0])
+        m.compile(optimizer=keras.optimizers.Adam(1e-3))
+        m.optimizer.build(m.trainable_variables)
+    am.set_user_bank(splits["train"])
+    am.dr_optimizer = keras.optimizers.Adam(1e-4)
+    am.dr_optimizer.build(am.trainable_variables)
+
+    def step_fn(model, phase=None):
+        if phase is not None:
+            model.set_phase(phase)
+        return tf.function(model.train_step)
+
+    fns = {"backbone": (step_fn(bb), train_b), "amid_lc": (step_fn(am, 1), train_b)}
+    am.set_phase(2)
+    fns["amid_lr"] = (tf.function(am.train_step), d_b)
+
+    def rate(fn, data):
+        fn(data[0])  # warm-up / trace
+        t = time.perf_counter()
+        for b in data:
+            out = fn(b)
+        float(out["loss"])
+        return len(data) * bs / (time.perf_counter() - t)
+
+    reps: dict[str, list[float]] = {k: [] for k in fns}
+    for r in range(args.repeats):  # interleaved, so load hits all alike
+        for k, (fn, data) in fns.items():
+            if k == "amid_lc":
+                am.phase = 1
+            elif k == "amid_lr":
+                am.phase = 2
+            reps[k].append(rate(fn, data))
+    med = {k: float(np.median(v)) for k, v in reps.items()}
+
+    # evaluation: users x 1,000 candidates, vectorised scoring
+    test = {k: v[: args.eval_users] for k, v in splits["test"].items()}
+    rng = np.random.default_rng(0)
+    cands = np.concatenate([test["item_id"][:, None],
+                            rng.integers(1, schema["item_id"].vocab_size, (len(test["item_id"]), 999))], 1)
+    ev = {}
+    for k, m in (("backbone", bb), ("amid", am)):
+        amid.score_candidate_matrix(m, {k: v[:256] for k, v in test.items()}, cands[:256], batch_size=256)  # trace
+        t = time.perf_counter()
+        s = amid.score_candidate_matrix(m, test, cands, batch_size=256)
+        ev[k] = len(cands) / (time.perf_counter() - t)
+        assert s.shape == cands.shape
+    n_obs, n_d = len(splits["train"]["user_id"]), len(both["user_id"])
+    epoch_bb = n_obs / med["backbone"]
+    epoch_am = n_obs / med["amid_lc"] + n_d / med["amid_lr"]
+    result = {
+        "benchmark": "amid_throughput", "backbone": args.backbone, "config": args.config,
+        "batch_size": bs, "steps": args.steps, "repeats": args.repeats,
+        "backbone_rows_per_s": round(med["backbone"], 1),
+        "amid_lc_rows_per_s": round(med["amid_lc"], 1),
+        "amid_lr_rows_per_s": round(med["amid_lr"], 1),
+        "ratio_lc": round(med["amid_lc"] / med["backbone"], 3),
+        "ratio_epoch": round(epoch_bb / epoch_am, 3),
+        "eval_candidates": 1000,
+        "eval_users_per_s_backbone": round(ev["backbone"], 1),
+        "eval_users_per_s_amid": round(ev["amid"], 1),
+        "load_average": os.getloadavg()[0], "cpus": os.cpu_count(),
+        "peak_rss_mb": peak_rss_mb(),
+    }
+    print(f"{args.backbone}: backbone {med['backbone']:.0f} rows/s, AMID L_c {med['amid_lc']:.0f}, "
+          f"L_r {med['amid_lr']:.0f} (ratio {result['ratio_lc']})")
+    emit_json(result)
+
+
+if __name__ == "__main__":
+    main()
