@@ -173,15 +173,18 @@ def worker_pipeline(args) -> dict:
     x, y = data["x_train"], data["y_train"]
     names = field_names(x.shape[1])
     ds = make_pipeline(x, y, args.batch_size, names, seed=args.seed)
-    seconds = []
+    seconds, cpu_seconds = [], []
     for _ in range(args.warmup_epochs + args.epochs):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         for _batch in ds:
             pass
         seconds.append(time.perf_counter() - start)
+        cpu_seconds.append(time.process_time() - cpu_start)
     timed = sum(seconds[args.warmup_epochs:])
     return {
         "examples_per_sec": _common.rate(len(y) * args.epochs, timed),
+        "examples_per_cpu_sec": _common.rate(len(y) * args.epochs,
+                                             sum(cpu_seconds[args.warmup_epochs:])),
         "epoch_seconds": [round(s, 3) for s in seconds],
         "peak_rss_mb": _common.peak_rss_mb(),
     }
@@ -216,10 +219,12 @@ def worker_ours(args) -> dict:
     timer = _common.epoch_timer(keras.callbacks.Callback)
     model.fit(ds, epochs=args.warmup_epochs + args.epochs, callbacks=[timer], verbose=0)
     timed = sum(timer.seconds[args.warmup_epochs:])
+    timed_cpu = sum(timer.cpu_seconds[args.warmup_epochs:])
     val = make_pipeline(data["x_val"], data["y_val"], 4096, names, shuffle=False)
     scores = model.predict(val, verbose=0).reshape(-1)
     return {
         "examples_per_sec": _common.rate(len(y) * args.epochs, timed),
+        "examples_per_cpu_sec": _common.rate(len(y) * args.epochs, timed_cpu),
         "epoch_seconds": [round(s, 3) for s in timer.seconds],
         "auc": round(_auc(data["y_val"], scores), 5),
         "optimizer": type(model.optimizer).__name__,
@@ -268,10 +273,12 @@ def worker_anchor(args) -> dict:
     model.fit(inputs, y, batch_size=args.batch_size, epochs=args.warmup_epochs + args.epochs,
               shuffle=True, callbacks=[timer], verbose=0)
     timed = sum(timer.seconds[args.warmup_epochs:])
+    timed_cpu = sum(timer.cpu_seconds[args.warmup_epochs:])
     val = {n: data["x_val"][:, i] for i, n in enumerate(names)}
     scores = model.predict(val, batch_size=4096, verbose=0).reshape(-1)
     return {
         "examples_per_sec": _common.rate(len(y) * args.epochs, timed),
+        "examples_per_cpu_sec": _common.rate(len(y) * args.epochs, timed_cpu),
         "epoch_seconds": [round(s, 3) for s in timer.seconds],
         "auc": round(_auc(data["y_val"], scores), 5),
         "versions": {"deepctr": deepctr.__version__, "tf_keras": tf_keras.__version__,
@@ -367,15 +374,16 @@ def run(args) -> dict:
                     continue
                 got["repeat"] = rep
                 results[name].append(got)
-                _say(f"[{rep + 1}/{args.repeats}] {name:14s} {got['examples_per_sec']:>10.0f} "
-                     f"ex/s  AUC {got['auc']:.4f}  epochs {got['epoch_seconds']}  "
-                     f"RSS {got['peak_rss_mb']:.0f} MiB")
+                _say(f"[{rep + 1}/{args.repeats}] {name:16s} {got['examples_per_sec']:>8.0f} "
+                     f"ex/s {got['examples_per_cpu_sec']:>8.0f} ex/cpu-s  AUC {got['auc']:.4f}"
+                     f"  epochs {got['epoch_seconds']}  RSS {got['peak_rss_mb']:.0f} MiB")
             if rep == 0:
                 try:
                     pipeline = _common.run_json_child(
                         _child_cmd(args, "pipeline", path), timeout=args.child_timeout)
-                    _say(f"[{rep + 1}/{args.repeats}] pipeline       "
-                         f"{pipeline['examples_per_sec']:>10.0f} ex/s")
+                    _say(f"[{rep + 1}/{args.repeats}] {'pipeline':16s} "
+                         f"{pipeline['examples_per_sec']:>8.0f} ex/s "
+                         f"{pipeline['examples_per_cpu_sec']:>8.0f} ex/cpu-s")
                 except _common.BenchmarkError as e:
                     errors["pipeline"] = str(e)
 
@@ -385,6 +393,8 @@ def run(args) -> dict:
         return {
             "examples_per_sec": round(_common.median([r["examples_per_sec"] for r in runs]), 1),
             "runs": [r["examples_per_sec"] for r in runs],
+            "examples_per_cpu_sec": round(
+                _common.median([r["examples_per_cpu_sec"] for r in runs]), 1),
             "auc": round(float(np.mean([r["auc"] for r in runs])), 5),
             "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
             **{k: runs[0][k] for k in ("optimizer", "jit_compile", "parameters", "versions",
@@ -402,15 +412,16 @@ def run(args) -> dict:
         anchor_error = errors.get("deepctr", "no anchor run (not in --anchors)")
     head = ours.get(headline)
 
-    def speedup(name):
+    def speedup(name, key="examples_per_sec"):
         # Median over repeats of (ours / anchor) within the same repeat: both ran
         # back to back under the same load, so the ratio is steadier than either rate.
-        base = {r["repeat"]: r["examples_per_sec"] for r in results.get("deepctr", [])}
-        ratios = [r["examples_per_sec"] / base[r["repeat"]]
-                  for r in results[name] if r["repeat"] in base]
+        base = {r["repeat"]: r[key] for r in results.get("deepctr", [])}
+        ratios = [r[key] / base[r["repeat"]] for r in results[name] if r["repeat"] in base]
         return round(_common.median(ratios), 3) if ratios else None
 
     speedups = {v: speedup(v) for v in variants if ours[v] and anchor}
+    cpu_speedups = {v: speedup(v, "examples_per_cpu_sec") for v in variants
+                    if ours[v] and anchor}
     rss = [s["peak_rss_mb"] for s in list(ours.values()) + list(anchors.values()) + [pipeline]
            if s]
     return {
@@ -419,11 +430,14 @@ def run(args) -> dict:
         "headline": headline,
         "examples_per_sec": head["examples_per_sec"] if head else None,
         "pipeline_examples_per_sec": pipeline["examples_per_sec"] if pipeline else None,
+        "pipeline_examples_per_cpu_sec": (pipeline["examples_per_cpu_sec"] if pipeline
+                                          else None),
         "anchor": anchor,
         "anchor_error": anchor_error if anchor is None else None,
         "anchor_defaults": anchors.get("deepctr_defaults"),
         "speedup_vs_anchor": speedups.get(headline),
         "speedups_vs_anchor": speedups,
+        "cpu_speedups_vs_anchor": cpu_speedups,
         "variants": ours,
         "auc": {**{v: s["auc"] for v, s in ours.items() if s},
                 **{a: s["auc"] for a, s in anchors.items() if s},
@@ -436,30 +450,35 @@ def run(args) -> dict:
 
 
 def _print_table(out):
+    """The human-readable summary (stdout, before the JSON line)."""
+    def row(label, summ, ratio, cpu_ratio, note=""):
+        if not summ:
+            _say(f"{label:18s} {'n/a':>10s}  {note}")
+            return
+        fmt = lambda r: f"{r:.2f}x" if r else "n/a"  # noqa: E731
+        _say(f"{label:18s} {summ['examples_per_sec']:>10.0f} {fmt(ratio):>8s} "
+             f"{summ['examples_per_cpu_sec']:>10.0f} {fmt(cpu_ratio):>8s} "
+             f"{summ['auc']:>8.4f} {summ['peak_rss_mb']:>8.0f}  {note}")
+
     _say("")
-    _say(f"{'config':16s} {'examples/s':>12s} {'vs DeepCTR':>10s} {'val AUC':>8s} {'RSS MiB':>8s}")
+    _say(f"{'config':18s} {'ex/s':>10s} {'vs anchor':>8s} {'ex/cpu-s':>10s} "
+         f"{'vs anchor':>8s} {'val AUC':>8s} {'RSS MiB':>8s}  (medians over repeats; "
+         "ratios: median of same-repeat ratios)")
     anchor = out["anchor"]
-    if anchor:
-        _say(f"{'deepctr (anchor)':16s} {anchor['examples_per_sec']:>12.0f} {1.0:>10.2f} "
-             f"{anchor['auc']:>8.4f} {anchor['peak_rss_mb']:>8.0f}")
-    else:
-        _say(f"{'deepctr (anchor)':16s} {'n/a':>12s}  ({out['anchor_error']})")
+    row("deepctr (anchor)", anchor, 1.0 if anchor else None, 1.0 if anchor else None,
+        "" if anchor else f"({out['anchor_error']})")
     other = out.get("anchor_defaults")
     if other:
-        ratio = other["examples_per_sec"] / anchor["examples_per_sec"] if anchor else None
-        _say(f"{'deepctr L2 1e-5':16s} {other['examples_per_sec']:>12.0f} "
-             f"{(f'{ratio:.2f}' if ratio else 'n/a'):>10s} {other['auc']:>8.4f} "
-             f"{other['peak_rss_mb']:>8.0f}   (DeepCTR's default regularisation)")
-    for v, s in out["variants"].items():
-        if not s:
-            _say(f"{v:16s} {'failed':>12s}")
-            continue
-        ratio = out["speedups_vs_anchor"].get(v)
-        _say(f"{v:16s} {s['examples_per_sec']:>12.0f} "
-             f"{(f'{ratio:.2f}' if ratio else 'n/a'):>10s} {s['auc']:>8.4f} "
-             f"{s['peak_rss_mb']:>8.0f}" + ("   <- headline" if v == out["headline"] else ""))
+        row("deepctr L2=1e-5", other,
+            other["examples_per_sec"] / anchor["examples_per_sec"] if anchor else None,
+            other["examples_per_cpu_sec"] / anchor["examples_per_cpu_sec"] if anchor else None,
+            "DeepCTR's default regularisation (ratios of medians)")
+    for v, summ in out["variants"].items():
+        row(v, summ, out["speedups_vs_anchor"].get(v), out["cpu_speedups_vs_anchor"].get(v),
+            "<- headline" if v == out["headline"] else "")
     if out["pipeline_examples_per_sec"]:
-        _say(f"{'input pipeline':16s} {out['pipeline_examples_per_sec']:>12.0f}")
+        _say(f"{'input pipeline':18s} {out['pipeline_examples_per_sec']:>10.0f} {'':8s} "
+             f"{out['pipeline_examples_per_cpu_sec']:>10.0f}")
     _say(f"hidden-model AUC (upper bound): {out['auc']['hidden_model']:.4f}; "
          f"peak RSS {out['peak_rss_mb']} MiB; machine {out['machine']['cpus']} CPUs")
 

@@ -10,15 +10,17 @@ Scales (``--scale NAME=FACTOR``; 1.0 = the published size):
 
 * ``kuairec``: 1.0 = big_matrix 12,530,806 rows + small_matrix 4,676,570 rows (the issue's
   bound: under 4 GiB and under 10 minutes on 2 cores).
-* ``wechat_channels``: 1.0 = user_action 7,317,882 rows, 106,444 feeds with 512-d embeddings.
-* ``tiktok_icme19``: 1.0 = 19,622,340 interactions (3.7M items with side files).
-* ``amazon_reviews/...``: 1.0 = the 2014 5-core review counts of the config's two categories.
-* ``huawei_digix22``: 1.0 = 7,675,517 ads rows + 3,227,732 feeds rows.
+* ``wechat_channels``: 1.0 = user_action 7,317,882 rows, 106,444 feeds with 512-d
+  embeddings (default scale 0.25).
+* ``tiktok_icme19``: 1.0 = 19,622,340 interactions, 3.7M items with side files (default 0.05).
+* ``amazon_reviews/CONFIG``: 1.0 = the 2014 5-core review counts of the config's two
+  categories (default config movies_music, 1.7M + 1.1M reviews).
+* ``huawei_digix22``: 1.0 = 7,675,517 ads rows + 3,227,732 feeds rows (default 0.25).
 
 Usage::
 
     python benchmarks/prepare_scale.py                       # KuaiRec at full size
-    python benchmarks/prepare_scale.py --data kuairec,wechat_channels --scale wechat_channels=0.25
+    python benchmarks/prepare_scale.py --data kuairec,wechat_channels,tiktok_icme19,amazon_reviews/movies_music,amazon_reviews/cloth_sport,huawei_digix22
 
 Prints human-readable lines, then ONE JSON object on the last stdout line:
 ``{"kuairec": {"seconds": ..., "peak_rss_mb": ..., "rows": ..., "rows_per_s": ..., "scale": ...}, ...}``.
@@ -39,10 +41,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import BenchmarkError, emit_json, machine, run_json_child  # noqa: E402
 
-#: data set -> (writer name in raw_formats, default scale)
+#: data set -> default scale
 DATASETS = {
-    "kuairec": ("write_kuairec", 1.0),
+    "kuairec": 1.0,
+    "wechat_channels": 0.25,
+    "tiktok_icme19": 0.05,
+    "amazon_reviews": 0.25,
+    "huawei_digix22": 0.25,
 }
+AMAZON_PAIRS = {"movies_music": ("Movies_and_TV", "CDs_and_Vinyl"),
+                "cloth_sport": ("Clothing_Shoes_and_Jewelry", "Sports_and_Outdoors"),
+                "phone_elec": ("Cell_Phones_and_Accessories", "Electronics")}
 
 CHILD = r"""
 import json, resource, sys, time
@@ -62,10 +71,26 @@ def write_raw(name: str, scale: float, root: Path) -> dict:
     import raw_formats
 
     t0 = time.perf_counter()
-    if name == "kuairec":
+    base, _, config = name.partition("/")
+    if base == "kuairec":
         raw_formats.write_kuairec(
             root, n_big=int(12_530_806 * scale), n_small_users=max(2, int(1411 * scale ** 0.5)),
             n_small_items=max(2, int(3327 * scale ** 0.5)), seed=0)
+    elif base == "wechat_channels":
+        raw_formats.write_wechat(root, n_users=max(10, int(20000 * scale ** 0.5)),
+                                 n_feeds=max(10, int(106444 * scale)), n_actions=int(7_317_882 * scale))
+    elif base == "tiktok_icme19":
+        raw_formats.write_tiktok(root, n_users=max(10, int(70711 * scale ** 0.5)),
+                                 n_items=max(10, int(3_687_157 * scale)), n_rows=int(19_622_340 * scale))
+    elif base == "amazon_reviews":
+        cats = AMAZON_PAIRS[config or "movies_music"]
+        reviews = {c: int(raw_formats.AMAZON_5CORE_2014[c] * scale) for c in cats}
+        raw_formats.write_amazon(root, list(cats), release="2014", reviews=reviews,
+                                 overlap=0.3 if config != "movies_music" else 0.6, reviews_per_item=12)
+    elif base == "huawei_digix22":
+        raw_formats.write_digix(root, n_users=max(20, int(65000 * scale)), n_ads=int(7_675_517 * scale),
+                                n_feeds=int(3_227_732 * scale), n_tasks=max(10, int(35000 * scale ** 0.5)),
+                                n_docs=max(10, int(300000 * scale)))
     else:
         raise BenchmarkError(f"no raw writer for {name!r}")
     size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
@@ -87,7 +112,7 @@ def main(argv=None) -> int:
             base = name.split("/")[0]
             if base not in DATASETS:
                 raise SystemExit(f"unknown data set {name!r}; expected one of {sorted(DATASETS)}")
-            scale = scales.get(name, DATASETS[base][1])
+            scale = scales.get(name, DATASETS[base])
             raw, out = work / f"raw-{name.replace('/', '_')}", work / f"tfds-{name.replace('/', '_')}"
             shutil.rmtree(out, ignore_errors=True)
             if not raw.exists():

@@ -72,9 +72,10 @@ def _check_name(name: str) -> str:
 
 
 def _clean_stale_temps(model_dir: Path) -> None:
-    """Remove ``.VERSION.tmp-PID-*`` left by exports whose process no longer runs."""
-    for p in model_dir.glob(".*.tmp-*"):
-        m = re.search(r"\.tmp-(\d+)-", p.name)
+    """Remove ``.VERSION.tmp-PID-*`` (and ``.VERSION.old-PID`` from an interrupted
+    overwrite) left by exports whose process no longer runs."""
+    for p in [*model_dir.glob(".*.tmp-*"), *model_dir.glob(".*.old-*")]:
+        m = re.search(r"\.(?:tmp|old)-(\d+)", p.name)
         if not m:
             continue
         pid = int(m.group(1))
@@ -85,7 +86,7 @@ def _clean_stale_temps(model_dir: Path) -> None:
             alive = False
         except PermissionError:
             pass
-        if not alive or pid == os.getpid():
+        if not alive:
             shutil.rmtree(p, ignore_errors=True)
 
 

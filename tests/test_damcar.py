@@ -170,20 +170,22 @@ def test_tl_freezes_the_user_tower():
 
 
 class _Stub:
-    """A retriever whose towers are one-hot: user u likes item u (cosine 1)."""
+    """A retriever with one-hot item vectors: user u scores item u at 1, item 7 at 0.5,
+    item 4 at 0.25 and every other item at 0 (no ties in any top-2)."""
 
     class dssm:
         item_names = ["item_id"]
 
     def user_tower(self, f):
-        return tf.one_hot(tf.cast(f["user_id"], tf.int32), 8)
+        u = tf.cast(f["user_id"], tf.int32)
+        return (tf.one_hot(u, 8) + 0.5 * tf.one_hot(tf.fill(tf.shape(u), 7), 8)
+                + 0.25 * tf.one_hot(tf.fill(tf.shape(u), 4), 8))
 
     def item_tower(self, f):
         return tf.one_hot(tf.cast(f["item_id"], tf.int32), 8)
 
 
-def test_cascade_protocol_against_a_known_answer():
-    # users 1..3; relevant: user u -> item u (test) and item u+4 (oracle, never exposed)
+def test_cascade_protocol_against_a_hand_computed_answer():
     splits = {
         "train": {"user_id": np.array([1, 2, 3]), "item_id": np.array([5, 6, 3]),
                   "finish": np.array([1.0, 0.0, 1.0])},
@@ -198,14 +200,17 @@ def test_cascade_protocol_against_a_known_answer():
 
     out = D.cascade_protocol((_Stub(), ranker), splits, None,
                              {"retrieval_ks": (2,), "rank_ratio": 2, "seen": ("train",)})
-    # users with a held-out positive: 1 (items 1, 4), 2 (item 2), 3 (item 7).
-    # retrieval top-2: own item first (score 1), then the lowest-id unseen item (ties).
-    # user 3's own item 3 is masked (seen in train), so it gets two zero-score items.
-    assert set(out) == {"retrieval/R@2", "retrieval/P@2", "retrieval/F@2",
-                        "ranking/N@1", "ranking/M@1", "ranking/H@1"}
-    assert 0 <= out["retrieval/R@2"] <= 1
-    # user 1 retrieves item 1, user 2 item 2: recall (1/2 + 1 + r3) / 3
-    assert out["retrieval/R@2"] >= (0.5 + 1.0) / 3 - 1e-9
+    # relevant: user 1 {1, 4} (test + oracle), user 2 {2}, user 3 {7} (oracle only: the
+    # exposed test row (3, 7) was not finished). Top-2: user 1 [1, 7], user 2 [2, 7],
+    # user 3 [7, 4] (its own item 3 is masked: seen in train).
+    assert out["retrieval/R@2"] == pytest.approx((0.5 + 1 + 1) / 3)
+    assert out["retrieval/P@2"] == pytest.approx(0.5)
+    assert out["retrieval/F@2"] == pytest.approx((0.5 + 2 / 3 + 2 / 3) / 3)
+    # the ranker keeps the higher id of the two: 7, 7, 7 -> only user 3 hits
+    for k in ("ranking/N@1", "ranking/M@1", "ranking/H@1"):
+        assert out[k] == pytest.approx(1 / 3)
+    with pytest.raises(Exception):
+        D.cascade_protocol(_Stub(), splits, None)  # needs a (retriever, ranker) pair
 
 
 def test_map_at_k_matches_brute_force():

@@ -228,6 +228,9 @@ def tune(method: str, base, directory, *, tuner: str = "bayesian", max_trials: i
     rd.write_json(record_path, record)
 
     splits, schema = tdata.load(base.data, data_dir=data_dir, manual_dir=manual_dir)
+    from tfdebias.training.engine import prepare_splits
+
+    splits = prepare_splits(base, splits, schema)  # model-derived columns (CP2Rec's propensities)
     for s in (base.train_split, base.valid_split):
         if s not in splits:
             raise UsageError(f"data set {base.data!r} has no split {s!r}; it has {sorted(splits)}")

@@ -9,7 +9,7 @@ import pytest
 from tfdebias.datasets.amazon_reviews import amazon_reviews_dataset_builder as ab
 
 from .test_real_common import (corrupt_copy, dummy_dir, error_lines, expect_data_error,
-                               replace_line, run_cli, tfds_test_case)
+                               replace_line, run_cli, tfds_test_case, cli_main)
 
 if tfds_test_case() is not None:
 
@@ -142,11 +142,15 @@ def test_python_literal_meta_is_never_evaluated(tmp_path):
     assert not marker.exists()
 
 
-def test_cli_prepare_config_and_bad_gzip(tmp_path):
-    ok = run_cli("datasets", "prepare", "amazon_reviews/cloth_sport", "--manual-dir",
-                 str(dummy_dir("amazon_reviews")), "--data-dir", str(tmp_path / "good"))
-    assert ok.returncode == 0, ok.stderr[-2000:]
-    assert "unobserved" in ok.stdout
+@pytest.mark.parametrize("config", ["movies_music", "cloth_sport", "phone_elec_ku75"])
+def test_cli_prepare_dummy_data(tmp_path, capsys, config):
+    code, out, err = cli_main(capsys, "datasets", "prepare", f"amazon_reviews/{config}", "--manual-dir",
+                              str(dummy_dir("amazon_reviews")), "--data-dir", str(tmp_path))
+    assert code == 0, err
+    assert f"amazon_reviews/{config}/1.0.0" in out and ("unobserved" in out) == (config != "movies_music")
+
+
+def test_cli_bad_gzip_exits_2(tmp_path):
     manual = corrupt_copy("amazon_reviews", tmp_path, "reviews_Sports_and_Outdoors_5.json.gz", lambda t: t)
     (manual / "reviews_Sports_and_Outdoors_5.json.gz").write_bytes(b"not gzip at all")
     bad = run_cli("datasets", "prepare", "amazon_reviews/cloth_sport", "--manual-dir", str(manual),

@@ -106,6 +106,15 @@ def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
                           text=True, env=env, timeout=timeout, cwd=str(REPO))
 
 
+def cli_main(capsys, *args: str) -> tuple[int, str, str]:
+    """``tfdebias ...`` in this process (no new TensorFlow import): ``(exit code, out, err)``."""
+    from tfdebias.cli import main
+
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("tfdebias: error:")]
 

@@ -8,7 +8,7 @@ import pytest
 from tfdebias.datasets.kuairec import kuairec_dataset_builder as kb
 
 from .test_real_common import (corrupt_copy, dummy_dir, error_lines, expect_data_error,
-                               run_cli, set_field, tfds_test_case)
+                               run_cli, set_field, tfds_test_case, cli_main)
 
 DATA = "KuaiRec 2.0/data"
 
@@ -86,11 +86,14 @@ def test_malformed_big_matrix(tmp_path, edit, fragments):
     expect_data_error("kuairec", manual, tmp_path / "out", *fragments)
 
 
-def test_cli_prepare_and_bad_input(tmp_path):
-    ok = run_cli("datasets", "prepare", "kuairec", "--manual-dir", str(dummy_dir("kuairec")),
-                 "--data-dir", str(tmp_path / "good"))
-    assert ok.returncode == 0, ok.stderr[-2000:]
-    assert "test" in ok.stdout and "23" in ok.stdout
+def test_cli_prepare_dummy_data(tmp_path, capsys):
+    code, out, err = cli_main(capsys, "datasets", "prepare", "kuairec", "--manual-dir",
+                              str(dummy_dir("kuairec")), "--data-dir", str(tmp_path))
+    assert code == 0, err
+    assert "kuairec/cp2rec/1.0.0" in out and "test" in out and "23" in out
+
+
+def test_cli_bad_input_exits_2(tmp_path):
     manual = corrupt_copy("kuairec", tmp_path, f"{DATA}/small_matrix.csv", set_field(2, 1, "x"))
     bad = run_cli("datasets", "prepare", "kuairec", "--manual-dir", str(manual),
                   "--data-dir", str(tmp_path / "bad"))

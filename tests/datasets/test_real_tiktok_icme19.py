@@ -8,7 +8,7 @@ import pytest
 from tfdebias.datasets.tiktok_icme19 import tiktok_icme19_dataset_builder as tb
 
 from .test_real_common import (corrupt_copy, dummy_dir, error_lines, expect_data_error,
-                               replace_line, run_cli, set_field, tfds_test_case)
+                               replace_line, run_cli, set_field, tfds_test_case, cli_main)
 
 if tfds_test_case() is not None:
 
@@ -79,6 +79,13 @@ def test_side_files_joined_by_item_id(prepared):
 def test_bad_input(tmp_path, rel, edit, fragments):
     manual = corrupt_copy("tiktok_icme19", tmp_path, rel, edit)
     expect_data_error("tiktok_icme19", manual, tmp_path / "out", *fragments)
+
+
+def test_cli_prepare_dummy_data(tmp_path, capsys):
+    code, out, err = cli_main(capsys, "datasets", "prepare", "tiktok_icme19", "--manual-dir",
+                              str(dummy_dir("tiktok_icme19")), "--data-dir", str(tmp_path))
+    assert code == 0, err
+    assert "train" in out and "valid" in out and "test" in out
 
 
 def test_cli_bad_input_exits_2(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 from tfdebias.datasets.wechat_channels import wechat_channels_dataset_builder as wb
 
 from .test_real_common import (corrupt_copy, dummy_dir, error_lines, expect_data_error,
-                               replace_line, run_cli, set_field, tfds_test_case)
+                               replace_line, run_cli, set_field, tfds_test_case, cli_main)
 
 D = "wechat_algo_data1"
 
@@ -94,6 +94,13 @@ def test_text_and_tag_fields(prepared):
 def test_bad_input(tmp_path, rel, edit, fragments):
     manual = corrupt_copy("wechat_channels", tmp_path, rel, edit)
     expect_data_error("wechat_channels", manual, tmp_path / "out", *fragments)
+
+
+def test_cli_prepare_dummy_data(tmp_path, capsys):
+    code, out, err = cli_main(capsys, "datasets", "prepare", "wechat_channels", "--manual-dir",
+                              str(dummy_dir("wechat_channels")), "--data-dir", str(tmp_path))
+    assert code == 0, err
+    assert "train" in out and "valid" in out and "test" in out
 
 
 def test_cli_bad_input_exits_2(tmp_path):

@@ -36,7 +36,7 @@ Choices where the paper is silent or the released code differs (also in
 3. **The threshold of Eq. (4)** is hard in the forward pass; its gradient is the
    straight-through gradient of ``sigmoid((a' - k) / tau)``, so ``W1``, ``W2`` learn
    (with a hard step they would get no gradient at all). ``a'`` is the max *cosine*
-   of the projected positions, so ``k`` lives in [-1, 1] (default 0.8).
+   of the projected positions, so ``k`` lives in [-1, 1] (default 0.5).
 4. **The propensity model is fitted** to the observation indicator ``o`` of each row of
    ``D`` by binary cross-entropy on a stopped-gradient representation, in the ``L_r``
    phase (the paper does not say how ``g_psi`` is learnt; the code fits nothing, so its
@@ -135,7 +135,7 @@ class MultiInterestModule(keras.layers.Layer):
       selected user has a real item there).
     """
 
-    def __init__(self, dim: int, n_sampled: int, threshold: float = 0.8, tau: float = 0.1,
+    def __init__(self, dim: int, n_sampled: int, threshold: float = 0.5, tau: float = 0.1,
                  **kwargs):
         super().__init__(**kwargs)
         self.dim, self.n_sampled = int(dim), int(n_sampled)
@@ -253,7 +253,7 @@ class AMID(Backbone):
 
     def __init__(self, schema, backbone: str = "sasrec", backbone_args: dict | None = None,
                  mim: bool = True, estimator: str = "dr", n_sampled_users: int = 16,
-                 threshold: float = 0.8, tau: float = 0.1, lambda_imputation: float = 0.1,
+                 threshold: float = 0.5, tau: float = 0.1, lambda_imputation: float = 0.1,
                  l2: float = 1e-6, propensity_clip: float = 0.05, bank_size: int = 1024,
                  embedding_dim: int = 32, **kwargs):
         super().__init__(schema, embedding_dim=embedding_dim, **kwargs)
@@ -346,6 +346,8 @@ class AMID(Backbone):
         return masked_mean(s, m)
 
     def forward(self, features, training=False):
+        if not self.imputation_model.built:  # every head exists once the model is called
+            self.build_heads()
         u = self.user_representation(features, training=training)
         v = self.backbone.item_vectors(tf.reshape(features[self.backbone.item_feature], [-1]))
         return self.backbone.head(u, v, training=training), u
@@ -521,12 +523,9 @@ def fit_amid(model, train_columns, schema, *, unobserved_columns=None, epochs: i
     train_ds = samplers.add_negatives(train_ds, sampler, seed=seed)
     dr = isinstance(model, AMID) and model.estimator in ("dr", "ips") and unobserved_columns is not None
     if dr:
-        both = {k: np.concatenate([train_columns[k], unobserved_columns[k]])
-                for k in train_columns if k in unobserved_columns}
-        dr_ds = tdata.make_dataset(both, schema, batch_size=batch_size, shuffle=True, seed=seed + 1)
+        dr_ds = make_dr_dataset(train_columns, unobserved_columns, schema, sampler,
+                                batch_size=batch_size, seed=seed + 1)
         dr_epoch = dr_ds.epoch
-        dr_ds = samplers.add_negatives(dr_ds, sampler, seed=seed + 7, count=2)
-        dr_ds = dr_ds.map(_split_negatives)
     sample = next(iter(train_ds))[0]
     build_amid(model, sample)
     if isinstance(model, AMID):
@@ -555,6 +554,23 @@ def fit_amid(model, train_columns, schema, *, unobserved_columns=None, epochs: i
     if isinstance(model, AMID):
         model.set_phase(1)
     return {"history": history, "train_seconds": time.time() - t0}
+
+
+def make_dr_dataset(train_columns, unobserved_columns, schema, sampler, *, batch_size: int = 256,
+                    seed: int = 1):
+    """The ``L_r`` stream over ``D`` = observed + unobserved rows, shuffled per epoch, with
+    two fresh negatives per row (``neg_item_id``; ``neg_item_id_2`` stands in for an
+    unobserved row's unknown positive). ``.epoch`` is the variable to set each epoch."""
+    from tfdebias import data as tdata
+    from tfdebias.data import samplers
+
+    both = {k: np.concatenate([train_columns[k], unobserved_columns[k]])
+            for k in train_columns if k in unobserved_columns}
+    ds = tdata.make_dataset(both, schema, batch_size=batch_size, shuffle=True, seed=seed)
+    epoch = ds.epoch
+    ds = samplers.add_negatives(ds, sampler, seed=seed + 7, count=2).map(_split_negatives)
+    ds.epoch = epoch
+    return ds
 
 
 def _split_negatives(features, *rest):
@@ -767,7 +783,7 @@ SEARCH_SPACE = {
     "learning_rate": {"min": 1e-4, "max": 1e-2, "log": True, "step": 10, "default": 1e-3},
     "batch_size": [256, 128, 512],
     "embedding_dim": [32, 64, 128],
-    "threshold": [0.8, 0.5, 0.9, 0.95],
+    "threshold": [0.5, 0.3, 0.7, 0.9],
     "n_sampled_users": [16, 32, 64],
     "lambda_imputation": {"min": 1e-3, "max": 1.0, "log": True, "step": 10, "default": 0.1},
     "propensity_clip": [0.05, 0.1, 0.01],

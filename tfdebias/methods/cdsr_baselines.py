@@ -86,6 +86,8 @@ class C2DSR(SASRec):
         for block in self.mixed_blocks:
             x = block(x, att, training=training)
         mixed = masked_mean(self.mixed_norm(x), mask)
+        if not self.discriminator.built:  # built with the model (before any optimizer)
+            self.discriminator(mixed)
         return single, mixed
 
     def user_representation(self, features, training=False):
@@ -147,6 +149,10 @@ class STAR(SASRec):
         self.star_out = StarLayer(1, self.n_domains, activation=None, name="star_out")
         self.domain_aux = keras.layers.Embedding(self.n_domains, 1, name="domain_aux")
         self._domain_for_head = None
+
+    def top_k(self, features, k: int = 10, item_domain=None):
+        self._domain_for_head = self.target_domain(features)
+        return super().top_k(features, k, item_domain)
 
     def forward(self, features, training=False):
         self._domain_for_head = self.target_domain(features)

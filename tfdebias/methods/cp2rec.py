@@ -472,7 +472,9 @@ class CP2Rec(keras.Model):
 
     @classmethod
     def prepare_splits(cls, splits, schema, train_split="train"):
-        """Engine hook: add the ``propensity_hat`` column (:func:`add_propensity`)."""
+        """Engine/tuner hook: add the propensity columns (:func:`add_propensity`)."""
+        if train_split not in splits:
+            return splits  # the caller reports the missing split
         return add_propensity(splits, schema, train_split)
 
     # -- the network ------------------------------------------------------------------------

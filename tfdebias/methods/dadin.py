@@ -654,7 +654,8 @@ def reproduce(args) -> str:
     if unknown:
         raise UsageError(f"--rows: unknown rows {unknown}; the table has {names}")
     rows = [r for r in TABLE_ROWS if not wanted or r[0] in wanted]
-    overrides = {"epochs": args.epochs, "embedding_dim": args.embedding_dim}
+    overrides = {"epochs": args.epochs, "patience": args.patience,
+                 "embedding_dim": args.embedding_dim}
     splits, schema = tdata.load(args.data, ["train", "valid", "test"], data_dir=args.data_dir,
                                 manual_dir=args.manual_dir)
     if not schema.by_role("domain"):
@@ -696,6 +697,8 @@ def _reproduce_arguments(parser):
                         help="comma-separated subset of table rows (e.g. 'DIN,DADIN9,DADIN++')")
     parser.add_argument("--epochs", type=_positive_int, default=None,
                         help="override the budget's maximum epochs")
+    parser.add_argument("--patience", type=_positive_int, default=None,
+                        help="override the budget's early-stopping patience (epochs)")
     parser.add_argument("--embedding-dim", type=_positive_int, default=None,
                         help="override the budget's embedding size")
 

@@ -55,7 +55,6 @@ Choices where the paper is silent or ambiguous (also in ``docs/methods/damcar.md
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from pathlib import Path
