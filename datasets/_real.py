@@ -8,22 +8,26 @@ things, all here:
   anywhere below ``manual_dir`` (archives unpack into folders such as
   ``KuaiRec 2.0/data/`` or ``wechat_algo_data1/``). A missing directory or file raises
   one :class:`~tfdebias.errors.DataError` naming the file and the download page.
-* **Reading tables** (:func:`read_csv`, :func:`read_json_lines`, :func:`parse_int_lists`,
+* **Reading tables** (:func:`read_csv`, :func:`read_text_lines`, :func:`parse_int_lists`,
   ...): columns are read by header name (or by the documented order for headerless
-  files), streamed in blocks by pyarrow's CSV/JSON readers, and type-checked. A
-  malformed row, a missing column or a value of the wrong type raises one ``DataError``
-  naming the file, the line, the column and what was expected.
+  files), streamed in blocks by pyarrow (JSON lines as text lines with vectorised regular
+  expressions), and type-checked. A malformed row, a missing column or a value of the
+  wrong type raises one ``DataError`` naming the file, the line, the column and what was
+  expected.
 * **Ids**: every id column is remapped to ``1..V`` (:func:`encode_ids`); 0 is padding
   and unknown, as everywhere in tfdebias.
 * **Writing** (:class:`RealDataBuilder`): TFDS's per-example Python encoder writes about
-  2,000 rows/s for a row of 80 features, which would take hours for KuaiRec's 17M rows.
-  The builders therefore hand whole column blocks to :func:`serialize_block`, which
-  encodes a block of rows into ``tf.train.Example`` protos with TensorFlow's
-  ``encode_proto`` op (vectorised, in C++), and write them as TFDS ``tfrecord`` shards
-  with TFDS's own file names and split metadata. ``tfds.builder(...).as_dataset`` reads
-  them like any other TFDS data set. Everything is written inside TFDS's
-  ``incomplete.*`` temporary directory, which is renamed on success and deleted on
-  failure; a failed first build also removes the empty ``<data_dir>/<name>/`` folder.
+  2,000 rows/s for a row of 80 features, which would take hours for KuaiRec's 17M rows,
+  and a ``tf.train.Example`` repeats every feature name in every row (~1.5 KB a row).
+  The builders' features are therefore a :class:`PackedFeatures` dict: reading gives one
+  tensor per schema field, as usual, but each stored example holds two byte strings (all
+  int ids, all floats), so every row has the same length and a block of rows is
+  serialised by numpy in one pass (:func:`serialize_block`). The rows are written as
+  TFDS ``tfrecord`` shards with TFDS's own file names and split metadata;
+  ``tfds.builder(...).as_dataset`` reads them like any other TFDS data set. Everything
+  is written inside TFDS's ``incomplete.*`` temporary directory, which is renamed on
+  success and deleted on failure; a failed first build also removes the empty
+  ``<data_dir>/<name>/`` folder.
 
 The tfdebias schema (vocabulary sizes depend on the data) is stored in
 ``info.metadata["schema"]`` once the data are read.
@@ -127,7 +131,9 @@ class Col:
 def _arrow_type(kind):
     import pyarrow as pa
 
-    return {"int": pa.int64(), "float": pa.float64(), "str": pa.string()}[kind]
+    # ints are parsed as float64 and checked to be whole, so "3.0" (as pandas writes an
+    # int column with gaps) reads as 3; ids stay exact below 2**53
+    return {"int": pa.float64(), "float": pa.float64(), "str": pa.string()}[kind]
 
 
 def csv_header(path: Path, *, delimiter: str = ",", encoding: str = "utf-8") -> list[str]:
@@ -214,10 +220,18 @@ def read_csv(
                                 expected=c.expected)
             if c.kind == "str":
                 out[c.name] = arr
-            elif c.kind == "int" and not arr.null_count:
-                out[c.name] = arr.to_numpy()
-            else:
-                out[c.name] = np.asarray(arr.to_numpy(zero_copy_only=False), dtype=np.float64)
+                continue
+            v = np.asarray(arr.to_numpy(zero_copy_only=False), dtype=np.float64)
+            if c.kind == "int":
+                with np.errstate(invalid="ignore"):
+                    bad = ~np.isnan(v) & ((v != np.round(v)) | (np.abs(v) >= 2.0**53))
+                if bad.any():
+                    i = int(np.argmax(bad))
+                    raise DataError(f"bad value {float(v[i])!r}", path=path, line=line + i, column=c.name,
+                                    expected=c.expected)
+                if not arr.null_count:
+                    v = v.astype(np.int64)
+            out[c.name] = v
         yield line, out
         line += batch.num_rows
 
@@ -293,90 +307,7 @@ def _raise_diagnosed(path, cols, delimiter, header, names, encoding, err):
                     expected=f"{delimiter!r}-separated values") from None
 
 
-# -- reading JSON lines --------------------------------------------------------------------
-
-
-def read_lines(path, *, block_lines: int = 500_000) -> Iterator[tuple[int, list[str]]]:
-    """Stream a (possibly gzip-compressed) text file as ``(first_line, [lines])`` blocks."""
-    import gzip
-    import io
-
-    path = Path(path)
-    if not path.is_file():
-        raise DataError("file not found", path=path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    line = 1
-    try:
-        with opener(path, "rb") as raw:
-            text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
-            while True:
-                block = _take_lines(text, block_lines)
-                if not block:
-                    break
-                yield line, block
-                line += len(block)
-    except (OSError, EOFError, UnicodeDecodeError) as e:
-        raise DataError(f"cannot read the file ({_one_line(e)[:120]})", path=path, line=line,
-                        expected="gzip-compressed UTF-8 text" if path.suffix == ".gz" else "UTF-8 text") from None
-
-
-def _take_lines(text, n):
-    out = []
-    for _ in range(n):
-        s = text.readline()
-        if not s:
-            break
-        out.append(s)
-    return out
-
-
-def read_json_lines(path, fields: Mapping[str, str], *, block_lines: int = 500_000) -> Iterator[tuple[int, dict]]:
-    """Stream a JSON-lines file (``.gz`` too): yields ``(first_line, {field: values})``.
-
-    ``fields`` maps a key to its kind: ``"str"``, ``"int"``, ``"float"`` (scalars,
-    missing -> None/NaN), or ``"raw"`` (the parsed Python value, any type). One
-    :class:`DataError` names the line of a line that is not a JSON object. Parsing is
-    ``json.loads`` per line (there is no vectorised JSON parser for arbitrary objects);
-    blank lines are skipped.
-    """
-    for line0, lines in read_lines(path, block_lines=block_lines):
-        out = {k: [] for k in fields}
-        keep_lines = []
-        for i, s in enumerate(lines):
-            if not s.strip():
-                continue
-            try:
-                obj = json.loads(s)
-            except ValueError as e:
-                raise DataError(f"not a JSON object ({_one_line(e)[:80]})", path=path,
-                                line=line0 + i, expected="one JSON object per line") from None
-            if not isinstance(obj, dict):
-                raise DataError("not a JSON object", path=path, line=line0 + i,
-                                expected="one JSON object per line")
-            for k in fields:
-                out[k].append(obj.get(k))
-            keep_lines.append(line0 + i)
-        yield line0, {"_line": np.asarray(keep_lines, np.int64), **out}
-
-
-def to_numeric(values: list, kind: str, *, path, lines, column, nullable=True) -> np.ndarray:
-    """A list of parsed JSON scalars as a numpy array, or one :class:`DataError`."""
-    import pandas as pd
-
-    s = pd.Series(values, dtype=object)
-    missing = s.isna().to_numpy()
-    num = pd.to_numeric(s.astype(str).where(~missing, None), errors="coerce").to_numpy(np.float64)
-    bad = np.isnan(num) & ~missing
-    if not nullable:
-        bad |= missing
-    if kind == "int":
-        with np.errstate(invalid="ignore"):
-            bad |= ~np.isnan(num) & (num != np.round(num))
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise DataError(f"bad value {str(values[i])[:40]!r}", path=path, line=int(lines[i]),
-                        column=column, expected="an integer" if kind == "int" else "a number")
-    return num
+# -- reading JSON-lines files ------------------------------------------------------------
 
 
 def read_text_lines(path, *, block_size: int = 64 << 20) -> Iterator[tuple[int, object]]:
@@ -737,9 +668,10 @@ class PackedFeatures(tfds.features.FeaturesDict):
 
     Why: a ``tf.train.Example`` repeats every feature's name in every row, which for
     KuaiRec's 58 fields is ~1.5 KB per row (26 GB for 17M rows) and ~2,000 rows/s
-    through TFDS's per-example encoder. Packed, a row is ~0.6 KB and every row of a data
-    set has the same length and layout, so a block of rows is serialised by numpy in one
-    pass (:func:`serialize_block`).
+    through TFDS's per-example encoder. Packed, a KuaiRec row is ~0.4 KB and every row of
+    a data set has the same length and layout, so a block of rows is serialised by numpy
+    in one pass (:func:`serialize_block`), and reading parses two features per row
+    instead of 58.
     """
 
     INT_KEY = "int64s"
@@ -906,12 +838,6 @@ def write_split(builder, split: str, blocks: Iterable[Mapping[str, np.ndarray]],
                                filename_template=template)
 
 
-def blocks_of(cols_fn, n_rows: int, block_rows: int = BLOCK_ROWS) -> Iterator[Columns]:
-    """``cols_fn(index)`` over consecutive row ranges of ``n_rows`` (lazily)."""
-    for start in range(0, n_rows, block_rows):
-        yield cols_fn(np.arange(start, min(n_rows, start + block_rows)))
-
-
 # -- the builder base ----------------------------------------------------------------------
 
 
@@ -1023,27 +949,11 @@ class RealDataBuilder(FileReaderBuilder, skip_registration=True):
             raise
 
 
-def tfds_features(schema: Schema):
-    """The ``tfds.features.FeaturesDict`` of ``schema`` (numpy dtypes, static shapes)."""
-    return tfds.features.FeaturesDict({
-        f.name: tfds.features.Tensor(shape=f.shape, dtype=np.dtype(f.dtype)) for f in schema
-    })
-
-
-def schema_with_sizes(template: Schema, sizes: Mapping[str, int]) -> Schema:
-    """``template`` with the vocabulary sizes of ``sizes`` (by feature or table name)."""
-    out = []
-    for f in template:
-        v = sizes.get(f.name, sizes.get(f.table, f.vocab_size))
-        out.append(dataclasses.replace(f, vocab_size=v))
-    return Schema(out)
-
-
 __all__ = [
-    "BLOCK_ROWS", "Col", "Columns", "DataError", "Feature", "RealConfig", "RealDataBuilder",
-    "Schema", "blocks_of", "check_block", "check_manual_dir", "chronological_split",
-    "csv_header", "encode_ids", "find_file", "history_before", "log1p_nonneg", "lookup_ids",
-    "pad_lists", "parse_float_vectors", "parse_int_lists", "rank_within_groups", "read_csv",
-    "read_csv_all", "read_json_lines", "read_lines", "schema_with_sizes", "serialize_block",
-    "split_lists", "to_numeric", "write_split",
+    "BLOCK_ROWS", "Col", "Columns", "DataError", "Feature", "PackedFeatures", "RealConfig",
+    "RealDataBuilder", "Schema", "asof_index", "cast_values", "check_block", "check_manual_dir",
+    "chronological_split", "csv_header", "encode_ids", "extract_field", "find_file",
+    "history_before", "log1p_nonneg", "lookup_ids", "pad_lists", "parse_float_vectors",
+    "parse_int_lists", "rank_within_groups", "read_csv", "read_csv_all", "read_text_lines",
+    "right_align", "serialize_block", "split_lists", "write_split",
 ]

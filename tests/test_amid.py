@@ -149,8 +149,8 @@ def test_fit_alternates_and_scores(data):
 
     splits, schema = data
     keras.utils.set_random_seed(0)
-    m = models.build("amid", schema, backbone="gru4rec", embedding_dim=8, n_sampled_users=8,
-                     bank_size=16)
+    m = models.build("amid", schema, backbone="sasrec", embedding_dim=8, n_sampled_users=8,
+                     bank_size=16, backbone_args={"num_blocks": 1})
     out = amid.fit_amid(m, splits["train"], schema, unobserved_columns=splits["unobserved"],
                         epochs=1, batch_size=64)
     assert "c/imputation" in out["history"] and "r/dr_risk" in out["history"]

@@ -15,7 +15,7 @@ def test_export_next_item_scores_and_top_k(tmp_path):
     splits, schema = cds.simulate(PARAMS), cds.schema(PARAMS)
     b = {k: tf.constant(v[:5]) for k, v in splits["test"].items()}
     m = models.build("amid", schema, backbone="sasrec", embedding_dim=8, n_sampled_users=4,
-                     bank_size=8)
+                     bank_size=8, backbone_args={"num_blocks": 1})
     amid.build_amid(m, b)
     m.set_user_bank(splits["train"])
     path = export_saved_model(m, schema, tmp_path / "sm")

@@ -25,9 +25,12 @@ def test_help(cmd, capsys):
 
 
 def assert_one_line_error(capsys, pattern):
+    """One error line, last on stderr (progress output may precede it), no traceback."""
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1, err
-    assert err[0].startswith("tfdebias: error: ") and pattern in err[0], err[0]
+    errors = [line for line in err if line.startswith("tfdebias: error: ")]
+    assert len(errors) == 1 and err[-1] == errors[0], err[-5:]
+    assert pattern in errors[0], errors[0]
+    assert not any("Traceback" in line for line in err)
 
 
 def test_unknown_dataset(tmp_path, data_dir, capsys):

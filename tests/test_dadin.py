@@ -296,3 +296,14 @@ def test_search_space_is_registered():
     space = get_space("dadin")
     assert {"embedding_dim", "hidden_units", "learning_rate", "lambda_global", "lambda_intra",
             "alpha", "threshold"} <= set(space)
+
+
+def test_intra_class_gradient_reaches_the_predictor_only_without_detach():
+    b = batch(32)
+    for detach in (False, True):
+        m = build(global_domain_loss=False, grl_warmup_steps=0, detach_condition=detach)
+        with tf.GradientTape() as tape:
+            t = m.loss_terms(b, b["click"], training=False)
+            intra = t["loss_intra0"] + t["loss_intra1"]
+        g = tape.gradient(intra, m.predictor_out.kernel)
+        assert (g is None or not np.any(g.numpy())) == detach

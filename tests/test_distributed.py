@@ -184,7 +184,7 @@ def test_two_workers_match_a_mirrored_run(data_dir, tmp_path):
         procs.append(subprocess.Popen([sys.executable, "-c", MIRRORED, str(tmp_path / "mirrored"),
                                        cfg_json], env=env, stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT, text=True, start_new_session=True))
-        deadline = time.time() + 240
+        deadline = time.time() + 480  # generous: the suite may share 2 cores with other jobs
         outs = []
         for p in procs:
             outs.append(p.communicate(timeout=max(1, deadline - time.time()))[0])

@@ -51,7 +51,7 @@ def _start(cmd, env):
                             text=True, start_new_session=True)
 
 
-def _finish(procs, timeout=300):
+def _finish(procs, timeout=480):
     outs = []
     try:
         for p in procs:

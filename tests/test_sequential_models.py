@@ -101,7 +101,7 @@ def test_one_epoch_lowers_the_loss(data):
 
     splits, schema = data
     keras.utils.set_random_seed(0)
-    m = models.build("gru4rec", schema, embedding_dim=8, hidden_units=(8,))
+    m = models.build("sasrec", schema, embedding_dim=8, hidden_units=(8,), num_blocks=1)
     out = fit_amid(m, splits["train"], schema, epochs=3, batch_size=32, learning_rate=0.01)
     bce = out["history"]["c/bce"]
     assert bce[-1] < bce[0]

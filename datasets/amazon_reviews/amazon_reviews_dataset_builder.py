@@ -321,7 +321,7 @@ def _pad_by_user(users: np.ndarray, items: np.ndarray, n_users: int, max_len: in
     return _real.pad_lists(items, users, n_users, max_len, keep="last", align="right")
 
 
-_STR = r'"(?P<v>(?:[^"\\]|\\.)*)"'
+_ID = r"""['"](?P<v>[^'"]*)['"]"""  # a quoted id; JSON or Python-literal quotes
 
 
 def _read_reviews(path: Path) -> dict:
@@ -331,13 +331,14 @@ def _read_reviews(path: Path) -> dict:
     users, asins, overall, times = [], [], [], []
     for line, lines in _real.read_text_lines(path):
         get = dict(path=path, first_line=line)
-        u = _real.extract_field(lines, r'"reviewerID"\s*:\s*' + _STR, column="reviewerID",
+        u = _real.extract_field(lines, r"""['"]reviewerID['"]\s*:\s*""" + _ID, column="reviewerID",
                                 expected='"reviewerID": "<id>"', **get)
-        a = _real.extract_field(lines, r'"asin"\s*:\s*' + _STR, column="asin", expected='"asin": "<id>"', **get)
-        o = _real.extract_field(lines, r'"overall"\s*:\s*(?P<v>[^,}\s]+)', column="overall",
+        a = _real.extract_field(lines, r"""['"]asin['"]\s*:\s*""" + _ID, column="asin",
+                                expected='"asin": "<id>"', **get)
+        o = _real.extract_field(lines, r"""['"]overall['"]\s*:\s*(?P<v>[^,}\s]+)""", column="overall",
                                 expected='"overall": <rating>', **get)
-        t = _real.extract_field(lines, r'"unixReviewTime"\s*:\s*(?P<v>[^,}\s]+)', column="unixReviewTime",
-                                expected='"unixReviewTime": <seconds>', **get)
+        t = _real.extract_field(lines, r"""['"]unixReviewTime['"]\s*:\s*(?P<v>[^,}\s]+)""",
+                                column="unixReviewTime", expected='"unixReviewTime": <seconds>', **get)
         ok = np.asarray(pc.is_valid(u))  # blank lines give nulls
         idx = np.arange(len(lines))[ok]
         users.append(np.asarray(u.filter(ok).to_numpy(zero_copy_only=False), dtype=object))

@@ -290,13 +290,13 @@ class Builder(_real.RealDataBuilder):
 
 def _read_matrix(path: Path) -> dict:
     """user_id, video_id, date (may be empty), watch_ratio of a big/small matrix."""
-    cols = [Col("user_id"), Col("video_id"), Col("date", "int", nullable=True),
+    cols = [Col("user_id"), Col("video_id"), Col("date", "int", nullable=True),  # empty in some small_matrix rows
             Col("watch_ratio", "float")]
     out = _real.read_csv_all(path, cols)
     bad = ~np.isfinite(out["watch_ratio"]) | (out["watch_ratio"] < 0)
     if bad.any():
         i = int(np.argmax(bad))
-        raise DataError(f"bad value {out['watch_ratio'][i]!r}", path=path, line=i + 2,
+        raise DataError(f"bad value {float(out['watch_ratio'][i])!r}", path=path, line=i + 2,
                         column="watch_ratio", expected="a finite number >= 0")
     return out
 
@@ -362,7 +362,7 @@ def _day_index(dates: np.ndarray, *, path):
     parsed = pd.to_datetime(pd.Series(uniq.astype(str)), format="%Y%m%d", errors="coerce")
     if parsed.isna().any():
         bad = uniq[parsed.isna().to_numpy()][0]
-        raise DataError(f"bad date {bad!r}", path=path, column="date", expected="a yyyymmdd date")
+        raise DataError(f"bad date {int(bad)}", path=path, column="date", expected="a yyyymmdd date")
     if not len(uniq):
         raise DataError("no dated rows", path=path, column="date", expected="yyyymmdd dates")
     day0 = parsed.min()

@@ -132,6 +132,17 @@ def test_bad_input(tmp_path, name, rel, edit, fragments):
     expect_data_error(name, manual, tmp_path / "out", *fragments)
 
 
+def test_reviews_as_python_literals(tmp_path):
+    """2014 review lines written as Python dict literals (single quotes) read the same."""
+    from tfdebias import data
+
+    manual = corrupt_copy("amazon_reviews", tmp_path, "reviews_Clothing_Shoes_and_Jewelry_5.json.gz",
+                          lambda t: t.replace('"', "'"))
+    b = data.prepare("amazon_reviews/cloth_sport", data_dir=str(tmp_path / "out"), manual_dir=str(manual))
+    assert {k: v.num_examples for k, v in b.info.splits.items()} == {
+        "train": 7, "unobserved": 4, "valid": 11, "test": 11}
+
+
 def test_python_literal_meta_is_never_evaluated(tmp_path):
     """A metadata line with code in it is an error, not executed (ast.literal_eval)."""
     marker = tmp_path / "pwned"

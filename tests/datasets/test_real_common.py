@@ -236,6 +236,11 @@ def test_read_csv_names_line_and_column(tmp_path):
     p.write_text("a,b,c\n1,,x\n")
     with pytest.raises(DataError, match=r"line 2, column 'b': empty value"):
         list(_real.read_csv(p, cols))
+    p.write_text("a,b,c\n1,2.0,x\n3,4,y\n")  # a whole float, as pandas writes ints with gaps
+    assert _real.read_csv_all(p, cols)["b"].tolist() == [2, 4]
+    p.write_text("a,b,c\n1,2,x\n3,4.5,y\n")
+    with pytest.raises(DataError, match=r"line 3, column 'b': bad value 4.5"):
+        list(_real.read_csv(p, cols))
     p.write_text("1\t2\tx\n3\t4\ty\n")
     out = _real.read_csv_all(p, cols, delimiter="\t", header=False, names=["a", "b", "c"])
     assert out["b"].tolist() == [2, 4] and out["c"].to_pylist() == ["x", "y"]

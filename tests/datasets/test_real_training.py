@@ -12,11 +12,11 @@ import pytest
 from .test_real_common import dummy_dir
 
 CASES = [
-    ("kuairec", "deepfm"),
+    ("kuairec", "lr"),
     ("wechat_channels", "lr"),
     ("tiktok_icme19", "lr"),
     ("huawei_digix22", "lr"),
-    ("amazon_reviews/movies_music", "lr"),
+    ("amazon_reviews/movies_music", "deepfm"),
 ]
 
 

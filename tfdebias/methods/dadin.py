@@ -281,6 +281,9 @@ class DADIN(Backbone):
         global_domain_loss, intra_class_loss: the ablation switches (:data:`VARIANTS`).
       lambda_y, lambda_global, lambda_intra, alpha, threshold: the loss, Eq. (20)-(22).
       grl_scale, grl_warmup_steps: the GRL coefficient and its DANN ramp.
+      detach_condition: stop the gradient through ``y_hat`` in ``y_hat * h_DA`` (not in
+        the paper, whose Eq. (13)-(14) let the reversed gradient reach the label
+        predictor; a diagnostic switch, see docs/methods/dadin.md).
       user_features, item_features: override the ``user_*`` / ``item_*`` defaults.
       target_history, source_history, domain_feature: feature names.
       embedding_l2: L2 penalty on looked-up embeddings.
@@ -310,6 +313,7 @@ class DADIN(Backbone):
         threshold: float = 0.2,
         grl_scale: float = 1.0,
         grl_warmup_steps: int = 15000,
+        detach_condition: bool = False,
         user_features: Sequence[str] | None = None,
         item_features: Sequence[str] | None = None,
         target_history: str = "history_target",
@@ -349,11 +353,13 @@ class DADIN(Backbone):
                               lambda_intra=float(lambda_intra), alpha=float(alpha),
                               threshold=float(threshold))
         self.grl_scale, self.grl_warmup_steps = float(grl_scale), int(grl_warmup_steps)
+        self.detach_condition = bool(detach_condition)
         self.remember(
             hidden_units=[int(u) for u in hidden_units], dnn_dropout=float(dnn_dropout),
             predictor_units=int(predictor_units), predictor_dropout=float(predictor_dropout),
             **self.switches, **self.loss_args, grl_scale=self.grl_scale,
-            grl_warmup_steps=self.grl_warmup_steps, user_features=self.user_features,
+            grl_warmup_steps=self.grl_warmup_steps, detach_condition=self.detach_condition,
+            user_features=self.user_features,
             item_features=self.item_features, target_history=target_history,
             source_history=source_history, domain_feature=domain_feature)
 
@@ -448,6 +454,8 @@ class DADIN(Backbone):
             out["d_global"] = ops.reshape(self.domain_classifier(self.grl(h_da)), (-1,))  # Eq. (12)
         if self.switches["intra_class_loss"]:
             yh = y_hat[:, None]
+            if self.detach_condition:  # no adversarial gradient into the label predictor
+                yh = ops.stop_gradient(yh)
             out["d_intra1"] = ops.reshape(self.domain_classifier_1(self.grl(yh * h_da)), (-1,))  # (13)
             out["d_intra0"] = ops.reshape(
                 self.domain_classifier_0(self.grl((1.0 - yh) * h_da)), (-1,))  # Eq. (14)

@@ -29,9 +29,11 @@ never showed.
 Choices where the paper is silent or ambiguous (also in ``docs/methods/damcar.md``):
 
 * R, H, v_ui: see :mod:`tfdebias.data.random_walk` (authors' code: H walks of R hops).
-* Pseudo-labels (Eq. (5), (12)): target rows get ``Phi(E(x))``, source rows
-  ``Phi(g(E(x)))`` of the *student*, soft (not thresholded), as printed; the authors'
-  code sends target rows through ``g`` too, we follow the paper's Eq. (5).
+* Pseudo-labels (Eq. (5), (12)): the student's soft outputs; source rows get
+  ``Phi(g(E(x)))``, target rows ``Phi(E(x))`` as Eq. (5) prints it (default,
+  ``Settings.target_label_path="target"``). The authors' code labels target rows through
+  ``g`` as well (``"source"``). Note that with the printed reading ``Phi`` sees
+  un-transformed ``z`` only through ``L_sup``, whose teacher is the same path.
 * Eq. (8) is trained on both domains (the authors' code loses the target term to a
   bug, ``official_code_notes.md`` §2.2); the GRL scale is 1 and ``lambda2`` weights the
   loss, so ``Psi`` minimises ``lambda2 L_dom`` while ``E``/``g`` receive ``-lambda2``
@@ -788,6 +790,9 @@ class Settings:
     muda_threshold: float = 0.5
     temperature: float = 5.0
     ranker: str = "deepfm"
+    # which head labels S_sam: "target" = Phi(E(x)) (Eq. (5) as printed, the default),
+    # "source" = Phi(g(E(x))) (the authors' code)
+    target_label_path: str = "target"
 
 
 def target_domain(data: CascadeData, radius, walks, seed, random_sampling=False,
@@ -864,10 +869,11 @@ def run_seed(data: CascadeData, seed: int, settings: Settings, budget: Budget,
         lg = train_label_generator(
             data, fe, label, f_t, lambda1=0.0 if kind == "no_ema" else s.lambda1,
             lambda2=s.lambda2, alpha=s.alpha, seed=seed, budget=budget, verbose=verbose)
+        tpath = s.target_label_path == "source"
         ps = predict_batched(lambda b: lg.pseudo_labels(b, True), fe)
-        pt = predict_batched(lambda b: lg.pseudo_labels(b, False), f_t)
+        pt = predict_batched(lambda b: lg.pseudo_labels(b, tpath), f_t)
         info[f"label_generator_{kind}"] = _diagnostics(
-            data, lambda b: lg.pseudo_labels(b, False), pt)
+            data, lambda b: lg.pseudo_labels(b, tpath), pt)
         generators[kind] = (ps, pt, f_t, rt, lg)
         return generators[kind]
 

@@ -124,7 +124,7 @@ def shard_dataset(columns: dict, schema, *, global_batch_size: int, epoch: int, 
     from tfdebias.errors import DataError
 
     label = label or schema.label.name
-    n = len(columns[label])
+    n = int(columns[label].shape[0])
     replicas = input_context.num_replicas_in_sync if input_context is not None else 1
     pipelines = input_context.num_input_pipelines if input_context is not None else 1
     pid = input_context.input_pipeline_id if input_context is not None else 0
@@ -137,9 +137,9 @@ def shard_dataset(columns: dict, schema, *, global_batch_size: int, epoch: int, 
     steps = n // global_batch_size
     if steps == 0:
         raise DataError(f"the training split has {n} rows, fewer than one batch of {global_batch_size}")
-    feats = {k: tf.constant(v) for k, v in columns.items() if k != label}
-    y = tf.constant(np.asarray(columns[label], np.float32))
-    w = tf.constant(np.asarray(columns[weight], np.float32)) if weight else None
+    feats = {k: tf.convert_to_tensor(v) for k, v in columns.items() if k != label}
+    y = tf.cast(tf.convert_to_tensor(columns[label]), tf.float32)
+    w = tf.cast(tf.convert_to_tensor(columns[weight]), tf.float32) if weight else None
     order = tf.range(n, dtype=tf.int64)
     if shuffle:
         order = tf.random.experimental.stateless_shuffle(
@@ -277,6 +277,8 @@ def fit_distributed(model, strategy, train_columns: dict, schema, config, *,
         if path.exists():
             with np.load(path) as z:
                 best_weights = [z[f"arr_{i}"] for i in range(len(z.files))]
+    # Host tensors once; every epoch's input pipelines slice them.
+    train_tensors = {k: tf.convert_to_tensor(v) for k, v in train_columns.items()}
     history: dict[str, list[float]] = {}
     if start > 0 and checkpoint_dir is not None and (checkpoint_dir / HISTORY_JSON).exists():
         # Epochs before the checkpoint; a later epoch recorded before a kill is redone.
@@ -295,7 +297,7 @@ def fit_distributed(model, strategy, train_columns: dict, schema, config, *,
         for epoch in range(start, config.epochs):
             t0 = time.time()
             dist = strategy.distribute_datasets_from_function(
-                lambda ctx, e=epoch: shard_dataset(train_columns, schema, global_batch_size=gbs,
+                lambda ctx, e=epoch: shard_dataset(train_tensors, schema, global_batch_size=gbs,
                                                    epoch=e, seed=config.seed, input_context=ctx,
                                                    weight=config.weight))
             model.reset_metrics()
