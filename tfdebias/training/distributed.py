@@ -50,6 +50,7 @@ import shutil
 import sys
 import tempfile
 import time
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -161,6 +162,8 @@ def steps_per_epoch(n_rows: int, global_batch_size: int) -> int:
 
 # -- validation -----------------------------------------------------------------------
 
+_PREDICT_FNS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
 
 def _predict_local(model, columns: dict, schema, batch_size: int = 8192) -> np.ndarray:
     """The served prediction of every row, computed by this worker alone (cross-replica
@@ -168,10 +171,10 @@ def _predict_local(model, columns: dict, schema, batch_size: int = 8192) -> np.n
     import tensorflow as tf
 
     names = [f.name for f in schema.inputs if f.name in columns]
-    fn = getattr(model, "_tfdebias_local_predict", None)
+    fn = _PREDICT_FNS.get(model)
     if fn is None:
         fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-        model._tfdebias_local_predict = fn
+        _PREDICT_FNS[model] = fn
     n = len(columns[names[0]])
     out = []
     for s in range(0, n, batch_size):
@@ -272,6 +275,8 @@ def fit_distributed(model, strategy, train_columns: dict, schema, config, *,
 
     best_weights = None
     start = int(state["epoch"].numpy())
+    if start > 0 and valid_columns is not None and 0 < config.patience <= int(state["wait"].numpy()):
+        start = config.epochs  # it had stopped early before the restart: train no further
     if start > 0 and int(state["best_epoch"].numpy()) >= 0 and checkpoint_dir is not None:
         path = checkpoint_dir / BEST_WEIGHTS
         if path.exists():
