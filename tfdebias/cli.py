@@ -155,7 +155,8 @@ def _train(args) -> int:
     else:
         result = train(cfg, args.out, data_dir=args.data_dir, manual_dir=args.manual_dir,
                        overwrite=args.overwrite, verbose=_verbose())
-    _print_metrics(result.metrics)
+    if result.metrics:  # non-chief multi-worker processes have none
+        _print_metrics(result.metrics)
     print(f"Run directory: {result.run_dir}")
     return 0
 
