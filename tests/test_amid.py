@@ -20,11 +20,6 @@ def _world(seed=0, n=4000):
     return rng, e, p
 
 
-def _expected(estimator, rng, e, p, draws=4000, **kw):
-    o = (rng.random((draws, len(e))) < p).astype(float)
-    return np.mean([estimator(e, o=o_, **kw) for o_ in o[:50]]), o
-
-
 def _mc_mean(e, e_hat, p_hat, p, rng, draws=400):
     o = (rng.random((draws, len(e))) < p).astype(float)
     vals = (e_hat + o * (np.where(o > 0, e, 0) - e_hat) / p_hat).mean(axis=1)

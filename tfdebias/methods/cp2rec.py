@@ -67,10 +67,8 @@ Choices the paper leaves open (also in ``docs/methods/cp2rec.md``):
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
-from typing import Sequence
 
 import keras
 import numpy as np
