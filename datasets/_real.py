@@ -793,48 +793,65 @@ def serialize_block(features: PackedFeatures, cols: Mapping[str, np.ndarray]) ->
     return rows
 
 
-def _write_records(path: Path, blocks) -> int:
-    """Write blocks of fixed-length serialised rows as one TFRecord file.
+def _write_rows(writer, rows: np.ndarray) -> None:
+    """Append fixed-length serialised rows to a ``tf.io.TFRecordWriter``.
 
     TFRecord framing needs a CRC-32C per record, which TensorFlow's writer computes in
     C++; one ``bytes`` slice per record is its fastest feed (faster than
     ``tf.strings.substr`` plus a ``tf.data`` writer, or a numpy CRC).
     """
-    import tensorflow as tf
-
-    with tf.io.TFRecordWriter(str(path)) as w:
-        write = w.write
-        for rows in blocks:
-            n, length = rows.shape
-            data = rows.tobytes()
-            for a in range(0, n * length, length):
-                write(data[a:a + length])
-    return path.stat().st_size
+    n, length = rows.shape
+    data = rows.tobytes()
+    write = writer.write
+    for a in range(0, n * length, length):
+        write(data[a:a + length])
 
 
-def write_split(builder, split: str, blocks: Iterable[Mapping[str, np.ndarray]], schema: Schema):
+def block_rows(schema: Schema, target_bytes: int = 48 << 20) -> int:
+    """Rows per block so that one block of packed values is about ``target_bytes``
+    (wide rows such as WeChat's 512-d embeddings get smaller blocks)."""
+    values = sum(int(np.prod(f.shape)) if f.shape else 1 for f in schema)
+    return int(np.clip(target_bytes // (4 * max(values, 1)), 10_000, BLOCK_ROWS))
+
+
+def write_split(builder, split: str, blocks: Iterable[Mapping[str, np.ndarray]], schema: Schema,
+                *, shard_bytes: int = 256 << 20):
     """Write ``blocks`` (column dicts) as the TFDS tfrecord shards of ``split``.
 
-    Each non-empty block becomes one shard; returns the ``tfds.core.SplitInfo``.
+    Blocks are appended to a shard until it holds about ``shard_bytes``; returns the
+    ``tfds.core.SplitInfo``.
     """
+    import tensorflow as tf
+
     template = builder._get_filename_template(split_name=split)  # noqa: SLF001  (TFDS's own naming)
     features = builder.info.features
-    tmp_paths, lengths, nbytes = [], [], 0
+    tmp_paths, lengths, sizes = [], [], []
     where = f"{builder.name} {split}"
-    for i, block in enumerate(blocks):
-        n = check_block(schema, block, where)
-        if n == 0:
-            continue
-        tmp = Path(template.data_dir) / f"{builder.name}-{split}.partial-{len(tmp_paths):05d}"
-        parts = (serialize_block(features, {k: v[a:a + SERIALIZE_ROWS] for k, v in block.items()})
-                 for a in range(0, n, SERIALIZE_ROWS))
-        nbytes += _write_records(tmp, parts)
-        tmp_paths.append(tmp)
-        lengths.append(n)
+    writer = None
+    try:
+        for block in blocks:
+            n = check_block(schema, block, where)
+            if n == 0:
+                continue
+            if writer is None or sizes[-1] >= shard_bytes:
+                if writer is not None:
+                    writer.close()
+                tmp_paths.append(Path(template.data_dir) / f"{builder.name}-{split}.partial-{len(tmp_paths):05d}")
+                writer = tf.io.TFRecordWriter(str(tmp_paths[-1]))
+                lengths.append(0)
+                sizes.append(0)
+            for a in range(0, n, SERIALIZE_ROWS):
+                rows = serialize_block(features, {k: v[a:a + SERIALIZE_ROWS] for k, v in block.items()})
+                _write_rows(writer, rows)
+                sizes[-1] += rows.size + 16 * rows.shape[0]  # + TFRecord framing
+            lengths[-1] += n
+    finally:
+        if writer is not None:
+            writer.close()
     final = template.sharded_filepaths(len(tmp_paths))
     for tmp, dst in zip(tmp_paths, final):
         tmp.rename(Path(dst))
-    return tfds.core.SplitInfo(name=split, shard_lengths=lengths, num_bytes=nbytes,
+    return tfds.core.SplitInfo(name=split, shard_lengths=lengths, num_bytes=sum(sizes),
                                filename_template=template)
 
 
@@ -950,7 +967,7 @@ class RealDataBuilder(FileReaderBuilder, skip_registration=True):
 
 
 __all__ = [
-    "BLOCK_ROWS", "Col", "Columns", "DataError", "Feature", "PackedFeatures", "RealConfig",
+    "BLOCK_ROWS", "Col", "block_rows", "Columns", "DataError", "Feature", "PackedFeatures", "RealConfig",
     "RealDataBuilder", "Schema", "asof_index", "cast_values", "check_block", "check_manual_dir",
     "chronological_split", "csv_header", "encode_ids", "extract_field", "find_file",
     "history_before", "log1p_nonneg", "lookup_ids", "pad_lists", "parse_float_vectors",

@@ -250,9 +250,11 @@ class Builder(_real.RealDataBuilder):
                     "rating": cols["overall"][rows].astype(np.float32),
                     "cold_start": cold.astype(np.float32)}
 
+        step = _real.block_rows(schema)
+
         def blocks(part):
-            for s in range(0, len(part["row"]), _real.BLOCK_ROWS):
-                yield encode(part["row"][s:s + _real.BLOCK_ROWS], part["cold_start"][s:s + _real.BLOCK_ROWS])
+            for s in range(0, len(part["row"]), step):
+                yield encode(part["row"][s:s + step], part["cold_start"][s:s + step])
 
         return schema, {k: blocks(v) for k, v in splits.items()}
 

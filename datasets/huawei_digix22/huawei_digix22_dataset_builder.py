@@ -218,7 +218,8 @@ class Builder(_real.RealDataBuilder):
                 f_raw, a_raw = _take(ads[raw], a_of_f), ads[raw]
             else:
                 f_raw, a_raw = feeds[raw], _take(feeds[raw], f_of_a)
-            seqs[name] = _real.right_align(seq_ids(np.concatenate([f_raw, a_raw]), table))
+            seqs[name] = _real.right_align(seq_ids(np.concatenate([f_raw, a_raw]).astype(np.int64), table))
+            seqs[name] = seqs[name].astype(np.int32)  # ids < 2**31; int64 again per block
 
         # user profiles: the user's latest row of each file
         cols: dict[str, np.ndarray] = {}
@@ -262,14 +263,16 @@ class Builder(_real.RealDataBuilder):
         schema = self.schema(sizes)
 
         def encode(rows, cold):
-            out = {k: v[rows] for k, v in cols.items()}
+            out = {k: v[rows].astype(np.int64) if v.dtype == np.int32 else v[rows] for k, v in cols.items()}
             out["history_target"][cold == 1] = 0  # a cold-start user is new to the ads domain
             out["cold_start"] = cold.astype(np.float32)
             return out
 
+        step = _real.block_rows(schema)
+
         def blocks(part):
-            for s in range(0, len(part["row"]), _real.BLOCK_ROWS):
-                yield encode(part["row"][s:s + _real.BLOCK_ROWS], part["cold_start"][s:s + _real.BLOCK_ROWS])
+            for s in range(0, len(part["row"]), step):
+                yield encode(part["row"][s:s + step], part["cold_start"][s:s + step])
 
         return schema, {k: blocks(v) for k, v in splits.items()}
 
@@ -330,8 +333,9 @@ def _read(path: Path, kind: str, cfg: DigixConfig) -> dict:
         for c in floats:
             out[c] = block[c][idx]
         for c in lists:
-            out[c] = _real.parse_int_lists(block[c], "^", cfg.max_len, path=path, first_line=line, column=c,
-                                           keep="first", align="left")[idx].astype(np.int64)
+            m = _real.parse_int_lists(block[c], "^", cfg.max_len, path=path, first_line=line, column=c,
+                                      keep="first", align="left")[idx]
+            out[c] = m.astype(np.int32) if (m.size == 0 or m.max() < 2**31) else m  # halves memory
         for c in strs:
             arr = block[c].take(idx)
             if c == "hispace_app_tags":  # one id, or a '^' list of which the first id is kept

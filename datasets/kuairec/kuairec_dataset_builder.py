@@ -274,9 +274,11 @@ class Builder(_real.RealDataBuilder):
         del perm
         schema = self.schema(sizes)
 
+        step = _real.block_rows(schema)
+
         def blocks(m, rows):
-            for start in range(0, len(rows), _real.BLOCK_ROWS):
-                yield encode(m, rows[start:start + _real.BLOCK_ROWS])
+            for start in range(0, len(rows), step):
+                yield encode(m, rows[start:start + step])
 
         return schema, {
             "train": blocks(big, train_rows),

@@ -165,9 +165,11 @@ class Builder(_real.RealDataBuilder):
             })
             return cols
 
+        step = _real.block_rows(schema)
+
         def blocks(sel):
-            for s in range(0, len(sel), _real.BLOCK_ROWS):
-                yield encode(sel[s:s + _real.BLOCK_ROWS])
+            for s in range(0, len(sel), step):
+                yield encode(sel[s:s + step])
 
         return schema, {name: blocks(rows[part == i]) for i, name in enumerate(("train", "valid", "test"))}
 

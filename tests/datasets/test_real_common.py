@@ -198,7 +198,7 @@ def test_packing_rejects_ids_beyond_int32():
 
 
 def test_write_split_shards_read_back(tmp_path):
-    """write_split: one shard per non-empty block, TFDS's file names, CRCs valid."""
+    """write_split: shards of whole blocks (empty blocks skipped), TFDS's file names, CRCs valid."""
     import tensorflow as tf
 
     from tfdebias.datasets.kuairec.kuairec_dataset_builder import Builder
@@ -210,12 +210,14 @@ def test_write_split_shards_read_back(tmp_path):
     builder._data_dir = str(tmp_path)  # write straight here, no incomplete dir
     blocks = [{k: v[:20] for k, v in cols.items()}, {k: v[20:20] for k, v in cols.items()},
               {k: v[20:] for k, v in cols.items()}]
-    info = _real.write_split(builder, "train", blocks, schema)
+    info = _real.write_split(builder, "train", blocks, schema, shard_bytes=1)  # a shard per block
     assert info.shard_lengths == [20, 30] and info.num_examples == 50
     files = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("kuairec-"))
     assert files == ["kuairec-train.tfrecord-00000-of-00002", "kuairec-train.tfrecord-00001-of-00002"]
     n = sum(1 for _ in tf.data.TFRecordDataset([str(tmp_path / f) for f in files]))  # checks CRCs
     assert n == 50
+    one = _real.write_split(builder, "valid", blocks, schema)  # small blocks share one shard
+    assert one.shard_lengths == [50]
 
 
 # -- reading helpers ---------------------------------------------------------------------------

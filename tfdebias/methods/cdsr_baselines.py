@@ -29,8 +29,7 @@ import keras
 import tensorflow as tf
 
 from tfdebias.models import register
-from tfdebias.models._sequential import (SequentialBackbone, TransformerBlock, attention_mask,
-                                         masked_mean)
+from tfdebias.models._sequential import TransformerBlock, attention_mask, masked_mean
 from tfdebias.models.gru4rec import GRU4Rec
 from tfdebias.models.sasrec import SASRec
 
