@@ -83,8 +83,10 @@ def prepare(name: str, *, data_dir: str | None = None, manual_dir: str | None = 
     tfds = _tfds()
     builder = get_builder(name, data_dir=data_dir)
     if manual_dir is not None and not os.path.isdir(manual_dir):
+        page = getattr(builder, "DOWNLOAD_PAGE", "")
         raise DataError("manual directory does not exist", path=manual_dir,
-                        expected="a directory holding the raw files")
+                        expected="a directory holding the raw files"
+                        + (f"; download them from {page}" if page else ""))
     config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
     builder.download_and_prepare(download_config=config)
     return builder
