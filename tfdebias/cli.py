@@ -201,7 +201,8 @@ def _reproduce_args(p):
     for name, rep in sorted(methods.REPRODUCERS.items()):
         mp = sub.add_parser(name, help=rep.help, description=rep.help)
         add_data_args(mp, default_data=rep.default_data)
-        mp.add_argument("--seeds", type=_positive_int, default=rep.default_seeds, help="seeds per row")
+        mp.add_argument("--seeds", type=_positive_int, default=None,
+                        help="seeds per row (default: 1 with --quick, else the paper's count)")
         mp.add_argument("--quick", action="store_true", help="small budget for a smoke run")
         mp.add_argument("--out", default=None, help="output folder (default runs/reproduce-<method>)")
         rep.add_arguments(mp)
@@ -212,6 +213,8 @@ def _reproduce(args) -> int:
     from tfdebias import methods
 
     rep = methods.REPRODUCERS[args.method]
+    if args.seeds is None and rep.default_seeds:  # None: the method decides itself
+        args.seeds = 1 if args.quick else rep.default_seeds
     if args.out is None:
         args.out = f"runs/reproduce-{args.method}"
     out = rep.run(args)
