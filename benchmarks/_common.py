@@ -54,7 +54,9 @@ def last_json(text: str) -> dict:
     return obj
 
 
-def run_json_child(cmd: list[str], *, env: dict | None = None, timeout: float | None = None) -> dict:
+def run_json_child(
+    cmd: list[str], *, env: dict | None = None, timeout: float | None = None
+) -> dict:
     """Run ``cmd``, return the JSON object on its stdout's last line.
 
     Raises :class:`BenchmarkError` with the tail of stderr if it fails or times out.
