@@ -217,7 +217,7 @@ def test_item_attention_switch_means_mean_pooling():
 def test_domain_gradient_reaches_embeddings_reversed():
     m = build(intra_class_loss=False, grl_warmup_steps=0)
     b = batch(32)
-    table = m.embed.table("item_id").embeddings
+    table = m.embed.table("item_id").variable  # the fused variable of every table
     clf = m.domain_classifier.kernel
 
     def grads():

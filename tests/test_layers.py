@@ -205,15 +205,54 @@ def test_feature_embedding_shares_the_item_table_and_ignores_padding():
     with tf.GradientTape() as tape:
         out = embed(feats)
         loss = tf.reduce_sum(out["fields"][:, 1]) + tf.reduce_sum(out["fields"][:, 2])
-    grads = tape.gradient(loss, embed.trainable_variables)
-    by_path = {v.path: g for v, g in zip(embed.trainable_variables, grads)}
-    item_grad = next(g for p, g in by_path.items() if "table_item_id" in p)
-    assert isinstance(item_grad, tf.IndexedSlices)
-    touched = set(item_grad.indices.numpy().tolist())
-    assert {3, 5} <= touched and set(feats["item_id"].tolist()) <= touched
-    dense = tf.convert_to_tensor(item_grad)
-    assert np.all(dense.numpy()[0] == 0.0)  # padding id 0 gets no gradient from history
-    assert len(embed.trainable_variables) == 4  # one variable per table
+    assert len(embed.trainable_variables) == 1  # all tables in one fused variable
+    (grad,) = tape.gradient(loss, embed.trainable_variables)
+    assert isinstance(grad, tf.IndexedSlices)  # sparse: only the looked-up rows
+    item = embed.table("item_id")
+    dense = tf.convert_to_tensor(grad).numpy()
+    moved = set(np.flatnonzero(np.abs(dense).sum(axis=1)) - item.offset)
+    assert moved <= set(range(item.input_dim))  # only item rows get a non-zero gradient
+    assert {3, 5} <= moved and set(feats["item_id"].tolist()) <= moved
+    assert np.all(dense[item.offset] == 0.0)  # padding id 0 gets no gradient from history
+
+
+def test_feature_embedding_fused_tables_do_not_overlap_and_check_ids():
+    embed = FeatureEmbedding(SCHEMA, embedding_dim=4)
+    feats = batch()
+    embed(feats)
+    spans = sorted((t.offset, t.offset + t.input_dim) for t in embed.tables.values())
+    assert spans[0][0] == 0 and all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+    assert spans[-1][1] == embed.embeddings.shape[0] == embed.total_rows
+    for name in ("user_id", "domain", "brand"):  # each field reads its own table's rows
+        rows = embed.table(name).embeddings.numpy()[feats[name]]
+        np.testing.assert_array_equal(embed.lookup(feats, name).numpy(), rows)
+    # an id past its table's vocabulary must fail, not read the next table's rows
+    bad = dict(feats, user_id=np.full_like(feats["user_id"], SCHEMA["user_id"].vocab_size))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="not below its table's size"):
+        embed(bad)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="not below its table's size"):
+        embed(dict(feats, brand=-np.ones_like(feats["brand"])))
+
+
+def test_feature_embedding_freeze_stops_only_the_frozen_tables():
+    embed = FeatureEmbedding(SCHEMA, embedding_dim=4)
+    feats = batch()
+    embed(feats)
+    embed.freeze(["user_id"])
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(embed(feats)["fields"])
+    (grad,) = tape.gradient(loss, embed.trainable_variables)
+    dense = tf.convert_to_tensor(grad).numpy()
+    user, item = embed.table("user_id"), embed.table("item_id")
+    assert np.all(dense[user.offset:user.offset + user.input_dim] == 0.0)
+    assert np.abs(dense[item.offset:item.offset + item.input_dim]).sum() > 0
+    user_rows = set(range(user.offset, user.offset + user.input_dim))
+    assert not user_rows & set(grad.indices.numpy().tolist())  # no row, not even a zero one
+    embed.freeze(["user_id"], frozen=False)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(embed(feats)["fields"])
+    (grad,) = tape.gradient(loss, embed.trainable_variables)
+    assert user_rows & set(grad.indices.numpy().tolist())
 
 
 def test_feature_embedding_subsets():

@@ -149,12 +149,16 @@ def test_embedding_gradients_are_sparse_and_tables_shared():
     with tf.GradientTape() as tape:
         loss = keras.losses.binary_crossentropy(DATA_A["click"][:, None], model(DATA_A))
     grads = tape.gradient(loss, model.trainable_variables)
-    tables = [(v, g) for v, g in zip(model.trainable_variables, grads) if "table_" in v.path]
-    # linear weights + embeddings, one table each for user_id, item_id (shared with the
-    # history), item_category, hour, domain
-    assert len(tables) == 2 * 5
+    tables = [(v, g) for v, g in zip(model.trainable_variables, grads) if "embeddings" in v.path]
+    # one fused variable each for the first-order weights and the embeddings, holding a
+    # table each for user_id, item_id (shared with the history), item_category, hour, domain
+    assert len(tables) == 2
     assert all(isinstance(g, tf.IndexedSlices) for _, g in tables)
-    assert len({v.path for v, _ in tables}) == len(tables)
+    for embed, width in ((model.linear.id_weights, 1), (model.embed, SMALL["embedding_dim"])):
+        assert sorted(embed.tables) == ["domain", "hour", "item_category", "item_id", "user_id"]
+        assert tuple(embed.embeddings.shape) == (sum(t.input_dim for t in embed.tables.values()),
+                                                 width)
+        assert embed.table("user_history") is embed.table("item_id")
 
 
 def test_deepfm_sums_linear_fm_and_deep_parts():

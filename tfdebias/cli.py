@@ -128,6 +128,8 @@ def _train_args(p):
     p.add_argument("--lr", type=_positive_float, default=1e-3, help="learning rate")
     p.add_argument("--optimizer", default="lazy_adam", help="lazy_adam (default), adam, adagrad, sgd")
     p.add_argument("--patience", type=int, default=5, help="early-stopping patience in epochs")
+    p.add_argument("--steps-per-execution", type=_positive_int, default=8,
+                   help="training steps per compiled call (default 8; 1 = one call per step)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--strategy", default="auto", help="auto, default, mirrored, multi-worker")
     p.add_argument("--protocol", default="ctr", help="evaluation protocol (default ctr)")
@@ -143,7 +145,8 @@ def _train(args) -> int:
     cfg = TrainConfig(data=args.data, model=args.model, model_args=dict(args.model_arg),
                       epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                       optimizer=args.optimizer, patience=args.patience, seed=args.seed,
-                      strategy=args.strategy, protocol=args.protocol)
+                      strategy=args.strategy, protocol=args.protocol,
+                      steps_per_execution=args.steps_per_execution)
     if args.strategy == "multi-worker":
         try:
             from tfdebias.training.distributed import train_multi_worker

@@ -346,10 +346,9 @@ class HybridRetrieval(Backbone):
     def freeze_user_tower(self, frozen: bool = True):
         """TL's fine-tuning stage: the user tower (MLP and user tables) stops training."""
         self.dssm.user_mlp.trainable = not frozen
-        for name in self.dssm.user_names:
-            f = self.schema[name]
-            if f.is_categorical or f.role == "sequence":
-                self.dssm.embed.table(name).trainable = not frozen
+        tables = [name for name in self.dssm.user_names
+                  if self.schema[name].is_categorical or self.schema[name].role == "sequence"]
+        self.dssm.embed.freeze(tables, frozen)
 
     def train_step(self, data):
         x, y = data[0], data[1]
