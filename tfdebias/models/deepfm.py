@@ -15,52 +15,32 @@ linear term and the MLP, not the pairwise term.
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import keras
 from keras import ops
 
 from tfdebias.layers.feature_linear import FeatureLinear
 from tfdebias.layers.fm_interaction import FMInteraction
-from tfdebias.layers.mlp import MLP
 from tfdebias.models import register
-from tfdebias.models.base import Backbone
+from tfdebias.models.mlp import DeepNetwork
 
 
 @register("deepfm")
 @keras.saving.register_keras_serializable(package="tfdebias")
-class DeepFM(Backbone):
-    """FM and an MLP over shared embeddings; logits summed.
+class DeepFM(DeepNetwork):
+    """FM and an MLP over shared embeddings; logits summed: the ``mlp`` backbone
+    (:class:`~tfdebias.models.mlp.DeepNetwork`, whose arguments it takes) plus the FM
+    component on its embeddings.
 
-    Args:
-      schema: the data set's schema.
-      embedding_dim: width of every field embedding (the FM factor size).
-      hidden_units, activation, dropout, batch_norm, dnn_l2: the deep component's MLP.
-      embedding_l2: L2 penalty on looked-up embeddings and first-order weights.
+    Args: those of :class:`~tfdebias.models.mlp.DeepNetwork`: ``embedding_dim`` is also
+    the FM factor size, ``hidden_units, activation, dropout, batch_norm, dnn_l2`` the
+    deep component, ``embedding_l2`` the L2 penalty on looked-up embeddings and
+    first-order weights.
     """
 
-    def __init__(
-        self,
-        schema,
-        embedding_dim: int = 16,
-        hidden_units: Sequence[int] = (256, 128),
-        activation: str = "relu",
-        dropout: float = 0.0,
-        batch_norm: bool = False,
-        dnn_l2: float = 0.0,
-        embedding_l2: float = 0.0,
-        **kwargs,
-    ):
-        super().__init__(schema, embedding_dim, embedding_l2, **kwargs)
-        self.remember(
-            hidden_units=[int(u) for u in hidden_units], activation=activation,
-            dropout=float(dropout), batch_norm=bool(batch_norm), dnn_l2=float(dnn_l2),
-        )
+    def __init__(self, schema, *args, **kwargs):
+        super().__init__(schema, *args, **kwargs)
         self.linear = FeatureLinear(self.schema, l2=self.embedding_l2, name="linear")
-        self.embed = self.feature_embedding(name="embed")
         self.fm = FMInteraction(name="fm")
-        self.dnn = MLP(hidden_units, activation, dropout, batch_norm, dnn_l2, name="dnn")
-        self.head = keras.layers.Dense(1, name="head")
 
     def forward(self, features, training=False):
         embedded = self.embed(features)

@@ -13,50 +13,28 @@ The two parts have separate parameters, trained jointly.
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import keras
 from keras import ops
 
 from tfdebias.layers.feature_linear import FeatureLinear
-from tfdebias.layers.mlp import MLP
 from tfdebias.models import register
-from tfdebias.models.base import Backbone
+from tfdebias.models.mlp import DeepNetwork
 
 
 @register("wide_deep")
 @keras.saving.register_keras_serializable(package="tfdebias")
-class WideDeep(Backbone):
-    """Wide (linear) + deep (embedding + MLP) logits, summed.
+class WideDeep(DeepNetwork):
+    """Wide (linear) + deep (embedding + MLP) logits, summed: the ``mlp`` backbone
+    (:class:`~tfdebias.models.mlp.DeepNetwork`, whose arguments it takes) plus a wide
+    :class:`~tfdebias.layers.FeatureLinear` part.
 
-    Args:
-      schema: the data set's schema.
-      embedding_dim: width of every field embedding.
-      hidden_units, activation, dropout, batch_norm, dnn_l2: the deep part's MLP.
-      embedding_l2: L2 penalty on looked-up embeddings and wide weights.
+    Args: those of :class:`~tfdebias.models.mlp.DeepNetwork` (``embedding_l2`` also
+    penalises the wide weights).
     """
 
-    def __init__(
-        self,
-        schema,
-        embedding_dim: int = 16,
-        hidden_units: Sequence[int] = (256, 128),
-        activation: str = "relu",
-        dropout: float = 0.0,
-        batch_norm: bool = False,
-        dnn_l2: float = 0.0,
-        embedding_l2: float = 0.0,
-        **kwargs,
-    ):
-        super().__init__(schema, embedding_dim, embedding_l2, **kwargs)
-        self.remember(
-            hidden_units=[int(u) for u in hidden_units], activation=activation,
-            dropout=float(dropout), batch_norm=bool(batch_norm), dnn_l2=float(dnn_l2),
-        )
+    def __init__(self, schema, *args, **kwargs):
+        super().__init__(schema, *args, **kwargs)
         self.wide = FeatureLinear(self.schema, l2=self.embedding_l2, name="wide")
-        self.embed = self.feature_embedding(name="embed")
-        self.dnn = MLP(hidden_units, activation, dropout, batch_norm, dnn_l2, name="dnn")
-        self.head = keras.layers.Dense(1, name="head")
 
     def forward(self, features, training=False):
         hidden = self.dnn(self.flat_inputs(self.embed(features)), training=training)
