@@ -115,7 +115,7 @@ def _in_xla() -> bool:
     return control_flow_util.GraphOrParentsInXlaContext(tf_ops.get_default_graph())
 
 
-def _gather(variable, indices):
+def gather_rows(variable, indices):
     """Rows of a (Keras, TF or distributed) variable.
 
     ``tf.gather`` reads a ``ResourceVariable`` with a sparse ``ResourceGather`` (no
@@ -207,20 +207,20 @@ class LazyAdam(keras.optimizers.Adam):
         index = self._get_variable_index(variable)
         m = self._momentums[index]
         v = self._velocities[index]
-        m_rows = _gather(m, indices)
-        v_rows = _gather(v, indices)
+        m_rows = gather_rows(m, indices)
+        v_rows = gather_rows(v, indices)
         m_rows = m_rows + (grad - m_rows) * one_minus_beta_1
         v_rows = v_rows + (tf.square(grad) - v_rows) * one_minus_beta_2
         _scatter(self, m, m_rows, indices)
         _scatter(self, v, v_rows, indices)
         if self.amsgrad:
             v_hat = self._velocity_hats[index]
-            v_rows = tf.maximum(_gather(v_hat, indices), v_rows)
+            v_rows = tf.maximum(gather_rows(v_hat, indices), v_rows)
             _scatter(self, v_hat, v_rows, indices)
         step = (m_rows * alpha) / (tf.sqrt(v_rows) + epsilon)
         # Gather + scatter-assign: same arithmetic as scatter_sub, and TF's CPU
         # scatter-assign kernel is about twice as fast as its scatter-subtract.
-        _scatter(self, variable, _gather(variable, indices) - step, indices)
+        _scatter(self, variable, gather_rows(variable, indices) - step, indices)
 
 
 @keras.saving.register_keras_serializable(package="tfdebias")
@@ -245,10 +245,10 @@ class SparseAdagrad(keras.optimizers.Adagrad):
         indices, grad = _dedup(gradient, dtype)
         lr = tf.cast(learning_rate, dtype)
         acc = self._accumulators[self._get_variable_index(variable)]
-        acc_rows = _gather(acc, indices) + tf.square(grad)
+        acc_rows = gather_rows(acc, indices) + tf.square(grad)
         _scatter(self, acc, acc_rows, indices)
         step = (lr * grad) / tf.sqrt(acc_rows + tf.cast(self.epsilon, dtype))
-        _scatter(self, variable, _gather(variable, indices) - step, indices)
+        _scatter(self, variable, gather_rows(variable, indices) - step, indices)
 
 
 #: Names accepted by :func:`make_optimizer`.

@@ -40,6 +40,7 @@ import tensorflow as tf
 from keras import ops
 
 from tfdebias.errors import SchemaError
+from tfdebias.optimizers import gather_rows
 from tfdebias.schema import INPUT_ROLES, Feature, Schema
 
 
@@ -277,33 +278,31 @@ class FeatureEmbedding(keras.layers.Layer):
         its table's size, shifts it by the table's offset and gathers once."""
         if not self.built:
             self.build()
-        sizes = np.array([self.tables[t].input_dim for t in tables])
-        offsets = np.array([self.tables[t].offset for t in tables])
+        sizes = np.array([self.tables[t].input_dim for t in tables], self._id_dtype)
+        offsets = np.array([self.tables[t].offset for t in tables], self._id_dtype)
+        if len(tables) == 1:  # one table for every id, whatever the shape of ids
+            sizes, offsets = sizes[0], offsets[0]
         ids = ops.cast(ids, self._id_dtype)
-        if len(tables) == 1:
-            sizes, offsets = int(sizes[0]), int(offsets[0])
-        else:
-            sizes, offsets = sizes.astype(self._id_dtype), offsets.astype(self._id_dtype)
+        # As unsigned integers a negative id is huge, so one comparison checks both ends.
+        unsigned = "uint32" if self._id_dtype == "int32" else "uint64"
         check = tf.debugging.assert_less(
-            tf.bitcast(ids, "uint32") if self._id_dtype == "int32" else tf.bitcast(ids, "uint64"),
-            tf.cast(sizes, "uint32" if self._id_dtype == "int32" else "uint64"),
+            tf.bitcast(ids, unsigned), tf.cast(sizes, unsigned),
             message=f"{self.name}: an id is negative or not below its table's size; "
                     f"tables {list(tables)} have sizes {np.atleast_1d(sizes).tolist()}")
         with tf.control_dependencies([check]):
             ids = ids + offsets
-        frozen = [t for t in tables if t in self.frozen]
-        if not frozen:
-            return tf.gather(_read(self.embeddings), ids)
-        if len(frozen) == len(tables):
-            return tf.gather(tf.stop_gradient(_read(self.embeddings, dense=True)), ids)
+        frozen_cols = [j for j, t in enumerate(tables) if t in self.frozen]
+        if not frozen_cols:
+            return gather_rows(self.embeddings, ids)
+        still_table = tf.stop_gradient(ops.convert_to_tensor(self.embeddings))
+        if len(frozen_cols) == len(tables):
+            return tf.gather(still_table, ids)
         # Gather the live and the frozen columns apart (a mask on one gather would
         # still hand the optimizer zero-gradient frozen rows, which Adam's momentum
         # moves), then put the columns back in order.
-        live_cols = [j for j, t in enumerate(tables) if t not in self.frozen]
-        frozen_cols = [j for j, t in enumerate(tables) if t in self.frozen]
-        live = tf.gather(_read(self.embeddings), tf.gather(ids, live_cols, axis=-1))
-        still = tf.gather(tf.stop_gradient(_read(self.embeddings, dense=True)),
-                          tf.gather(ids, frozen_cols, axis=-1))
+        live_cols = [j for j in range(len(tables)) if j not in frozen_cols]
+        live = gather_rows(self.embeddings, tf.gather(ids, live_cols, axis=-1))
+        still = tf.gather(still_table, tf.gather(ids, frozen_cols, axis=-1))
         order = np.argsort(live_cols + frozen_cols)
         return tf.gather(tf.concat([live, still], axis=-2), order, axis=-2)
 
@@ -345,19 +344,17 @@ class FeatureEmbedding(keras.layers.Layer):
         chosen = self.select(include, exclude, roles)
         # every scalar id field in one lookup: (B, k) ids -> (B, k, d)
         scalar = [f for f in chosen if f.is_categorical]
-        looked_up = {}
         if scalar:
             ids = ops.stack([ops.reshape(ops.cast(self._get(features, f.name), self._id_dtype),
                                          (-1,)) for f in scalar], axis=1)
             emb = ops.cast(self._gather(ids, [f.table for f in scalar]), self.compute_dtype)
             self._penalise(emb)
-            looked_up = {f.name: k for k, f in enumerate(scalar)}
         fields = []
-        for f in chosen:
-            if f.role == "sequence":
-                fields.append(self.pooled(features, f.name))
-            elif f.is_categorical:
-                fields.append(emb[:, looked_up[f.name]])
+        if any(f.role == "sequence" for f in chosen):  # interleave pooled sequences
+            column = {f.name: k for k, f in enumerate(scalar)}
+            fields = [self.pooled(features, f.name) if f.role == "sequence"
+                      else emb[:, column[f.name]]
+                      for f in chosen if f.role == "sequence" or f.is_categorical]
         dense = [
             ops.reshape(ops.cast(self._get(features, f.name), self.compute_dtype), (-1, 1))
             for f in chosen
@@ -368,10 +365,10 @@ class FeatureEmbedding(keras.layers.Layer):
             if f.role == "vector"
         ]
         batch = self._batch_size(features, chosen)
-        if fields and len(fields) == len(scalar):
-            fields = emb  # only scalar ids: already (B, F, d) in schema order
-        elif fields:
+        if fields:
             fields = ops.stack(fields, axis=1)
+        elif scalar:
+            fields = emb  # only scalar ids: already (B, F, d) in schema order
         else:
             fields = ops.zeros((batch, 0, self.embedding_dim), dtype=self.compute_dtype)
         if dense:
@@ -402,10 +399,3 @@ class FeatureEmbedding(keras.layers.Layer):
             embeddings_initializer=keras.initializers.serialize(self.embeddings_initializer),
         )
         return config
-
-
-def _read(variable, dense: bool = False):
-    """The TF variable behind a Keras variable, for a sparse ``ResourceGather``
-    (``dense=True``: its value as a tensor, which ``stop_gradient`` needs)."""
-    value = variable.value if isinstance(variable, keras.Variable) else variable
-    return tf.convert_to_tensor(value) if dense else value

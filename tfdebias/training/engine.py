@@ -97,9 +97,17 @@ def uses_custom_loss(model) -> bool:
 
 
 def compile_model(model, optimizer, *, jit_compile="auto", steps_per_execution: int = 1):
-    """Compile with binary cross-entropy and AUC, or without a loss for methods."""
-    import keras
+    """Compile with binary cross-entropy and AUC, or without a loss for methods.
 
+    Under a multi-replica strategy (the one in scope) ``steps_per_execution`` is 1:
+    Keras 3.15 cannot run several steps per call there (the optimizer's update inside
+    the step loop fails with an unfed placeholder).
+    """
+    import keras
+    import tensorflow as tf
+
+    if tf.distribute.get_strategy().num_replicas_in_sync > 1:
+        steps_per_execution = 1
     metrics = [keras.metrics.AUC(name="auc")]
     if uses_custom_loss(model):
         model.compile(optimizer=optimizer, jit_compile=jit_compile,
@@ -242,12 +250,8 @@ def train(config: TrainConfig, out: str | Path | None = None, *, data_dir: str |
     # before the run directory exists.
     with strategy.scope():
         model = build_model(config.model, schema, config.model_args, sample)
-        # Keras 3.15 cannot run several steps per call under a multi-replica strategy
-        # (the optimizer's update inside the step loop fails with an unfed placeholder),
-        # so mirrored training runs one step per call.
-        steps = config.steps_per_execution if strategy.num_replicas_in_sync == 1 else 1
         compile_model(model, make_optimizer(config.optimizer, config.learning_rate),
-                      steps_per_execution=steps)
+                      steps_per_execution=config.steps_per_execution)
     run, resumed = rd.RunDir.start(out, config.to_dict(), overwrite=overwrite)
     if resumed:
         print(f"Resuming the unfinished run in {run.work}")
