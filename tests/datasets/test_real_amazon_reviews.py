@@ -8,8 +8,8 @@ import pytest
 
 from tfdebias.datasets.amazon_reviews import amazon_reviews_dataset_builder as ab
 
-from .test_real_common import (corrupt_copy, dummy_dir, error_lines, expect_data_error,
-                               replace_line, run_cli, tfds_test_case, cli_main)
+from .test_real_common import (cli_prepare_dummy, cli_rejects, corrupt_copy, dummy_dir,
+                               expect_data_error, replace_line, tfds_test_case)
 
 if tfds_test_case() is not None:
 
@@ -155,18 +155,12 @@ def test_python_literal_meta_is_never_evaluated(tmp_path):
 
 @pytest.mark.parametrize("config", ["movies_music", "cloth_sport", "phone_elec_ku75"])
 def test_cli_prepare_dummy_data(tmp_path, capsys, config):
-    code, out, err = cli_main(capsys, "datasets", "prepare", f"amazon_reviews/{config}", "--manual-dir",
-                              str(dummy_dir("amazon_reviews")), "--data-dir", str(tmp_path))
-    assert code == 0, err
+    out = cli_prepare_dummy(capsys, f"amazon_reviews/{config}", tmp_path)
     assert f"amazon_reviews/{config}/1.0.0" in out and ("unobserved" in out) == (config != "movies_music")
 
 
 def test_cli_bad_gzip_exits_2(tmp_path):
     manual = corrupt_copy("amazon_reviews", tmp_path, "reviews_Sports_and_Outdoors_5.json.gz", lambda t: t)
     (manual / "reviews_Sports_and_Outdoors_5.json.gz").write_bytes(b"not gzip at all")
-    bad = run_cli("datasets", "prepare", "amazon_reviews/cloth_sport", "--manual-dir", str(manual),
-                  "--data-dir", str(tmp_path / "bad"))
-    assert bad.returncode == 2, bad.stderr[-2000:]
-    (line,) = error_lines(bad.stderr)
+    line = cli_rejects("amazon_reviews/cloth_sport", manual, tmp_path / "bad")
     assert "reviews_Sports_and_Outdoors_5.json.gz" in line
-    assert not (tmp_path / "bad" / "amazon_reviews").exists()

@@ -119,6 +119,37 @@ def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("tfdebias: error:")]
 
 
+def prepare_dummy(tmp_path_factory, name: str):
+    """``name`` prepared from its dummy data into a fresh folder:
+    ``(builder, schema, {"train"|"valid"|"test": columns})``."""
+    from tfdebias import data
+
+    base = name.split("/")[0]
+    b = data.prepare(name, data_dir=str(tmp_path_factory.mktemp(base)),
+                     manual_dir=str(dummy_dir(base)))
+    return b, data.load_schema(b), {s: data.read_split(b, s) for s in ("train", "valid", "test")}
+
+
+def cli_prepare_dummy(capsys, name: str, data_dir: Path) -> str:
+    """``tfdebias datasets prepare NAME`` on its dummy data, in this process: asserts
+    exit 0 and returns what it printed."""
+    code, out, err = cli_main(capsys, "datasets", "prepare", name, "--manual-dir",
+                              str(dummy_dir(name.split("/")[0])), "--data-dir", str(data_dir))
+    assert code == 0, err
+    return out
+
+
+def cli_rejects(name: str, manual: Path, data_dir: Path) -> str:
+    """``tfdebias datasets prepare NAME`` on bad raw files, in a subprocess: asserts exit 2,
+    exactly one error line and no data set folder left behind; returns the error line."""
+    bad = run_cli("datasets", "prepare", name, "--manual-dir", str(manual),
+                  "--data-dir", str(data_dir))
+    assert bad.returncode == 2, bad.stderr[-2000:]
+    (line,) = error_lines(bad.stderr)
+    assert not (data_dir / name.split("/")[0]).exists()
+    return line
+
+
 # -- serialisation ---------------------------------------------------------------------------
 
 

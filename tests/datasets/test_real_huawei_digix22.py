@@ -8,8 +8,8 @@ import pytest
 
 from tfdebias.datasets.huawei_digix22 import huawei_digix22_dataset_builder as hb
 
-from .test_real_common import (corrupt_copy, dummy_dir, error_lines, expect_data_error,
-                               run_cli, set_field, tfds_test_case, cli_main)
+from .test_real_common import (cli_prepare_dummy, cli_rejects, corrupt_copy, dummy_dir,
+                               expect_data_error, prepare_dummy, set_field, tfds_test_case)
 
 ADS, FEEDS = "train/train_data_ads.csv", "train/train_data_feeds.csv"
 
@@ -24,11 +24,8 @@ if tfds_test_case() is not None:
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    from tfdebias import data
-
-    d = tmp_path_factory.mktemp("digix")
-    b = data.prepare("huawei_digix22", data_dir=str(d), manual_dir=str(dummy_dir("huawei_digix22")))
-    return data.load_schema(b), {s: data.read_split(b, s) for s in ("train", "valid", "test")}
+    _, schema, splits = prepare_dummy(tmp_path_factory, "huawei_digix22")
+    return schema, splits
 
 
 def test_schema_matches_the_cross_domain_simulator(prepared):
@@ -93,18 +90,12 @@ def test_bad_input(tmp_path, rel, edit, fragments):
 
 
 def test_cli_prepare_dummy_data(tmp_path, capsys):
-    code, out, err = cli_main(capsys, "datasets", "prepare", "huawei_digix22", "--manual-dir",
-                              str(dummy_dir("huawei_digix22")), "--data-dir", str(tmp_path))
-    assert code == 0, err
+    out = cli_prepare_dummy(capsys, "huawei_digix22", tmp_path)
     assert "huawei_digix22/dadin/1.0.0" in out
 
 
 def test_cli_missing_manual_dir_exits_2(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    bad = run_cli("datasets", "prepare", "huawei_digix22", "--manual-dir", str(empty),
-                  "--data-dir", str(tmp_path / "bad"))
-    assert bad.returncode == 2
-    (line,) = error_lines(bad.stderr)
+    line = cli_rejects("huawei_digix22", empty, tmp_path / "bad")
     assert "train_data_ads.csv" in line and "developer.huawei.com" in line
-    assert not (tmp_path / "bad" / "huawei_digix22").exists()

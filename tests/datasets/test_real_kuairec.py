@@ -7,8 +7,8 @@ import pytest
 
 from tfdebias.datasets.kuairec import kuairec_dataset_builder as kb
 
-from .test_real_common import (corrupt_copy, dummy_dir, error_lines, expect_data_error,
-                               run_cli, set_field, tfds_test_case, cli_main)
+from .test_real_common import (cli_prepare_dummy, cli_rejects, corrupt_copy, dummy_dir,
+                               expect_data_error, prepare_dummy, set_field, tfds_test_case)
 
 DATA = "KuaiRec 2.0/data"
 
@@ -25,11 +25,7 @@ if tfds_test_case() is not None:
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    from tfdebias import data
-
-    d = tmp_path_factory.mktemp("kuairec")
-    b = data.prepare("kuairec", data_dir=str(d), manual_dir=str(dummy_dir("kuairec")))
-    return b, data.load_schema(b), {s: data.read_split(b, s) for s in ("train", "valid", "test")}
+    return prepare_dummy(tmp_path_factory, "kuairec")
 
 
 def test_schema_roles_match_the_simulator(prepared):
@@ -87,17 +83,11 @@ def test_malformed_big_matrix(tmp_path, edit, fragments):
 
 
 def test_cli_prepare_dummy_data(tmp_path, capsys):
-    code, out, err = cli_main(capsys, "datasets", "prepare", "kuairec", "--manual-dir",
-                              str(dummy_dir("kuairec")), "--data-dir", str(tmp_path))
-    assert code == 0, err
+    out = cli_prepare_dummy(capsys, "kuairec", tmp_path)
     assert "kuairec/cp2rec/1.0.0" in out and "test" in out and "23" in out
 
 
 def test_cli_bad_input_exits_2(tmp_path):
     manual = corrupt_copy("kuairec", tmp_path, f"{DATA}/small_matrix.csv", set_field(2, 1, "x"))
-    bad = run_cli("datasets", "prepare", "kuairec", "--manual-dir", str(manual),
-                  "--data-dir", str(tmp_path / "bad"))
-    assert bad.returncode == 2
-    (line,) = error_lines(bad.stderr)
+    line = cli_rejects("kuairec", manual, tmp_path / "bad")
     assert "small_matrix.csv, line 2, column 'video_id'" in line
-    assert not (tmp_path / "bad" / "kuairec").exists()

@@ -7,8 +7,9 @@ import pytest
 
 from tfdebias.datasets.tiktok_icme19 import tiktok_icme19_dataset_builder as tb
 
-from .test_real_common import (corrupt_copy, dummy_dir, error_lines, expect_data_error,
-                               replace_line, run_cli, set_field, tfds_test_case, cli_main)
+from .test_real_common import (cli_prepare_dummy, cli_rejects, corrupt_copy, dummy_dir,
+                               expect_data_error, prepare_dummy, replace_line, set_field,
+                               tfds_test_case)
 
 if tfds_test_case() is not None:
 
@@ -21,11 +22,8 @@ if tfds_test_case() is not None:
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    from tfdebias import data
-
-    d = tmp_path_factory.mktemp("tiktok")
-    b = data.prepare("tiktok_icme19", data_dir=str(d), manual_dir=str(dummy_dir("tiktok_icme19")))
-    return data.load_schema(b), {s: data.read_split(b, s) for s in ("train", "valid", "test")}
+    _, schema, splits = prepare_dummy(tmp_path_factory, "tiktok_icme19")
+    return schema, splits
 
 
 def test_schema_matches_the_cascade_simulator(prepared):
@@ -82,18 +80,12 @@ def test_bad_input(tmp_path, rel, edit, fragments):
 
 
 def test_cli_prepare_dummy_data(tmp_path, capsys):
-    code, out, err = cli_main(capsys, "datasets", "prepare", "tiktok_icme19", "--manual-dir",
-                              str(dummy_dir("tiktok_icme19")), "--data-dir", str(tmp_path))
-    assert code == 0, err
+    out = cli_prepare_dummy(capsys, "tiktok_icme19", tmp_path)
     assert "train" in out and "valid" in out and "test" in out
 
 
 def test_cli_bad_input_exits_2(tmp_path):
     manual = corrupt_copy("tiktok_icme19", tmp_path, "track2_title.txt",
                           replace_line(2, lambda s: s.replace('{"', '{"x', 1).replace("title_features", "t")))
-    bad = run_cli("datasets", "prepare", "tiktok_icme19", "--manual-dir", str(manual),
-                  "--data-dir", str(tmp_path / "bad"))
-    assert bad.returncode == 2
-    (line,) = error_lines(bad.stderr)
+    line = cli_rejects("tiktok_icme19", manual, tmp_path / "bad")
     assert "track2_title.txt, line 2" in line
-    assert not (tmp_path / "bad" / "tiktok_icme19").exists()

@@ -7,8 +7,9 @@ import pytest
 
 from tfdebias.datasets.wechat_channels import wechat_channels_dataset_builder as wb
 
-from .test_real_common import (corrupt_copy, dummy_dir, error_lines, expect_data_error,
-                               replace_line, run_cli, set_field, tfds_test_case, cli_main)
+from .test_real_common import (cli_prepare_dummy, cli_rejects, corrupt_copy, dummy_dir,
+                               expect_data_error, prepare_dummy, replace_line, set_field,
+                               tfds_test_case)
 
 D = "wechat_algo_data1"
 
@@ -23,11 +24,8 @@ if tfds_test_case() is not None:
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    from tfdebias import data
-
-    d = tmp_path_factory.mktemp("wechat")
-    b = data.prepare("wechat_channels", data_dir=str(d), manual_dir=str(dummy_dir("wechat_channels")))
-    return data.load_schema(b), {s: data.read_split(b, s) for s in ("train", "valid", "test")}
+    _, schema, splits = prepare_dummy(tmp_path_factory, "wechat_channels")
+    return schema, splits
 
 
 def _raw():
@@ -97,17 +95,11 @@ def test_bad_input(tmp_path, rel, edit, fragments):
 
 
 def test_cli_prepare_dummy_data(tmp_path, capsys):
-    code, out, err = cli_main(capsys, "datasets", "prepare", "wechat_channels", "--manual-dir",
-                              str(dummy_dir("wechat_channels")), "--data-dir", str(tmp_path))
-    assert code == 0, err
+    out = cli_prepare_dummy(capsys, "wechat_channels", tmp_path)
     assert "train" in out and "valid" in out and "test" in out
 
 
 def test_cli_bad_input_exits_2(tmp_path):
     manual = corrupt_copy("wechat_channels", tmp_path, f"{D}/user_action.csv", set_field(3, 0, "u7"))
-    bad = run_cli("datasets", "prepare", "wechat_channels", "--manual-dir", str(manual),
-                  "--data-dir", str(tmp_path / "bad"))
-    assert bad.returncode == 2
-    (line,) = error_lines(bad.stderr)
+    line = cli_rejects("wechat_channels", manual, tmp_path / "bad")
     assert "user_action.csv, line 3, column 'userid'" in line
-    assert not (tmp_path / "bad" / "wechat_channels").exists()
