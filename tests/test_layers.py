@@ -319,3 +319,100 @@ def test_feature_linear_is_the_lr_formula():
         + dense @ linear.dense_weights.kernel.numpy()[:, 0] + linear.bias.numpy()[0]
     )
     np.testing.assert_allclose(linear(feats).numpy()[:, 0], expected, rtol=1e-5, atol=1e-6)
+
+
+def _reference_gradient(rows, ids, upstream):
+    """Dense gradient of sum(table[ids] * upstream) w.r.t. the table (numpy)."""
+    grad = np.zeros((rows, upstream.shape[-1]), upstream.dtype)
+    np.add.at(grad, ids.reshape(-1), upstream.reshape(-1, upstream.shape[-1]))
+    return grad
+
+
+@pytest.mark.parametrize("traced", [False, True])
+def test_feature_embedding_gradient_has_one_summed_row_per_distinct_id(traced):
+    embed = FeatureEmbedding(SCHEMA, embedding_dim=4, include=["user_id", "item_id"],
+                             first_order=True)
+    feats = batch(n=9)
+    feats["user_id"][:4] = 2  # repeated ids: their rows must be summed, once
+    feats["item_id"][3:7] = 5
+    rng = np.random.default_rng(9)
+    up_e = rng.normal(size=(9, 2, 4)).astype("float32")
+    up_w = rng.normal(size=(9, 2, 1)).astype("float32")
+
+    def grads():
+        with tf.GradientTape() as tape:
+            out = embed(feats)
+            loss = tf.reduce_sum(out["fields"] * up_e) + tf.reduce_sum(out["first_order"] * up_w)
+        return tape.gradient(loss, [embed.embeddings, embed.first_order_weights])
+
+    g_e, g_w = tf.function(grads)() if traced else grads()
+    user, item = embed.table("user_id"), embed.table("item_id")
+    ids = np.stack([feats["user_id"] + user.offset, feats["item_id"] + item.offset], axis=1)
+    for g, up, width in ((g_e, up_e, 4), (g_w, up_w, 1)):
+        assert isinstance(g, tf.IndexedSlices)
+        indices = g.indices.numpy()
+        assert len(np.unique(indices)) == len(indices) == len(np.unique(ids))  # distinct
+        np.testing.assert_allclose(tf.convert_to_tensor(g).numpy(),
+                                   _reference_gradient(embed.total_rows, ids, up),
+                                   rtol=1e-5, atol=1e-6)
+        assert tuple(g.dense_shape.numpy()) == (embed.total_rows, width)
+
+
+def test_feature_embedding_first_order_weights_share_the_lookup():
+    embed = FeatureEmbedding(SCHEMA, embedding_dim=4, first_order=True)
+    feats = batch()
+    out = embed(feats)
+    assert tuple(out["first_order"].shape) == (5, 5, 1)  # one weight per field
+    assert tuple(embed.first_order_weights.shape) == (embed.total_rows, 1)
+    w = np.random.default_rng(3).normal(size=(embed.total_rows, 1)).astype("float32")
+    embed.first_order_weights.assign(w)
+    fo = embed(feats)["first_order"].numpy()[..., 0]
+    item = embed.table("item_id")
+    np.testing.assert_allclose(fo[:, 1], w[feats["item_id"] + item.offset, 0], rtol=1e-6)
+    np.testing.assert_allclose(fo[0, 2], w[[3 + item.offset, 5 + item.offset], 0].mean(), rtol=1e-6)
+    assert fo[1, 2] == 0.0  # all-padding history
+    assert roundtrip(embed).first_order
+    assert "first_order" not in FeatureEmbedding(SCHEMA, 4)(feats)
+
+
+def test_feature_linear_on_a_shared_embedding_equals_its_own_lookup():
+    feats = batch()
+    own = FeatureLinear(SCHEMA)
+    own(feats)
+    embed = FeatureEmbedding(SCHEMA, embedding_dim=4, first_order=True)
+    shared = FeatureLinear(SCHEMA, embedding=embed)
+    embedded = embed(feats)
+    shared(feats, embedded)
+    assert shared.id_weights is None and shared.embedding is embed
+    rng = np.random.default_rng(4)
+    for v in own.weights:
+        v.assign(rng.normal(size=v.shape).astype("float32"))
+    embed.first_order_weights.assign(own.id_weights.embeddings)
+    shared.dense_weights.kernel.assign(own.dense_weights.kernel)
+    shared.bias.assign(own.bias)
+    np.testing.assert_allclose(shared(feats, embed(feats)).numpy(), own(feats).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(shared(feats).numpy(), own(feats).numpy(), rtol=1e-5)
+    # the shared layer owns no id weights: the embedding's are tracked once, by their owner
+    assert len(shared.weights) == 2
+    with pytest.raises(SchemaError, match="first_order=True"):
+        FeatureLinear(SCHEMA, embedding=FeatureEmbedding(SCHEMA, 4))
+    with pytest.raises(SchemaError, match="features are"):
+        FeatureLinear(SCHEMA, roles=["categorical"], embedding=embed)
+
+
+def test_bi_interaction_closed_form_gradient_equals_autodiff():
+    rng = np.random.default_rng(11)
+    v = tf.constant(rng.normal(size=(4, 5, 3)).astype("float32"))
+    up = tf.constant(rng.normal(size=(4, 3)).astype("float32"))
+    layer = BiInteraction(field_weights=True)
+    layer(v)
+    layer.weight_per_field.assign(rng.normal(size=(5,)).astype("float32"))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(v)
+        ours = tf.reduce_sum(layer(v) * up)
+        w = layer.weight_per_field[None, :, None] * v  # the same layer by autodiff
+        ref = tf.reduce_sum(0.5 * (tf.reduce_sum(w, 1) ** 2 - tf.reduce_sum(w**2, 1)) * up)
+    np.testing.assert_allclose(ours.numpy(), ref.numpy(), rtol=1e-5)
+    for a, b in zip(tape.gradient(ours, [v, layer.weight_per_field]),
+                    tape.gradient(ref, [v, layer.weight_per_field])):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5)

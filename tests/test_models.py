@@ -149,16 +149,37 @@ def test_embedding_gradients_are_sparse_and_tables_shared():
     with tf.GradientTape() as tape:
         loss = keras.losses.binary_crossentropy(DATA_A["click"][:, None], model(DATA_A))
     grads = tape.gradient(loss, model.trainable_variables)
-    tables = [(v, g) for v, g in zip(model.trainable_variables, grads) if "embeddings" in v.path]
-    # one fused variable each for the first-order weights and the embeddings, holding a
-    # table each for user_id, item_id (shared with the history), item_category, hour, domain
-    assert len(tables) == 2
+    ours = {id(v) for v in model.embed.trainable_variables}
+    tables = [(v, g) for v, g in zip(model.trainable_variables, grads) if id(v) in ours]
+    # one fused variable each for the embeddings and the first-order weights (both in the
+    # embedding layer, which the linear part shares), holding a table each for user_id,
+    # item_id (shared with the history), item_category, hour, domain
+    assert sorted(v.path.split("/")[-1] for v, _ in tables) == ["embeddings", "first_order"]
     assert all(isinstance(g, tf.IndexedSlices) for _, g in tables)
-    for embed, width in ((model.linear.id_weights, 1), (model.embed, SMALL["embedding_dim"])):
-        assert sorted(embed.tables) == ["domain", "hour", "item_category", "item_id", "user_id"]
-        assert tuple(embed.embeddings.shape) == (sum(t.input_dim for t in embed.tables.values()),
-                                                 width)
-        assert embed.table("user_history") is embed.table("item_id")
+    embed = model.embed
+    assert model.linear.embedding is embed and model.linear.id_weights is None
+    assert sorted(embed.tables) == ["domain", "hour", "item_category", "item_id", "user_id"]
+    rows = sum(t.input_dim for t in embed.tables.values())
+    assert tuple(embed.embeddings.shape) == (rows, SMALL["embedding_dim"])
+    assert tuple(embed.first_order_weights.shape) == (rows, 1)
+    assert embed.table("user_history") is embed.table("item_id")
+    assert len(model.trainable_variables) == len({id(v) for v in model.trainable_variables})
+
+
+@pytest.mark.parametrize("name", ["deepfm", "fm", "wide_deep", "nfm"])
+def test_train_step_finds_distinct_ids_once_per_batch(name):
+    # Keras' own train step, traced: the embedding layer's single `unique` serves the
+    # embeddings and the first-order weights, and LazyAdam (which would run one per
+    # variable) receives the gradients already summed per id.
+    from tfdebias.optimizers import LazyAdam
+
+    model = build(name, SCHEMA_A)
+    model.compile(LazyAdam(1e-3), "binary_crossentropy")
+    x = {k: tf.constant(v) for k, v in DATA_A.items()}
+    graph = tf.function(model.train_step).get_concrete_function(
+        (x, tf.constant(DATA_A["click"]))).graph
+
+    assert sum(op.type == "Unique" for op in graph.get_operations()) == 1
 
 
 def test_deepfm_sums_linear_fm_and_deep_parts():

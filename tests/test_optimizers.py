@@ -22,6 +22,7 @@ from tfdebias.optimizers import (
     OPTIMIZERS,
     LazyAdam,
     SparseAdagrad,
+    distinct_slices,
     make_optimizer,
 )
 
@@ -85,6 +86,48 @@ def test_lazy_adam_sums_duplicate_ids_before_squaring():
     # why the reference above is densified first. If Keras fixes this, fine.
     _, _, v_keras = _apply(keras.optimizers.Adam(0.1), 1, ids=ids)
     assert not np.allclose(v_keras[1], expected, rtol=1e-3)
+
+
+@pytest.mark.parametrize("make", [LazyAdam, SparseAdagrad])
+def test_distinct_slices_skip_the_dedup_and_update_the_same(make):
+    # A gradient whose rows a lookup already summed per id (distinct_slices) must update
+    # exactly as the raw gradient with one row per occurrence; a gradient built from
+    # it (here: the sum of two) loses the promise and is deduplicated again.
+    ids = np.array([1, 5, 1, 7, 5, 1], "int64")
+    values = np.random.RandomState(2).randn(len(ids), DIM).astype("float32")
+    unique, position = np.unique(ids, return_inverse=True)
+    summed = np.zeros((len(unique), DIM), "float32")
+    np.add.at(summed, position, values)
+    shape = tf.constant([VOCAB, DIM], "int64")
+    results = []
+    for grad in (tf.IndexedSlices(tf.constant(values), tf.constant(ids), shape),
+                 distinct_slices(tf.constant(summed), tf.constant(unique), shape)):
+        var, opt = keras.Variable(_table()), make(0.1)
+        opt.build([var])
+        opt.apply([grad], [var])
+        results.append(var.numpy())
+    np.testing.assert_allclose(results[1], results[0], rtol=1e-6, atol=1e-7)
+    doubled = distinct_slices(tf.constant(summed), tf.constant(unique), shape)
+    doubled = tf.IndexedSlices(tf.concat([doubled.values, doubled.values], 0),
+                               tf.concat([doubled.indices, doubled.indices], 0), shape)
+    var, opt = keras.Variable(_table()), make(0.1)
+    opt.build([var])
+    opt.apply([doubled], [var])
+    twice = keras.Variable(_table())
+    opt2 = make(0.1)
+    opt2.build([twice])
+    opt2.apply([distinct_slices(tf.constant(2 * summed), tf.constant(unique), shape)], [twice])
+    np.testing.assert_allclose(var.numpy(), twice.numpy(), rtol=1e-6, atol=1e-7)
+
+    # ... and the promise is what saves the work: no `unique` in the traced update
+    def unique_ops(grad_fn):
+        var, opt = keras.Variable(_table()), make(0.1)
+        opt.build([var])
+        graph = tf.function(lambda: opt.apply([grad_fn()], [var])).get_concrete_function().graph
+        return sum(op.type == "Unique" for op in graph.get_operations())
+
+    assert unique_ops(lambda: distinct_slices(tf.constant(summed), tf.constant(unique), shape)) == 0
+    assert unique_ops(lambda: tf.IndexedSlices(tf.constant(values), tf.constant(ids), shape)) == 1
 
 
 def test_lazy_adam_differs_from_adam_only_on_absent_rows():

@@ -72,6 +72,9 @@ from tfdebias.errors import UsageError
 __all__ = [
     "LazyAdam",
     "SparseAdagrad",
+    "distinct_slices",
+    "sum_duplicates",
+    "summing_matrix",
     "make_optimizer",
     "OPTIMIZERS",
     "DEFAULT_CTR_OPTIMIZER",
@@ -81,30 +84,74 @@ __all__ = [
 DEFAULT_CTR_OPTIMIZER = "lazy_adam"
 
 
+#: Attribute that marks a ``tf.IndexedSlices`` whose indices are already distinct
+#: and whose values are already summed per index (see :func:`distinct_slices`).
+_DISTINCT = "_tfdebias_distinct"
+
+
+def distinct_slices(values, indices, dense_shape) -> tf.IndexedSlices:
+    """A ``tf.IndexedSlices`` that promises distinct ``indices``.
+
+    A lookup that deduplicates its ids itself (``FeatureEmbedding`` sums the gradient
+    of repeated ids in its backward pass) returns its gradient this way, and the sparse
+    optimizers here then skip their own ``unique`` + sum. The promise is an attribute
+    of this Python object only: anything that builds a new ``IndexedSlices`` from it
+    (a gradient tape adding two lookups of one variable, clipping, loss scaling, an
+    all-reduce across replicas) drops it, and the optimizer deduplicates again, so a
+    broken promise cannot reach an update.
+    """
+    slices = tf.IndexedSlices(values, indices, dense_shape)
+    setattr(slices, _DISTINCT, True)
+    return slices
+
+
+def summing_matrix(position, n_unique, dtype=tf.float32):
+    """The (unique x n) 0/1 ``tf.SparseTensor`` with a 1 at ``(position[j], j)``.
+
+    Multiplying it with ``n`` rows sums the rows of each id (``position`` is the
+    second output of ``tf.unique``, ``n_unique`` the size of its first). ``None`` where
+    :func:`sum_duplicates` takes the segment sum instead (XLA, non-float dtypes).
+    """
+    dtype = tf.as_dtype(dtype)
+    if dtype not in (tf.float32, tf.float64) or _in_xla():
+        return None
+    n = tf.size(position, out_type=tf.int64)
+    return tf.sparse.SparseTensor(
+        tf.stack([tf.cast(position, tf.int64), tf.range(n)], axis=1),
+        tf.ones(tf.reshape(n, [1]), dtype), tf.stack([tf.cast(n_unique, tf.int64), n]))
+
+
+def sum_duplicates(values, position, n_unique, matrix=None):
+    """Rows of ``values`` summed by ``position``: ``out[k] = sum(values[position == k])``.
+
+    On CPU this is a product with :func:`summing_matrix` (pass it as ``matrix`` if it
+    is already built): TF's sparse-dense matmul does it about twice as fast as
+    ``unsorted_segment_sum`` (1.2 against 2.2 ms for 26,624 rows of width 16, the
+    ctr_throughput benchmark's batch), with the same sums. Integer dtypes and XLA
+    (which has no sparse matmul) take the segment sum.
+    """
+    if matrix is None:
+        matrix = summing_matrix(position, n_unique, values.dtype)
+    if matrix is None or matrix.dtype != values.dtype:
+        return tf.math.unsorted_segment_sum(values, position, n_unique)
+    n = tf.shape(values, out_type=tf.int64)[0]
+    summed = tf.sparse.sparse_dense_matmul(matrix, tf.reshape(values, tf.stack([n, -1])))
+    shape = tf.concat([matrix.dense_shape[:1], tf.shape(values, out_type=tf.int64)[1:]], 0)
+    return tf.reshape(summed, shape)
+
+
 def _dedup(gradient: tf.IndexedSlices, dtype):
     """Sum the values of duplicate indices: ``(unique_indices, summed_values)``.
 
     This is what an ``IndexedSlices`` means (``tf.convert_to_tensor`` adds duplicate
     rows), and what a sparse update must use before any non-linear step such as
-    squaring the gradient.
+    squaring the gradient. Slices from :func:`distinct_slices` are already summed.
     """
     values = tf.cast(gradient.values, dtype)
+    if getattr(gradient, _DISTINCT, False):
+        return gradient.indices, values
     unique, position = tf.unique(gradient.indices)
-    if values.dtype not in (tf.float32, tf.float64) or _in_xla():
-        return unique, tf.math.unsorted_segment_sum(values, position, tf.shape(unique)[0])
-    n_unique = tf.shape(unique, out_type=tf.int64)[0]
-    # The sum as a product with the (unique x n) 0/1 matrix that maps each gradient
-    # row to its id: TF's CPU sparse-dense matmul does this about twice as fast as
-    # unsorted_segment_sum (1.2 against 2.2 ms for 26,624 rows of width 16, the
-    # ctr_throughput benchmark's batch), with the same sums.
-    n = tf.shape(values, out_type=tf.int64)[0]
-    rows = tf.reshape(values, tf.stack([n, -1]))
-    mapping = tf.sparse.SparseTensor(
-        tf.stack([tf.cast(position, tf.int64), tf.range(n)], axis=1),
-        tf.ones(tf.reshape(n, [1]), values.dtype), tf.stack([n_unique, n]))
-    summed = tf.sparse.sparse_dense_matmul(mapping, rows)
-    shape = tf.concat([tf.reshape(n_unique, [1]), tf.shape(values, out_type=tf.int64)[1:]], 0)
-    return unique, tf.reshape(summed, shape)
+    return unique, sum_duplicates(values, position, tf.shape(unique)[0])
 
 
 def _in_xla() -> bool:

@@ -2,12 +2,30 @@
 
     f_BI(V) = 1/2 [ (sum_i v_i)^2 - sum_i v_i^2 ]          (element-wise squares)
 
-which equals ``sum_{i<j} v_i * v_j`` in O(F d) instead of O(F^2 d)."""
+which equals ``sum_{i<j} v_i * v_j`` in O(F d) instead of O(F^2 d). Its gradient has the
+same closed form, ``d f_BI / d v_j = sum_i v_i - v_j`` (per element): the layer hands it
+to TensorFlow directly (two element-wise ops on (B, F, d)) instead of letting autodiff
+broadcast and multiply its way back through both sums, which is most of an FM's backward
+pass in the CTR benchmark."""
 
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 from keras import ops
+
+
+@tf.custom_gradient
+def bi_interaction(v):
+    """``0.5 * ((sum_i v_i)**2 - sum_i v_i**2)`` over axis 1 of (B, F, d), with its
+    closed-form gradient ``upstream * (sum_i v_i - v_j)``."""
+    total = tf.reduce_sum(v, axis=1)  # (B, d)
+    out = 0.5 * (tf.square(total) - tf.reduce_sum(tf.square(v), axis=1))
+
+    def grad(upstream):
+        return upstream[:, None, :] * (total[:, None, :] - v)
+
+    return out, grad
 
 
 @keras.saving.register_keras_serializable(package="tfdebias")
@@ -41,9 +59,7 @@ class BiInteraction(keras.layers.Layer):
         v = inputs
         if self.weight_per_field is not None:
             v = v * ops.cast(self.weight_per_field, v.dtype)[None, :, None]
-        square_of_sum = ops.square(ops.sum(v, axis=1))
-        sum_of_squares = ops.sum(ops.square(v), axis=1)
-        return 0.5 * (square_of_sum - sum_of_squares)
+        return bi_interaction(v)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], input_shape[2])

@@ -18,13 +18,25 @@ DeepCTR. Lookups read the variable with a sparse ``ResourceGather``, never the w
 table, so an update after the lookup does not copy the table either. Ids outside a
 table's vocabulary raise an error (a shifted id must not silently read the next table).
 
+While a gradient is being recorded, a lookup also finds the distinct ids of the
+batch (one ``tf.unique``, computed beside the forward pass rather than after the
+backward one) and its gradient sums the rows of repeated ids itself, so the sparse
+optimizers receive one row per id and skip their own deduplication
+(:func:`tfdebias.optimizers.distinct_slices`). With ``first_order=True`` the layer
+also keeps one scalar weight per id (an FM's ``w``, Rendle 2010, Eq. (1); DeepFM's
+first-order term) in a second variable ``first_order`` with the same row layout,
+looked up with the same ids and the same ``unique``: :class:`FeatureLinear` built on
+such a layer needs no lookup of its own.
+
 What a call returns (``B`` = batch, ``d`` = ``embedding_dim``)::
 
     {"fields": (B, F, d)   one row per categorical feature (categorical, domain,
                            categorical proxy) and per sequence (mean of its non-padding
                            ids; id 0 is padding), in schema order;
      "dense":  (B, n)      dense scalars (dense, dense proxy) then vectors, concatenated
-                           in schema order (n = number of scalars + sum of vector widths)}
+                           in schema order (n = number of scalars + sum of vector widths),
+     "first_order": (B, F, 1)  only with ``first_order=True``: the id weights of the
+                           same fields (sequences: mean over non-padding ids)}
 
 ``F`` or ``n`` may be 0; the tensors are then empty, not missing. Keys of the feature
 dict that are not model inputs (labels, exposures, truths, anything unknown) are ignored.
@@ -40,7 +52,7 @@ import tensorflow as tf
 from keras import ops
 
 from tfdebias.errors import SchemaError
-from tfdebias.optimizers import gather_rows
+from tfdebias.optimizers import distinct_slices, gather_rows, sum_duplicates, summing_matrix
 from tfdebias.schema import INPUT_ROLES, Feature, Schema
 
 
@@ -106,6 +118,9 @@ class FeatureEmbedding(keras.layers.Layer):
         ``add_loss`` on every call. Penalising only the rows in the batch keeps the
         gradient sparse (a table-wide regulariser would make it dense).
       embeddings_initializer: initializer of every table.
+      first_order: also keep a scalar weight per id (variable ``first_order``, zeros
+        at start, the same ``l2``) and return the fields' weights as ``first_order``;
+        :class:`~tfdebias.layers.FeatureLinear` can then share this layer's lookups.
 
     A call (``layer(features, include=None, exclude=None, roles=None)``) can narrow the
     owned features further, so one layer (one set of tables) can embed, say, the proxy
@@ -141,10 +156,12 @@ class FeatureEmbedding(keras.layers.Layer):
         roles: Sequence[str] | None = None,
         l2: float = 0.0,
         embeddings_initializer="uniform",
+        first_order: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.schema = as_schema(schema)
+        self.first_order = bool(first_order)
         self.embedding_dim = int(embedding_dim)
         self.include = list(include) if include is not None else None
         self.exclude = list(exclude) if exclude is not None else None
@@ -173,6 +190,7 @@ class FeatureEmbedding(keras.layers.Layer):
         #: tables whose rows receive no gradient (see :meth:`freeze`)
         self.frozen: set[str] = set()
         self.embeddings = None
+        self.first_order_weights = None
 
     def build(self, input_shape=None):
         # The variable exists before the first call, so an optimizer can be built
@@ -184,6 +202,11 @@ class FeatureEmbedding(keras.layers.Layer):
                 name="embeddings", shape=(self.total_rows, self.embedding_dim),
                 initializer=self.embeddings_initializer, autocast=False,
             )
+            if self.first_order:
+                self.first_order_weights = self.add_weight(
+                    name="first_order", shape=(self.total_rows, 1), initializer="zeros",
+                    autocast=False,
+                )
         self.built = True
 
     def freeze(self, tables: Iterable[str], frozen: bool = True):
@@ -272,10 +295,14 @@ class FeatureEmbedding(keras.layers.Layer):
             )
         return ops.convert_to_tensor(features[name])
 
-    def _gather(self, ids, tables: Sequence[str]):
-        """Rows of the fused variable for ``ids`` (..., k): ``ids[..., j]`` indexes
-        table ``tables[j]`` (a single table broadcasts). Checks every id against
-        its table's size, shifts it by the table's offset and gathers once."""
+    def _variables(self, first_order: bool):
+        return [self.embeddings] + ([self.first_order_weights] if first_order else [])
+
+    def _gather(self, ids, tables: Sequence[str], first_order: bool = False) -> list:
+        """Rows for ``ids`` (..., k): ``ids[..., j]`` indexes table ``tables[j]`` (a
+        single table broadcasts). Checks every id against its table's size, shifts it
+        by the table's offset and gathers once per variable: ``[embeddings (..., d)]``,
+        plus ``first_order (..., 1)`` if asked."""
         if not self.built:
             self.build()
         sizes = np.array([self.tables[t].input_dim for t in tables], self._id_dtype)
@@ -291,20 +318,22 @@ class FeatureEmbedding(keras.layers.Layer):
                     f"tables {list(tables)} have sizes {np.atleast_1d(sizes).tolist()}")
         with tf.control_dependencies([check]):
             ids = ids + offsets
+        variables = self._variables(first_order)
         frozen_cols = [j for j, t in enumerate(tables) if t in self.frozen]
         if not frozen_cols:
-            return gather_rows(self.embeddings, ids)
-        still_table = tf.stop_gradient(ops.convert_to_tensor(self.embeddings))
+            return _lookup(variables, ids)
         if len(frozen_cols) == len(tables):
-            return tf.gather(still_table, ids)
+            return [tf.gather(_still(v), ids) for v in variables]
         # Gather the live and the frozen columns apart (a mask on one gather would
         # still hand the optimizer zero-gradient frozen rows, which Adam's momentum
         # moves), then put the columns back in order.
         live_cols = [j for j in range(len(tables)) if j not in frozen_cols]
-        live = gather_rows(self.embeddings, tf.gather(ids, live_cols, axis=-1))
-        still = tf.gather(still_table, tf.gather(ids, frozen_cols, axis=-1))
+        live = _lookup(variables, tf.gather(ids, live_cols, axis=-1))
         order = np.argsort(live_cols + frozen_cols)
-        return tf.gather(tf.concat([live, still], axis=-2), order, axis=-2)
+        frozen_ids = tf.gather(ids, frozen_cols, axis=-1)
+        return [tf.gather(tf.concat([rows, tf.gather(_still(v), frozen_ids)], axis=-2),
+                          order, axis=-2)
+                for v, rows in zip(variables, live)]
 
     def lookup(self, features, name: str):
         """Embedding of a scalar id feature: (B, d)."""
@@ -313,7 +342,7 @@ class FeatureEmbedding(keras.layers.Layer):
                 f"lookup({name!r}): a {self.schema[name].role} feature is not a scalar id"
             )
         ids = ops.reshape(self._get(features, name), (-1,))
-        emb = ops.cast(self._gather(ids, [self.table(name).name]), self.compute_dtype)
+        emb = ops.cast(self._gather(ids, [self.table(name).name])[0], self.compute_dtype)
         self._penalise(emb)
         return emb
 
@@ -323,7 +352,7 @@ class FeatureEmbedding(keras.layers.Layer):
         ids = self._get(features, name)
         ids = ops.reshape(ids, (-1, self.schema[name].max_len))
         mask = ops.not_equal(ids, 0)
-        emb = ops.cast(self._gather(ids, [self.table(name).name]), self.compute_dtype)
+        emb = ops.cast(self._gather(ids, [self.table(name).name])[0], self.compute_dtype)
         emb = emb * ops.cast(mask, emb.dtype)[..., None]
         self._penalise(emb)
         return emb, mask
@@ -331,8 +360,8 @@ class FeatureEmbedding(keras.layers.Layer):
     def pooled(self, features, name: str):
         """Mean of a sequence's non-padding embeddings: (B, d); zeros if all padding."""
         emb, mask = self.sequence(features, name)
-        count = ops.sum(ops.cast(mask, emb.dtype), axis=1, keepdims=True)
-        return ops.sum(emb, axis=1) / ops.maximum(count, 1.0)
+        count = ops.maximum(ops.sum(ops.cast(mask, emb.dtype), axis=1, keepdims=True), 1.0)
+        return ops.sum(emb, axis=1) / count
 
     def _penalise(self, emb):
         if self.l2:
@@ -342,19 +371,27 @@ class FeatureEmbedding(keras.layers.Layer):
     # -- the call ---------------------------------------------------------------------
     def call(self, features, include=None, exclude=None, roles=None):
         chosen = self.select(include, exclude, roles)
-        # every scalar id field in one lookup: (B, k) ids -> (B, k, d)
-        scalar = [f for f in chosen if f.is_categorical]
-        if scalar:
-            ids = ops.stack([ops.reshape(ops.cast(self._get(features, f.name), self._id_dtype),
-                                         (-1,)) for f in scalar], axis=1)
-            emb = ops.cast(self._gather(ids, [f.table for f in scalar]), self.compute_dtype)
-            self._penalise(emb)
-        fields = []
-        if any(f.role == "sequence" for f in chosen):  # interleave pooled sequences
-            column = {f.name: k for k, f in enumerate(scalar)}
-            fields = [self.pooled(features, f.name) if f.role == "sequence"
-                      else emb[:, column[f.name]]
-                      for f in chosen if f.role == "sequence" or f.is_categorical]
+        widths = [self.embedding_dim] + ([1] if self.first_order else [])
+        batch = self._batch_size(features, chosen)
+        # Every id of every embedded field, scalar ids and sequence positions alike, in
+        # one (B, K) matrix and one lookup (one `unique` for the whole call).
+        embedded = [f for f in chosen if f.is_categorical or f.role == "sequence"]
+        if embedded:
+            columns = [ops.reshape(ops.cast(self._get(features, f.name), self._id_dtype),
+                                   (-1, f.max_len if f.role == "sequence" else 1))
+                       for f in embedded]
+            tables = [f.table for f, c in zip(embedded, columns) for _ in range(c.shape[1])]
+            ids = ops.concatenate(columns, axis=1) if len(columns) > 1 else columns[0]
+            rows = [ops.cast(r, self.compute_dtype)
+                    for r in self._gather(ids, tables, self.first_order)]
+            if any(f.role == "sequence" for f in embedded):
+                rows = self._pool_sequences(embedded, columns, rows)
+            else:
+                for r in rows:
+                    self._penalise(r)
+            fields = rows  # [(B, F, d)] (+ [(B, F, 1)]) in schema order
+        else:
+            fields = [ops.zeros((batch, 0, w), dtype=self.compute_dtype) for w in widths]
         dense = [
             ops.reshape(ops.cast(self._get(features, f.name), self.compute_dtype), (-1, 1))
             for f in chosen
@@ -364,18 +401,40 @@ class FeatureEmbedding(keras.layers.Layer):
             for f in chosen
             if f.role == "vector"
         ]
-        batch = self._batch_size(features, chosen)
-        if fields:
-            fields = ops.stack(fields, axis=1)
-        elif scalar:
-            fields = emb  # only scalar ids: already (B, F, d) in schema order
-        else:
-            fields = ops.zeros((batch, 0, self.embedding_dim), dtype=self.compute_dtype)
         if dense:
             dense = ops.concatenate(dense, axis=1) if len(dense) > 1 else dense[0]
         else:
             dense = ops.zeros((batch, 0), dtype=self.compute_dtype)
-        return {"fields": fields, "dense": dense}
+        out = {"fields": fields[0], "dense": dense}
+        if self.first_order:
+            out["first_order"] = fields[1]
+        return out
+
+    def _pool_sequences(self, embedded, columns, rows):
+        """Per field: a scalar id's row, or the mean of a sequence's non-padding rows.
+        Penalises the rows looked up (padding positions are zero and add nothing)."""
+        pieces = [[] for _ in rows]
+        looked_up = [[] for _ in rows]
+        start = 0
+        for f, column in zip(embedded, columns):
+            width = column.shape[1]
+            keep = None
+            if f.role == "sequence":
+                keep = ops.cast(ops.not_equal(column, 0), rows[0].dtype)[..., None]  # (B, L, 1)
+                count = ops.maximum(ops.sum(keep, axis=1), 1.0)
+            for k, r in enumerate(rows):
+                part = r[:, start:start + width]
+                if keep is None:
+                    pieces[k].append(part[:, 0])
+                else:
+                    part = part * keep
+                    pieces[k].append(ops.sum(part, axis=1) / count)
+                looked_up[k].append(part)
+            start += width
+        if self.l2:
+            for parts in looked_up:
+                self._penalise(ops.concatenate(parts, axis=1))
+        return [ops.stack(p, axis=1) for p in pieces]
 
     def _batch_size(self, features, chosen):
         names = [f.name for f in chosen if f.name in features] or [
@@ -397,5 +456,65 @@ class FeatureEmbedding(keras.layers.Layer):
             roles=self.roles,
             l2=self.l2,
             embeddings_initializer=keras.initializers.serialize(self.embeddings_initializer),
+            first_order=self.first_order,
         )
         return config
+
+
+def _still(variable):
+    """The whole variable as a tensor through ``stop_gradient`` (frozen tables)."""
+    return tf.stop_gradient(ops.convert_to_tensor(variable))
+
+
+def _recording() -> bool:
+    """True if a gradient tape may record the ops built now (``False`` when tracing
+    for inference or export, where a lookup needs no gradient)."""
+    try:
+        from tensorflow.python.eager import record
+    except ImportError:  # pragma: no cover - TF moved it; always prepare the gradient
+        return True
+    return bool(record.could_possibly_record())
+
+
+def _lookup(variables, ids) -> list:
+    """``variable[ids]`` for each variable, with one ``tf.unique`` of the ids for all.
+
+    Forward: one sparse ``ResourceGather`` per variable with ``ids`` as they are.
+    Backward: the rows of repeated ids are summed (:func:`sum_duplicates`, with a
+    summing matrix built in the forward pass, off the backward's critical path) and
+    the gradient is a :func:`distinct_slices` over the distinct ids, so a sparse
+    optimizer does not deduplicate again. The same sums as ``tf.gather``'s gradient
+    (an ``IndexedSlices`` with one row per occurrence), in a different order of
+    additions. Without a recording tape this is a plain ``tf.gather``.
+    """
+    if not _recording():
+        return [gather_rows(v, ids) for v in variables]
+    flat = tf.reshape(ids, [-1])
+    unique, position = tf.unique(flat)
+    n_unique = tf.size(unique)
+    matrices = {}
+    out = []
+    for variable in variables:
+        dtype = tf.as_dtype(variable.dtype)
+        if dtype not in matrices:
+            matrices[dtype] = summing_matrix(position, n_unique, dtype)
+        rows = _distinct_gather(variable, flat, unique, position, n_unique, matrices[dtype])
+        out.append(tf.reshape(rows, tf.concat([tf.shape(ids), [int(variable.shape[-1])]], 0)))
+    return out
+
+
+def _distinct_gather(variable, flat, unique, position, n_unique, matrix):
+    handle = variable.value if isinstance(variable, keras.Variable) else variable
+    dense_shape = tf.constant([int(n) for n in variable.shape], tf.int64)
+
+    @tf.custom_gradient
+    def gather(ids):
+        rows = tf.gather(handle, ids)
+
+        def grad(dy, variables=None):
+            summed = sum_duplicates(dy, position, n_unique, matrix)
+            return None, [distinct_slices(summed, unique, dense_shape)] * len(variables or ())
+
+        return rows, grad
+
+    return gather(flat)

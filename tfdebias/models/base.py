@@ -96,6 +96,16 @@ class Backbone(keras.Model):
             self.schema, self.embedding_dim if embedding_dim is None else embedding_dim, **kwargs
         )
 
+    def shared_linear(self, embed: FeatureEmbedding, name: str = "linear"):
+        """The first-order part (:class:`~tfdebias.layers.FeatureLinear`) of this model's
+        inputs, its id weights kept in ``embed`` (built with ``first_order=True``) and
+        looked up with the embeddings in one pass; call it as ``linear(features,
+        embedded)`` with ``embedded = embed(features)``. The id weights take ``embed``'s
+        L2 (the model's ``embedding_l2``)."""
+        from tfdebias.layers.feature_linear import FeatureLinear
+
+        return FeatureLinear(self.schema, l2=self.embedding_l2, embedding=embed, name=name)
+
     @staticmethod
     def flat_inputs(embedded: dict):
         """``concat(flatten(fields), dense)``: (B, F*d + n), the usual deep input."""

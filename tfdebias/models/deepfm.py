@@ -18,7 +18,6 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from tfdebias.layers.feature_linear import FeatureLinear
 from tfdebias.layers.fm_interaction import FMInteraction
 from tfdebias.models import register
 from tfdebias.models.mlp import DeepNetwork
@@ -37,14 +36,16 @@ class DeepFM(DeepNetwork):
     first-order weights.
     """
 
+    first_order_ids = True
+
     def __init__(self, schema, *args, **kwargs):
         super().__init__(schema, *args, **kwargs)
-        self.linear = FeatureLinear(self.schema, l2=self.embedding_l2, name="linear")
+        self.linear = self.shared_linear(self.embed)
         self.fm = FMInteraction(name="fm")
 
     def forward(self, features, training=False):
         embedded = self.embed(features)
-        y_fm = self.linear(features) + self.fm(embedded["fields"])  # (B, 1)
+        y_fm = self.linear(features, embedded) + self.fm(embedded["fields"])  # (B, 1)
         hidden = self.dnn(self.flat_inputs(embedded), training=training)
         y_dnn = self.head(hidden)
         return ops.reshape(y_fm + y_dnn, (-1,)), hidden

@@ -16,7 +16,6 @@ import keras
 from keras import ops
 
 from tfdebias.layers.bi_interaction import BiInteraction
-from tfdebias.layers.feature_linear import FeatureLinear
 from tfdebias.models import register
 from tfdebias.models.base import Backbone
 
@@ -34,12 +33,12 @@ class FactorizationMachine(Backbone):
 
     def __init__(self, schema, embedding_dim: int = 16, embedding_l2: float = 0.0, **kwargs):
         super().__init__(schema, embedding_dim, embedding_l2, **kwargs)
-        self.linear = FeatureLinear(self.schema, l2=self.embedding_l2, name="linear")
-        self.embed = self.feature_embedding(name="embed")
+        self.embed = self.feature_embedding(name="embed", first_order=True)
+        self.linear = self.shared_linear(self.embed)
         self.interaction = BiInteraction(name="bi_interaction")
 
     def forward(self, features, training=False):
-        fields = self.embed(features)["fields"]
-        bi = self.interaction(fields)  # (B, d)
-        logits = ops.reshape(self.linear(features), (-1,)) + ops.sum(bi, axis=1)
+        embedded = self.embed(features)
+        bi = self.interaction(embedded["fields"])  # (B, d)
+        logits = ops.reshape(self.linear(features, embedded), (-1,)) + ops.sum(bi, axis=1)
         return logits, bi

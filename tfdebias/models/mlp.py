@@ -28,6 +28,10 @@ class DeepNetwork(Backbone):
       embedding_l2: L2 penalty on looked-up embeddings.
     """
 
+    #: whether ``embed`` also keeps first-order id weights (subclasses with a
+    #: linear part, which they build with :meth:`shared_linear`)
+    first_order_ids = False
+
     def __init__(
         self,
         schema,
@@ -45,7 +49,7 @@ class DeepNetwork(Backbone):
             hidden_units=[int(u) for u in hidden_units], activation=activation,
             dropout=float(dropout), batch_norm=bool(batch_norm), dnn_l2=float(dnn_l2),
         )
-        self.embed = self.feature_embedding(name="embed")
+        self.embed = self.feature_embedding(name="embed", first_order=self.first_order_ids)
         self.dnn = MLP(hidden_units, activation, dropout, batch_norm, dnn_l2, name="dnn")
         self.head = keras.layers.Dense(1, name="head")
 

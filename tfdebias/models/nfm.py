@@ -20,7 +20,6 @@ import keras
 from keras import ops
 
 from tfdebias.layers.bi_interaction import BiInteraction
-from tfdebias.layers.feature_linear import FeatureLinear
 from tfdebias.layers.mlp import MLP
 from tfdebias.models import register
 from tfdebias.models.base import Backbone
@@ -62,15 +61,16 @@ class NFM(Backbone):
             dropout=float(dropout), bi_dropout=float(bi_dropout), batch_norm=bool(batch_norm),
             dnn_l2=float(dnn_l2),
         )
-        self.linear = FeatureLinear(self.schema, l2=self.embedding_l2, name="linear")
-        self.embed = self.feature_embedding(name="embed")
+        self.embed = self.feature_embedding(name="embed", first_order=True)
+        self.linear = self.shared_linear(self.embed)
         self.interaction = BiInteraction(name="bi_interaction")
         self.bi_drop = keras.layers.Dropout(float(bi_dropout), name="bi_dropout")
         self.dnn = MLP(hidden_units, activation, dropout, batch_norm, dnn_l2, name="dnn")
         self.head = keras.layers.Dense(1, use_bias=False, name="head")
 
     def forward(self, features, training=False):
-        bi = self.interaction(self.embed(features)["fields"])
+        embedded = self.embed(features)
+        bi = self.interaction(embedded["fields"])
         hidden = self.dnn(self.bi_drop(bi, training=training), training=training)
-        logits = ops.reshape(self.linear(features) + self.head(hidden), (-1,))
+        logits = ops.reshape(self.linear(features, embedded) + self.head(hidden), (-1,))
         return logits, hidden

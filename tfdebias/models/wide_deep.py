@@ -16,7 +16,6 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from tfdebias.layers.feature_linear import FeatureLinear
 from tfdebias.models import register
 from tfdebias.models.mlp import DeepNetwork
 
@@ -32,11 +31,14 @@ class WideDeep(DeepNetwork):
     penalises the wide weights).
     """
 
+    first_order_ids = True
+
     def __init__(self, schema, *args, **kwargs):
         super().__init__(schema, *args, **kwargs)
-        self.wide = FeatureLinear(self.schema, l2=self.embedding_l2, name="wide")
+        self.wide = self.shared_linear(self.embed, name="wide")
 
     def forward(self, features, training=False):
-        hidden = self.dnn(self.flat_inputs(self.embed(features)), training=training)
-        logits = ops.reshape(self.wide(features) + self.head(hidden), (-1,))
+        embedded = self.embed(features)
+        hidden = self.dnn(self.flat_inputs(embedded), training=training)
+        logits = ops.reshape(self.wide(features, embedded) + self.head(hidden), (-1,))
         return logits, hidden

@@ -21,7 +21,6 @@ from typing import Sequence
 import keras
 from keras import ops
 
-from tfdebias.layers.feature_linear import FeatureLinear
 from tfdebias.layers.mlp import MLP
 from tfdebias.models import register
 from tfdebias.models.base import Backbone
@@ -123,8 +122,8 @@ class XDeepFM(Backbone):
             hidden_units=[int(u) for u in hidden_units], activation=activation,
             dropout=float(dropout), batch_norm=bool(batch_norm), dnn_l2=float(dnn_l2),
         )
-        self.linear = FeatureLinear(self.schema, l2=self.embedding_l2, name="linear")
-        self.embed = self.feature_embedding(name="embed")
+        self.embed = self.feature_embedding(name="embed", first_order=True)
+        self.linear = self.shared_linear(self.embed)
         self.cin = CompressedInteraction(cin_layer_sizes, cin_split_half, name="cin")
         self.dnn = MLP(hidden_units, activation, dropout, batch_norm, dnn_l2, name="dnn")
         self.cin_head = keras.layers.Dense(1, use_bias=False, name="cin_head")
@@ -134,5 +133,5 @@ class XDeepFM(Backbone):
         emb = self.embed(features)
         p = self.cin(emb["fields"])
         hidden = self.dnn(self.flat_inputs(emb), training=training)
-        logits = self.linear(features) + self.cin_head(p) + self.dnn_head(hidden)
+        logits = self.linear(features, emb) + self.cin_head(p) + self.dnn_head(hidden)
         return ops.reshape(logits, (-1,)), ops.concatenate([p, hidden], axis=1)
