@@ -185,7 +185,8 @@ class LazyAdam(keras.optimizers.Adam):
 
     Same arguments, defaults and ``get_config`` as :class:`keras.optimizers.Adam`.
     For a ``tf.IndexedSlices`` gradient (what an embedding lookup produces) it sums
-    the gradients of duplicate ids, gathers ``m``, ``v`` (and ``v_hat`` with
+    the gradients of duplicate ids (already done for :func:`distinct_slices`, which
+    ``FeatureEmbedding`` produces while training), gathers ``m``, ``v`` (and ``v_hat`` with
     ``amsgrad``) at those rows, applies Adam's update there (module docstring, with
     the global step for bias correction, like TF-Addons' ``LazyAdam``) and scatters
     the rows back. Untouched rows of the variable and of its slots keep their values.
