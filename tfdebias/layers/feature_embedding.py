@@ -295,9 +295,6 @@ class FeatureEmbedding(keras.layers.Layer):
             )
         return ops.convert_to_tensor(features[name])
 
-    def _variables(self, first_order: bool):
-        return [self.embeddings] + ([self.first_order_weights] if first_order else [])
-
     def _gather(self, ids, tables: Sequence[str], first_order: bool = False) -> list:
         """Rows for ``ids`` (..., k): ``ids[..., j]`` indexes table ``tables[j]`` (a
         single table broadcasts). Checks every id against its table's size, shifts it
@@ -318,7 +315,7 @@ class FeatureEmbedding(keras.layers.Layer):
                     f"tables {list(tables)} have sizes {np.atleast_1d(sizes).tolist()}")
         with tf.control_dependencies([check]):
             ids = ids + offsets
-        variables = self._variables(first_order)
+        variables = [self.embeddings] + ([self.first_order_weights] if first_order else [])
         frozen_cols = [j for j, t in enumerate(tables) if t in self.frozen]
         if not frozen_cols:
             return _lookup(variables, ids)
@@ -492,13 +489,12 @@ def _lookup(variables, ids) -> list:
     flat = tf.reshape(ids, [-1])
     unique, position = tf.unique(flat)
     n_unique = tf.size(unique)
-    matrices = {}
+    # one matrix for all: a layer's variables share its dtype (sum_duplicates would
+    # fall back to the segment sum for any other)
+    matrix = summing_matrix(position, n_unique, variables[0].dtype)
     out = []
     for variable in variables:
-        dtype = tf.as_dtype(variable.dtype)
-        if dtype not in matrices:
-            matrices[dtype] = summing_matrix(position, n_unique, dtype)
-        rows = _distinct_gather(variable, flat, unique, position, n_unique, matrices[dtype])
+        rows = _distinct_gather(variable, flat, unique, position, n_unique, matrix)
         out.append(tf.reshape(rows, tf.concat([tf.shape(ids), [int(variable.shape[-1])]], 0)))
     return out
 

@@ -108,14 +108,10 @@ def compile_model(model, optimizer, *, jit_compile="auto", steps_per_execution: 
 
     if tf.distribute.get_strategy().num_replicas_in_sync > 1:
         steps_per_execution = 1
-    metrics = [keras.metrics.AUC(name="auc")]
-    if uses_custom_loss(model):
-        model.compile(optimizer=optimizer, jit_compile=jit_compile,
-                      steps_per_execution=steps_per_execution)
-    else:
-        model.compile(optimizer=optimizer, loss=keras.losses.BinaryCrossentropy(),
-                      metrics=metrics, jit_compile=jit_compile,
-                      steps_per_execution=steps_per_execution)
+    loss = {} if uses_custom_loss(model) else dict(
+        loss=keras.losses.BinaryCrossentropy(), metrics=[keras.metrics.AUC(name="auc")])
+    model.compile(optimizer=optimizer, jit_compile=jit_compile,
+                  steps_per_execution=steps_per_execution, **loss)
     return model
 
 
