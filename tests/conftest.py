@@ -1,5 +1,6 @@
-"""Shared fixtures. TF logs are quietened; every test that builds data uses a
-per-session TFDS data directory so nothing touches ~/tensorflow_datasets."""
+"""Shared fixtures. TF logs are quietened and its CPU thread pools sized as the
+``tfdebias`` command sizes them; every test that builds data uses a per-session TFDS
+data directory so nothing touches ~/tensorflow_datasets."""
 
 import os
 
@@ -7,6 +8,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import pytest  # noqa: E402
+
+from tfdebias.training.threads import configure_cpu_threads  # noqa: E402
+
+# The thread pools `tfdebias` commands use, set before any test starts TensorFlow.
+configure_cpu_threads("auto")
 
 
 @pytest.fixture(scope="session")

@@ -241,6 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tfdebias",
         description="Debiasing methods for recommendation in TensorFlow and Keras 3.")
     parser.add_argument("--version", action="version", version=f"tfdebias {__version__}")
+    parser.add_argument(
+        "--cpu-threads", default="auto", metavar="POLICY",
+        help="TensorFlow's CPU thread pools for this run: auto (default: on a CPU-only "
+             "machine 2 inter-op threads and cores/2 intra-op threads, so a training "
+             "step does not oversubscribe the cores), tensorflow (its own defaults) or "
+             "INTER,INTRA (e.g. 2,1)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help_, add_arguments, _) in COMMANDS.items():
         add_arguments(sub.add_parser(name, help=help_, description=help_))
@@ -251,6 +257,12 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        from tfdebias.training.threads import configure_cpu_threads
+
+        try:  # before any command starts TensorFlow: the pools are fixed from then on
+            configure_cpu_threads(args.cpu_threads)
+        except UsageError as e:
+            parser.error(f"argument --cpu-threads: {e}")
         return COMMANDS[args.command][2](args) or 0
     except TfdebiasError as e:
         print(f"tfdebias: error: {e}", file=sys.stderr)

@@ -213,7 +213,14 @@ def predict(model, columns: dict, batch_size: int = 8192) -> np.ndarray:
 def train(config: TrainConfig, out: str | Path | None = None, *, data_dir: str | None = None,
           manual_dir: str | None = None, overwrite: bool = False, verbose="auto",
           plots: bool = True) -> TrainResult:
-    """Train ``config.model`` on ``config.data`` and write a run directory at ``out``."""
+    """Train ``config.model`` on ``config.data`` and write a run directory at ``out``.
+
+    Sizes TensorFlow's CPU thread pools first (:mod:`tfdebias.training.threads`,
+    policy ``"auto"``) unless an earlier call in the process already decided them.
+    """
+    from tfdebias.training.threads import configure_cpu_threads
+
+    configure_cpu_threads("auto")
     import keras
 
     from tfdebias import data as tdata
