@@ -14,19 +14,26 @@ Every measurement runs in its own child process (``--worker ...``):
   share a process), fed numpy arrays the way DeepCTR's examples do, tf.keras Adam.
   Regularisation matched to ours (``l2_reg_embedding = l2_reg_linear = 0``;
   DeepCTR's default table-wide L2 would densify its embedding gradients and slow it
-  down, which would flatter us).
+  down, which would flatter us) and TensorFlow's own thread pools, as DeepCTR's users
+  run it. Two reference anchors: ``deepctr_defaults`` (DeepCTR's default L2) and
+  ``deepctr_threads`` (under the thread pools tfdebias picks, see below).
 * ``ours``: ``tfdebias.models.build("deepfm", schema, embedding_dim=16,
-  hidden_units=[256, 128])``, fed the in-memory ``tf.data`` pipeline below, one
+  hidden_units=[256, 128])``, fed by ``tfdebias.data.make_dataset`` (the pipeline of
+  ``tfdebias train``; a new permutation every epoch), one
   variant per child: ``adam`` (Keras Adam), ``lazy_adam``
   (:class:`tfdebias.optimizers.LazyAdam`, one step per ``tf.function`` call),
   ``lazy_adam_spe8`` (LazyAdam, ``steps_per_execution=8``: what ``tfdebias train``
   does by default, the headline), ``lazy_adam_jit`` (LazyAdam with
   ``jit_compile=True``), and optionally ``lazy_adam_spe8_bf16`` (the same under
   Keras' ``mixed_bfloat16`` policy: bfloat16 matmuls, float32 variables and
-  optimizer), ``adam_jit``, ``adam_spe8``, ``adagrad``, ``sgd``.
-* ``pipeline``: the input pipeline alone (no model, :func:`make_pipeline`: a shuffled
-  index permutation cut into batches, ``map(gather rows)``, prefetch), iterated in
-  Python for the same epochs, like ``fit`` does.
+  optimizer), ``adam_jit``, ``adam_spe8``, ``adagrad``, ``sgd``. Each child first sizes
+  TensorFlow's CPU thread pools as ``tfdebias train`` does
+  (:func:`tfdebias.training.configure_cpu_threads`, policy ``auto``: 2 inter-op
+  threads and one intra-op thread per 2 cores on a CPU-only machine), except
+  ``lazy_adam_spe8_tfthreads``, the headline under TensorFlow's default pools.
+* ``pipeline``: the same input pipeline alone (no model, :func:`make_pipeline`: each
+  epoch's shuffled index permutation cut into batches, one gather of the stacked id
+  columns per batch, prefetch), iterated in Python for the same epochs.
 
 Anchor and variants are interleaved (the order rotates every repeat) and repeated, so
 load from other processes on the machine hits all of them alike; the figures are
@@ -60,30 +67,38 @@ import _common  # noqa: E402
 ANCHOR_PACKAGE = "deepctr==0.9.4"
 VARIANTS = {
     # name: (optimizer name for tfdebias.optimizers.make_optimizer, jit_compile,
-    #        steps_per_execution, Keras dtype policy)
-    "adam": ("adam", False, 1, "float32"),
-    "lazy_adam": ("lazy_adam", False, 1, "float32"),
-    "lazy_adam_spe8": ("lazy_adam", False, 8, "float32"),
-    "lazy_adam_spe8_bf16": ("lazy_adam", False, 8, "mixed_bfloat16"),
-    "lazy_adam_jit": ("lazy_adam", True, 1, "float32"),
-    "adam_jit": ("adam", True, 1, "float32"),
-    "adam_spe8": ("adam", False, 8, "float32"),
-    "adagrad": ("adagrad", False, 1, "float32"),
-    "sgd": ("sgd", False, 1, "float32"),
+    #        steps_per_execution, Keras dtype policy, CPU thread-pool policy for
+    #        tfdebias.training.configure_cpu_threads)
+    "adam": ("adam", False, 1, "float32", "auto"),
+    "lazy_adam": ("lazy_adam", False, 1, "float32", "auto"),
+    "lazy_adam_spe8": ("lazy_adam", False, 8, "float32", "auto"),
+    "lazy_adam_spe8_tfthreads": ("lazy_adam", False, 8, "float32", "tensorflow"),
+    "lazy_adam_spe8_bf16": ("lazy_adam", False, 8, "mixed_bfloat16", "auto"),
+    "lazy_adam_jit": ("lazy_adam", True, 1, "float32", "auto"),
+    "adam_jit": ("adam", True, 1, "float32", "auto"),
+    "adam_spe8": ("adam", False, 8, "float32", "auto"),
+    "adagrad": ("adagrad", False, 1, "float32", "auto"),
+    "sgd": ("sgd", False, 1, "float32", "auto"),
 }
-DEFAULT_VARIANTS = ("adam", "lazy_adam", "lazy_adam_spe8", "lazy_adam_spe8_bf16",
-                    "lazy_adam_jit", "adagrad", "sgd")
+DEFAULT_VARIANTS = ("adam", "lazy_adam", "lazy_adam_spe8", "lazy_adam_spe8_tfthreads",
+                    "lazy_adam_spe8_bf16", "lazy_adam_jit", "adagrad", "sgd")
 QUICK_VARIANTS = ("adam", "lazy_adam", "lazy_adam_spe8")
 #: The configuration the headline ``examples_per_sec`` reports: what ``tfdebias
 #: train`` does by default (TrainConfig): the workload's optimizer family (Adam) in
 #: tfdebias' CTR default form, LazyAdam, 8 steps per compiled call, float32, no XLA
 #: (XLA on CPU was slower in every run: it rewrites each sparse scatter into a
-#: copy of the whole table). ``adagrad`` and ``sgd`` are reference points only.
+#: copy of the whole table), TensorFlow's CPU thread pools sized by the ``auto``
+#: policy (:mod:`tfdebias.training.threads`). ``adagrad`` and ``sgd`` are reference
+#: points only.
 HEADLINE = "lazy_adam_spe8"
-#: The anchors: DeepCTR with regularisation matched to ours (the headline
-#: comparison), and with DeepCTR's own defaults (table-wide L2 1e-5 on embeddings
-#: and linear weights), for reference.
-ANCHORS = {"deepctr": 0.0, "deepctr_defaults": 1e-5}
+#: The anchors, name: (DeepCTR's l2_reg_embedding = l2_reg_linear, thread pools):
+#: DeepCTR as its users run it, with regularisation matched to ours and TensorFlow's
+#: thread pools (the headline comparison); with DeepCTR's own default regularisation
+#: (table-wide L2 1e-5 on embeddings and linear weights); and, for reference, under
+#: the thread pools tfdebias' ``auto`` policy picks, so the table shows how much of
+#: the speed-up is the pools and how much the model and optimizer.
+ANCHORS = {"deepctr": (0.0, "tensorflow"), "deepctr_defaults": (1e-5, "tensorflow"),
+           "deepctr_threads": (0.0, "auto")}
 
 
 # ---------------------------------------------------------------------------------
@@ -134,42 +149,30 @@ def _auc(y, score) -> float:
 # ---------------------------------------------------------------------------------
 # children
 # ---------------------------------------------------------------------------------
-def make_pipeline(x, y, batch_size: int, names, shuffle=True, seed=0):
-    """In-memory ``tf.data`` pipeline that batches by index-gather.
+def schema_and_columns(x, y, vocab: int):
+    """The benchmark data as a tfdebias data set: a :class:`~tfdebias.schema.Schema`
+    (26 categorical fields and the label) and numpy columns, the form
+    :func:`tfdebias.data.make_dataset` takes from any TFDS split."""
+    from tfdebias.schema import Feature, Schema
 
-    Per epoch, one permutation of ``0..n-1`` (``stateless_shuffle`` seeded from
-    ``Dataset.random(seed, rerandomize_each_iteration=True)``, so every epoch is
-    reshuffled, reproducibly) is cut into batches of indices; each batch is then one
-    ``tf.gather`` of rows of the row-major id matrix (n, F) and of the labels,
-    transposed and split into the feature dict. Only batches, never single examples,
-    pass through tf.data; ``Dataset.range(n).shuffle(n).batch(B)`` does the same job
-    at a half to a quarter of the speed (per-element shuffling; measured while writing
-    this).
-    """
-    import tensorflow as tf
+    names = field_names(x.shape[1])
+    schema = Schema([Feature(n, "categorical", vocab_size=vocab) for n in names]
+                    + [Feature("label", "label")])
+    columns = {n: np.ascontiguousarray(x[:, i]).astype(np.int64) for i, n in enumerate(names)}
+    columns["label"] = y.astype(np.float32)
+    return schema, columns
 
-    ids = tf.constant(np.ascontiguousarray(x).astype(np.int64))  # (n, F)
-    labels = tf.constant(y.astype(np.float32))
-    n = int(x.shape[0])
-    starts = tf.range(0, n, batch_size, dtype=tf.int64)
 
-    def batches_of(epoch_seed):
-        order = tf.range(n, dtype=tf.int64)
-        if shuffle:
-            order = tf.random.experimental.stateless_shuffle(
-                order, seed=tf.stack([epoch_seed, tf.constant(seed, tf.int64)]))
-        return tf.data.Dataset.from_tensor_slices(starts).map(
-            lambda s: order[s:tf.minimum(s + batch_size, n)])
+def make_pipeline(x, y, batch_size: int, vocab: int, shuffle=True, seed=0):
+    """The input pipeline of ``tfdebias train``: :func:`tfdebias.data.make_dataset` over
+    the benchmark's columns (each epoch's permutation cut into batches by slicing, one
+    gather of the stacked id columns per batch, prefetch). Returns ``(dataset,
+    schema)``; with ``shuffle``, ``dataset.epoch`` picks the epoch's permutation."""
+    from tfdebias.data import make_dataset
 
-    def gather(idx):
-        rows = tf.transpose(tf.gather(ids, idx))  # (F, B)
-        feats = dict(zip(names, tf.unstack(rows, axis=0)))
-        return feats, tf.gather(labels, idx)
-
-    ds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
-    ds = ds.flat_map(batches_of)
-    ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    schema, columns = schema_and_columns(x, y, vocab)
+    return make_dataset(columns, schema, batch_size=batch_size, shuffle=shuffle,
+                        seed=seed), schema
 
 
 def _load(path):
@@ -182,10 +185,10 @@ def worker_pipeline(args) -> dict:
 
     data = _load(args.data)
     x, y = data["x_train"], data["y_train"]
-    names = field_names(x.shape[1])
-    ds = make_pipeline(x, y, args.batch_size, names, seed=args.seed)
+    ds, _ = make_pipeline(x, y, args.batch_size, args.vocab, seed=args.seed)
     seconds, cpu_seconds = [], []
-    for _ in range(args.warmup_epochs + args.epochs):
+    for epoch in range(args.warmup_epochs + args.epochs):
+        ds.epoch.assign(epoch)
         start, cpu_start = time.perf_counter(), time.process_time()
         for _batch in ds:
             pass
@@ -202,23 +205,23 @@ def worker_pipeline(args) -> dict:
 
 
 def worker_ours(args) -> dict:
+    # the thread pools first, as `tfdebias train` does: they are fixed once TF runs an op
+    from tfdebias.training.threads import configure_cpu_threads
+
+    optimizer_name, jit, steps_per_execution, policy, threads = VARIANTS[args.variant]
+    pools = configure_cpu_threads(threads)
+
     import keras
-    import tensorflow as tf  # noqa: F401
 
     from tfdebias import models
     from tfdebias.optimizers import make_optimizer
-    from tfdebias.schema import Feature, Schema
+    from tfdebias.training.engine import SetEpoch
 
     data = _load(args.data)
     x, y = data["x_train"], data["y_train"]
-    names = field_names(x.shape[1])
-    optimizer_name, jit, steps_per_execution, policy = VARIANTS[args.variant]
     keras.utils.set_random_seed(args.seed)
     keras.mixed_precision.set_global_policy(policy)
-    schema = Schema(
-        [Feature(n, "categorical", vocab_size=args.vocab) for n in names]
-        + [Feature("label", "label")]
-    )
+    ds, schema = make_pipeline(x, y, args.batch_size, args.vocab, seed=args.seed)
     model = models.build(
         "deepfm", schema, embedding_dim=args.embedding_dim, hidden_units=list(args.dnn)
     )
@@ -228,12 +231,13 @@ def worker_ours(args) -> dict:
         jit_compile=jit,
         steps_per_execution=steps_per_execution,
     )
-    ds = make_pipeline(x, y, args.batch_size, names, seed=args.seed)
     timer = _common.epoch_timer(keras.callbacks.Callback)
-    model.fit(ds, epochs=args.warmup_epochs + args.epochs, callbacks=[timer], verbose=0)
+    # a fresh permutation every epoch, as `tfdebias train` and DeepCTR's fit(shuffle=True)
+    model.fit(ds, epochs=args.warmup_epochs + args.epochs, callbacks=[SetEpoch([ds.epoch]), timer],
+              verbose=0)
     timed = sum(timer.seconds[args.warmup_epochs:])
     timed_cpu = sum(timer.cpu_seconds[args.warmup_epochs:])
-    val = make_pipeline(data["x_val"], data["y_val"], 4096, names, shuffle=False)
+    val, _ = make_pipeline(data["x_val"], data["y_val"], 4096, args.vocab, shuffle=False)
     scores = model.predict(val, verbose=0).reshape(-1)
     return {
         "examples_per_sec": _common.rate(len(y) * args.epochs, timed),
@@ -244,6 +248,7 @@ def worker_ours(args) -> dict:
         "jit_compile": jit,
         "steps_per_execution": steps_per_execution,
         "dtype_policy": policy,
+        "cpu_threads": [pools.inter, pools.intra],
         "parameters": int(model.count_params()),
         "peak_rss_mb": _common.peak_rss_mb(),
     }
@@ -272,13 +277,17 @@ def worker_anchor(args) -> dict:
     from deepctr.feature_column import SparseFeat
     from deepctr.models import DeepFM
 
+    l2, _ = ANCHORS[args.variant]
+    if args.threads:  # resolved by the parent (this child need not import tfdebias)
+        inter, intra = args.threads
+        tf.config.threading.set_inter_op_parallelism_threads(inter)
+        tf.config.threading.set_intra_op_parallelism_threads(intra)
     data = _load(args.data)
     x, y = data["x_train"], data["y_train"]
     names = field_names(x.shape[1])
     tf.random.set_seed(args.seed)
     columns = [SparseFeat(n, vocabulary_size=args.vocab, embedding_dim=args.embedding_dim)
                for n in names]
-    l2 = ANCHORS[args.variant]
     model = DeepFM(columns, columns, dnn_hidden_units=tuple(args.dnn), l2_reg_linear=l2,
                    l2_reg_embedding=l2, l2_reg_dnn=0.0, dnn_dropout=0.0, task="binary",
                    seed=args.seed)
@@ -299,6 +308,8 @@ def worker_anchor(args) -> dict:
         "versions": {"deepctr": deepctr.__version__, "tf_keras": tf_keras.__version__,
                      "tensorflow": tf.__version__},
         "l2_reg_embedding": l2,
+        "cpu_threads": [tf.config.threading.get_inter_op_parallelism_threads(),
+                        tf.config.threading.get_intra_op_parallelism_threads()],
         "parameters": int(model.count_params()),
         "peak_rss_mb": _common.peak_rss_mb(),
     }
@@ -315,6 +326,10 @@ def _child_cmd(args, worker, data_path, variant=None):
            "--warmup-epochs", str(args.warmup_epochs), "--seed", str(args.seed)]
     if variant:
         cmd += ["--variant", variant]
+    if worker == "anchor" and ANCHORS[variant][1] == "auto":
+        from tfdebias.training.threads import auto_sizes, usable_cores
+
+        cmd += ["--threads", *map(str, auto_sizes(usable_cores(), has_gpu=False))]
     return cmd
 
 
@@ -391,14 +406,14 @@ def run(args) -> dict:
                     continue
                 got["repeat"] = rep
                 results[name].append(got)
-                _say(f"[{rep + 1}/{args.repeats}] {name:16s} {got['examples_per_sec']:>8.0f} "
+                _say(f"[{rep + 1}/{args.repeats}] {name:24s} {got['examples_per_sec']:>8.0f} "
                      f"ex/s {got['examples_per_cpu_sec']:>8.0f} ex/cpu-s  AUC {got['auc']:.4f}"
                      f"  epochs {got['epoch_seconds']}  RSS {got['peak_rss_mb']:.0f} MiB")
             if rep == 0:
                 try:
                     pipeline = _common.run_json_child(
                         _child_cmd(args, "pipeline", path), timeout=args.child_timeout)
-                    _say(f"[{rep + 1}/{args.repeats}] {'pipeline':16s} "
+                    _say(f"[{rep + 1}/{args.repeats}] {'pipeline':24s} "
                          f"{pipeline['examples_per_sec']:>8.0f} ex/s "
                          f"{pipeline['examples_per_cpu_sec']:>8.0f} ex/cpu-s")
                 except _common.BenchmarkError as e:
@@ -414,25 +429,28 @@ def run(args) -> dict:
                 _common.median([r["examples_per_cpu_sec"] for r in runs]), 1),
             "auc": round(float(np.mean([r["auc"] for r in runs])), 5),
             "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
-            **{k: runs[0][k] for k in ("optimizer", "jit_compile", "steps_per_execution", "dtype_policy", "parameters", "versions",
-                                       "l2_reg_embedding") if k in runs[0]},
+            **{k: runs[0][k] for k in ("optimizer", "jit_compile", "steps_per_execution",
+                                       "dtype_policy", "cpu_threads", "parameters",
+                                       "versions", "l2_reg_embedding") if k in runs[0]},
         }
 
     ours = {v: summary(results[v]) for v in variants}
     anchors = {a: summary(results.get(a, [])) for a in args.anchors}
     for a, summ in anchors.items():
         if summ is not None:
+            pools = ("TF's thread pools" if ANCHORS[a][1] == "tensorflow" else
+                     "thread pools {}/{}".format(*summ["cpu_threads"]))
             summ["name"] = (f"DeepCTR {ANCHOR_PACKAGE.split('==')[1]} DeepFM (tf-keras, Adam, "
-                            f"L2 {summ['l2_reg_embedding']:g})")
+                            f"L2 {summ['l2_reg_embedding']:g}, {pools})")
     anchor = anchors.get("deepctr")
     if anchor is None and anchor_error is None:
         anchor_error = errors.get("deepctr", "no anchor run (not in --anchors)")
     head = ours.get(headline)
 
-    def speedup(name, key="examples_per_sec"):
+    def speedup(name, key="examples_per_sec", base_name="deepctr"):
         # Median over repeats of (ours / anchor) within the same repeat: both ran
         # back to back under the same load, so the ratio is steadier than either rate.
-        base = {r["repeat"]: r[key] for r in results.get("deepctr", [])}
+        base = {r["repeat"]: r[key] for r in results.get(base_name, [])}
         ratios = [r[key] / base[r["repeat"]] for r in results[name] if r["repeat"] in base]
         return round(_common.median(ratios), 3) if ratios else None
 
@@ -452,6 +470,10 @@ def run(args) -> dict:
         "anchor": anchor,
         "anchor_error": anchor_error if anchor is None else None,
         "anchor_defaults": anchors.get("deepctr_defaults"),
+        "anchor_threads": anchors.get("deepctr_threads"),
+        # the same ratios against DeepCTR under tfdebias' thread pools (reference)
+        "speedups_vs_anchor_threads": {v: speedup(v, base_name="deepctr_threads")
+                                       for v in variants if ours[v]},
         "speedup_vs_anchor": speedups.get(headline),
         "speedups_vs_anchor": speedups,
         "cpu_speedups_vs_anchor": cpu_speedups,
@@ -470,31 +492,35 @@ def _print_table(out):
     """The human-readable summary (stdout, before the JSON line)."""
     def row(label, summ, ratio, cpu_ratio, note=""):
         if not summ:
-            _say(f"{label:18s} {'n/a':>10s}  {note}")
+            _say(f"{label:24s} {'n/a':>10s}  {note}")
             return
         fmt = lambda r: f"{r:.2f}x" if r else "n/a"  # noqa: E731
-        _say(f"{label:18s} {summ['examples_per_sec']:>10.0f} {fmt(ratio):>8s} "
+        _say(f"{label:24s} {summ['examples_per_sec']:>10.0f} {fmt(ratio):>8s} "
              f"{summ['examples_per_cpu_sec']:>10.0f} {fmt(cpu_ratio):>8s} "
              f"{summ['auc']:>8.4f} {summ['peak_rss_mb']:>8.0f}  {note}")
 
     _say("")
-    _say(f"{'config':18s} {'ex/s':>10s} {'vs anchor':>8s} {'ex/cpu-s':>10s} "
+    _say(f"{'config':24s} {'ex/s':>10s} {'vs anchor':>8s} {'ex/cpu-s':>10s} "
          f"{'vs anchor':>8s} {'val AUC':>8s} {'RSS MiB':>8s}  (medians over repeats; "
          "ratios: median of same-repeat ratios)")
     anchor = out["anchor"]
     row("deepctr (anchor)", anchor, 1.0 if anchor else None, 1.0 if anchor else None,
         "" if anchor else f"({out['anchor_error']})")
-    other = out.get("anchor_defaults")
-    if other:
-        row("deepctr L2=1e-5", other,
-            other["examples_per_sec"] / anchor["examples_per_sec"] if anchor else None,
-            other["examples_per_cpu_sec"] / anchor["examples_per_cpu_sec"] if anchor else None,
-            "DeepCTR's default regularisation (ratios of medians)")
+    for key, label, note in [
+            ("anchor_defaults", "deepctr L2=1e-5", "DeepCTR's default regularisation"),
+            ("anchor_threads", "deepctr threads",
+             "DeepCTR under tfdebias' thread pools")]:
+        other = out.get(key)
+        if other:
+            row(label, other,
+                other["examples_per_sec"] / anchor["examples_per_sec"] if anchor else None,
+                other["examples_per_cpu_sec"] / anchor["examples_per_cpu_sec"]
+                if anchor else None, f"{note} (ratios of medians)")
     for v, summ in out["variants"].items():
         row(v, summ, out["speedups_vs_anchor"].get(v), out["cpu_speedups_vs_anchor"].get(v),
             "<- headline" if v == out["headline"] else "")
     if out["pipeline_examples_per_sec"]:
-        _say(f"{'input pipeline':18s} {out['pipeline_examples_per_sec']:>10.0f} {'':8s} "
+        _say(f"{'input pipeline':24s} {out['pipeline_examples_per_sec']:>10.0f} {'':8s} "
              f"{out['pipeline_examples_per_cpu_sec']:>10.0f}")
     _say(f"hidden-model AUC (upper bound): {out['auc']['hidden_model']:.4f}; "
          f"peak RSS {out['peak_rss_mb']} MiB; machine {out['machine']['cpus']} CPUs")
@@ -522,7 +548,7 @@ def parse_args(argv=None):
                    help=f"default: {' '.join(DEFAULT_VARIANTS)} "
                         f"(--quick: {' '.join(QUICK_VARIANTS)})")
     p.add_argument("--anchors", nargs="+", default=None, choices=sorted(ANCHORS),
-                   help="default: both (--quick: deepctr)")
+                   help="default: all (--quick: deepctr)")
     p.add_argument("--headline", default=HEADLINE, choices=sorted(VARIANTS))
     p.add_argument("--no-anchor", action="store_true", help="skip DeepCTR")
     p.add_argument("--anchor-python", default=sys.executable,
@@ -534,6 +560,7 @@ def parse_args(argv=None):
     p.add_argument("--data", help=argparse.SUPPRESS)
     p.add_argument("--variant", choices=sorted(VARIANTS) + sorted(ANCHORS),
                    help=argparse.SUPPRESS)
+    p.add_argument("--threads", type=int, nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.quick:
         args.rows, args.val_rows, args.repeats = 20_000, 4_000, 1

@@ -158,7 +158,8 @@ def make_dataset(
     ``tf.gather`` per group of columns with the same dtype and per-row shape (the
     columns of a group are stacked once into an ``(n, k, ...)`` matrix), split back
     into columns. Only batches pass through ``tf.data``; batching scalar indices and
-    gathering column by column made DeepFM's training steps 1.2x slower on 2 cores.
+    gathering column by column took about 3x the CPU per batch
+    (``benchmarks/pipeline_ab.py``).
 
     Args:
       columns: numpy columns of one split (see :func:`read_split`).
