@@ -271,6 +271,11 @@ def _import_deepctr_quietly():
 def worker_anchor(args) -> dict:
     # Runs with TF_USE_LEGACY_KERAS=1, so tf.keras is tf-keras 2.x here.
     import tensorflow as tf
+
+    if args.threads:  # resolved by the parent (this child need not import tfdebias)
+        inter, intra = args.threads
+        tf.config.threading.set_inter_op_parallelism_threads(inter)
+        tf.config.threading.set_intra_op_parallelism_threads(intra)
     import tf_keras
 
     deepctr = _import_deepctr_quietly()
@@ -278,10 +283,6 @@ def worker_anchor(args) -> dict:
     from deepctr.models import DeepFM
 
     l2, _ = ANCHORS[args.variant]
-    if args.threads:  # resolved by the parent (this child need not import tfdebias)
-        inter, intra = args.threads
-        tf.config.threading.set_inter_op_parallelism_threads(inter)
-        tf.config.threading.set_intra_op_parallelism_threads(intra)
     data = _load(args.data)
     x, y = data["x_train"], data["y_train"]
     names = field_names(x.shape[1])
