@@ -500,12 +500,11 @@ def _lookup(variables, ids) -> list:
 
 
 def _distinct_gather(variable, flat, unique, position, n_unique, matrix):
-    handle = variable.value if isinstance(variable, keras.Variable) else variable
     dense_shape = tf.constant([int(n) for n in variable.shape], tf.int64)
 
     @tf.custom_gradient
     def gather(ids):
-        rows = tf.gather(handle, ids)
+        rows = gather_rows(variable, ids)  # read here, so the gradient reaches it
 
         def grad(dy, variables=None):
             summed = sum_duplicates(dy, position, n_unique, matrix)

@@ -135,21 +135,22 @@ def _configure(parsed) -> ThreadPools:
 
     if parsed == "tensorflow":
         return current("TensorFlow's defaults")
+    keep = set()  # pools whose size stays TensorFlow's to decide
     if parsed == "auto":
-        sizes = auto_sizes(usable_cores(), bool(tf.config.list_physical_devices("GPU")))
+        cores = usable_cores()
+        sizes = auto_sizes(cores, bool(tf.config.list_physical_devices("GPU")))
         if sizes is None:
             return current("a GPU is visible: TensorFlow's defaults")
-        reason = f"auto for {usable_cores()} CPU cores"
+        reason = f"auto for {cores} CPU cores"
+        keep = {k for k, var in ENV.items() if os.environ.get(var)}  # the user's sizes win
     else:
         sizes, reason = parsed, "as given"
-    wanted = dict(zip(("inter", "intra"), sizes))
-    if parsed == "auto":  # sizes the user set in TF's own variables win
-        wanted = {k: v for k, v in wanted.items() if not os.environ.get(ENV[k])}
     setters = {"inter": threading.set_inter_op_parallelism_threads,
                "intra": threading.set_intra_op_parallelism_threads}
     try:
-        for k, v in wanted.items():
-            setters[k](v)
+        for (k, set_size), size in zip(setters.items(), sizes):
+            if k not in keep:
+                set_size(size)
     except RuntimeError:  # the runtime has started: the pools are fixed now
         return current("TensorFlow had already started; its pools were left as they are")
     return current(reason, applied=True)
