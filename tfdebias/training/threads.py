@@ -9,8 +9,7 @@ beside the embedding tables' gathers, unique and sparse optimizer updates. On a
 small CPU machine the shards then queue behind each other's ops and a descheduled
 shard stalls the op that waits for it: on the 2-core benchmark machine
 (``benchmarks/ctr_throughput.py``), DeepFM with TensorFlow's pools is slower than with
-2 inter-op threads and 1 intra-op thread, and swings by up to 2x with other load on
-the machine, where the latter stays steady (figures in ``benchmarks/README.md``).
+2 inter-op threads and 1 intra-op thread (figures in ``benchmarks/README.md``).
 
 :func:`configure_cpu_threads` takes a *policy*:
 
