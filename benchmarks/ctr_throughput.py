@@ -17,20 +17,21 @@ Every measurement runs in its own child process (``--worker ...``):
   down, which would flatter us) and TensorFlow's own thread pools, as DeepCTR's users
   run it. Two reference anchors: ``deepctr_defaults`` (DeepCTR's default L2) and
   ``deepctr_threads`` (under the thread pools tfdebias picks, see below).
-* ``ours``: ``tfdebias.models.build("deepfm", schema, embedding_dim=16,
-  hidden_units=[256, 128])``, fed by ``tfdebias.data.make_dataset`` (the pipeline of
-  ``tfdebias train``; a new permutation every epoch), one
-  variant per child: ``adam`` (Keras Adam), ``lazy_adam``
-  (:class:`tfdebias.optimizers.LazyAdam`, one step per ``tf.function`` call),
-  ``lazy_adam_spe8`` (LazyAdam, ``steps_per_execution=8``: what ``tfdebias train``
-  does by default, the headline), ``lazy_adam_jit`` (LazyAdam with
-  ``jit_compile=True``), and optionally ``lazy_adam_spe8_bf16`` (the same under
-  Keras' ``mixed_bfloat16`` policy: bfloat16 matmuls, float32 variables and
-  optimizer), ``adam_jit``, ``adam_spe8``, ``adagrad``, ``sgd``. Each child first sizes
-  TensorFlow's CPU thread pools as ``tfdebias train`` does
-  (:func:`tfdebias.training.configure_cpu_threads`, policy ``auto``: 2 inter-op
-  threads and one intra-op thread per 2 cores on a CPU-only machine), except
-  ``lazy_adam_spe8_tfthreads``, the headline under TensorFlow's default pools.
+* ``ours``: ``tfdebias.training.build_model("deepfm", schema, {"embedding_dim": 16,
+  "hidden_units": [256, 128]}, ...)`` (as ``tfdebias train`` builds it), fed by
+  ``tfdebias.data.make_dataset`` (the pipeline of ``tfdebias train``; a new
+  permutation every epoch), one variant per child: ``adam`` (Keras Adam),
+  ``lazy_adam`` (:class:`tfdebias.optimizers.LazyAdam`, one step per ``tf.function``
+  call), ``lazy_adam_spe8`` (LazyAdam, ``steps_per_execution=8``: what ``tfdebias
+  train`` does by default, the headline), ``lazy_adam_jit`` (LazyAdam with
+  ``jit_compile=True``), and optionally ``lazy_adam_spe8_bf16`` (the same with
+  ``tfdebias train --precision mixed_bfloat16``: bfloat16 compute, float32 variables,
+  optimizer and loss; :mod:`tfdebias.precision`), ``adam_jit``, ``adam_spe8``,
+  ``adagrad``, ``sgd``. Each child first sizes TensorFlow's CPU thread pools as
+  ``tfdebias train`` does (:func:`tfdebias.training.configure_cpu_threads`, policy
+  ``auto``: 2 inter-op threads and one intra-op thread per 2 cores on a CPU-only
+  machine), except ``lazy_adam_spe8_tfthreads``, the headline under TensorFlow's
+  default pools.
 * ``pipeline``: the same input pipeline alone (no model, :func:`make_pipeline`: each
   epoch's shuffled index permutation cut into batches, one gather of the stacked id
   columns per batch, prefetch), iterated in Python for the same epochs.
@@ -67,8 +68,8 @@ import _common  # noqa: E402
 ANCHOR_PACKAGE = "deepctr==0.9.4"
 VARIANTS = {
     # name: (optimizer name for tfdebias.optimizers.make_optimizer, jit_compile,
-    #        steps_per_execution, Keras dtype policy, CPU thread-pool policy for
-    #        tfdebias.training.configure_cpu_threads)
+    #        steps_per_execution, precision (TrainConfig.precision, tfdebias.precision),
+    #        CPU thread-pool policy for tfdebias.training.configure_cpu_threads)
     "adam": ("adam", False, 1, "float32", "auto"),
     "lazy_adam": ("lazy_adam", False, 1, "float32", "auto"),
     "lazy_adam_spe8": ("lazy_adam", False, 8, "float32", "auto"),
@@ -208,23 +209,22 @@ def worker_ours(args) -> dict:
     # the thread pools first, as `tfdebias train` does: they are fixed once TF runs an op
     from tfdebias.training.threads import configure_cpu_threads
 
-    optimizer_name, jit, steps_per_execution, policy, threads = VARIANTS[args.variant]
+    optimizer_name, jit, steps_per_execution, precision, threads = VARIANTS[args.variant]
     pools = configure_cpu_threads(threads)
 
     import keras
 
-    from tfdebias import models
     from tfdebias.optimizers import make_optimizer
-    from tfdebias.training.engine import SetEpoch
+    from tfdebias.training.engine import SetEpoch, build_model
 
     data = _load(args.data)
     x, y = data["x_train"], data["y_train"]
     keras.utils.set_random_seed(args.seed)
-    keras.mixed_precision.set_global_policy(policy)
     ds, schema = make_pipeline(x, y, args.batch_size, args.vocab, seed=args.seed)
-    model = models.build(
-        "deepfm", schema, embedding_dim=args.embedding_dim, hidden_units=list(args.dnn)
-    )
+    # as `tfdebias train` builds it (the precision's dtype policy on every sub-layer)
+    model = build_model("deepfm", schema, {"embedding_dim": args.embedding_dim,
+                                           "hidden_units": list(args.dnn)},
+                        next(iter(ds))[0], precision=precision)
     model.compile(
         optimizer=make_optimizer(optimizer_name, args.learning_rate),
         loss="binary_crossentropy",
@@ -247,7 +247,7 @@ def worker_ours(args) -> dict:
         "optimizer": type(model.optimizer).__name__,
         "jit_compile": jit,
         "steps_per_execution": steps_per_execution,
-        "dtype_policy": policy,
+        "precision": precision,
         "cpu_threads": [pools.inter, pools.intra],
         "parameters": int(model.count_params()),
         "peak_rss_mb": _common.peak_rss_mb(),
@@ -431,7 +431,7 @@ def run(args) -> dict:
             "auc": round(float(np.mean([r["auc"] for r in runs])), 5),
             "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
             **{k: runs[0][k] for k in ("optimizer", "jit_compile", "steps_per_execution",
-                                       "dtype_policy", "cpu_threads", "parameters",
+                                       "precision", "cpu_threads", "parameters",
                                        "versions", "l2_reg_embedding") if k in runs[0]},
         }
 

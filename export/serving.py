@@ -274,7 +274,9 @@ def export_model(model, schema, models_dir, *, name: str, version: int | None = 
       overwrite: replace an existing version; otherwise :class:`UsageError` (exit 2).
       verify: before the version is moved into place, run the clean-process parity
         check (:func:`tfdebias.export.verify.verify_in_clean_process`) on up to
-        ``verify_rows`` rows of ``columns``; a mismatch leaves nothing behind.
+        ``verify_rows`` rows of ``columns``, within
+        :func:`~tfdebias.export.verify.tolerance` (1e-5; 1e-2 for a model computing in
+        bfloat16); a mismatch leaves nothing behind.
       warmup: write the warm-up file (``True`` requires tensorflow-serving-api;
         ``"auto"`` writes it when that package is installed).
       source: provenance for ``signature.txt`` and ``assets.extra/tfdebias.json``.
@@ -325,13 +327,13 @@ def export_model(model, schema, models_dir, *, name: str, version: int | None = 
             sigs, name=name, version=version, schema=schema,
             sample={k: v[0] for k, v in sample.items()} if sample else None, source=source))
         if verify:
-            from tfdebias.export.verify import verify_in_clean_process
+            from tfdebias.export.verify import tolerance, verify_in_clean_process
             from tfdebias.training.engine import predict
 
             feed = _rows({k: inputs[k] for k in sigs[DEFAULT_SIGNATURE]["inputs"]},
                          min(verify_rows, len(next(iter(inputs.values())))))
             expected = predict(model, feed)
-            verified = verify_in_clean_process(tmp, feed, expected)
+            verified = verify_in_clean_process(tmp, feed, expected, atol=tolerance(model))
         replace_dir(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

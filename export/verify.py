@@ -30,6 +30,17 @@ from tfdebias.errors import TfdebiasError
 
 #: the tolerance of the parity check (float32 graph vs. eager Keras, same kernels)
 ATOL = 1e-5
+#: per compute dtype of the model (``tfdebias train --precision``): in bfloat16 (8
+#: significant bits) the SavedModel's graph and Keras' ``predict`` may round
+#: intermediate results at different places (an op fused in one is two ops in the
+#: other), which moves a probability by a few 1e-3; a wrong input wiring moves it by
+#: tenths
+ATOLS = {"float32": ATOL, "bfloat16": 1e-2}
+
+
+def tolerance(model) -> float:
+    """The parity-check tolerance for ``model`` (:data:`ATOLS` by its compute dtype)."""
+    return ATOLS.get(str(getattr(model, "compute_dtype", "float32")), ATOL)
 
 
 class VerificationError(TfdebiasError):

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from tfdebias.errors import TfdebiasError, UsageError
+from tfdebias.precision import PRECISIONS
 
 #: name -> (help, add_arguments(parser), run(args) -> exit code)
 COMMANDS: dict[str, tuple[str, Callable, Callable]] = {}
@@ -130,6 +131,10 @@ def _train_args(p):
     p.add_argument("--patience", type=int, default=5, help="early-stopping patience in epochs")
     p.add_argument("--steps-per-execution", type=_positive_int, default=8,
                    help="training steps per compiled call (default 8; 1 = one call per step)")
+    p.add_argument("--precision", choices=PRECISIONS, default="float32",
+                   help="float32 (default) or mixed_bfloat16: bfloat16 compute with float32 "
+                        "variables and loss, for backbones on hardware with bfloat16 "
+                        "arithmetic (see tfdebias.precision)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--strategy", default="auto", help="auto, default, mirrored, multi-worker")
     p.add_argument("--protocol", default="ctr", help="evaluation protocol (default ctr)")
@@ -146,7 +151,7 @@ def _train(args) -> int:
                       epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
                       optimizer=args.optimizer, patience=args.patience, seed=args.seed,
                       strategy=args.strategy, protocol=args.protocol,
-                      steps_per_execution=args.steps_per_execution)
+                      steps_per_execution=args.steps_per_execution, precision=args.precision)
     if args.strategy == "multi-worker":
         try:
             from tfdebias.training.distributed import train_multi_worker

@@ -30,6 +30,7 @@ from keras import ops
 
 from tfdebias.errors import SchemaError, UsageError
 from tfdebias.layers.feature_embedding import FeatureEmbedding, as_schema
+from tfdebias.precision import policy_scope
 from tfdebias.schema import Schema
 
 
@@ -86,7 +87,12 @@ class Backbone(keras.Model):
         config = dict(config)
         if isinstance(config.get("dtype"), dict):
             config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
-        return cls(**config)
+        if config.get("dtype") is None:
+            return cls(**config)
+        # Keras gives a model's policy to the model only, not to the sub-layers its
+        # constructor creates: rebuild them under the policy the model was saved with.
+        with policy_scope(config["dtype"]):
+            return cls(**config)
 
     # -- helpers for subclasses ----------------------------------------------------------
     def feature_embedding(self, embedding_dim: int | None = None, **kwargs) -> FeatureEmbedding:

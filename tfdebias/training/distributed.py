@@ -405,7 +405,7 @@ def train_multi_worker(config, out=None, *, data_dir: str | None = None,
     ckpt_dir = rd.RunDir(out).work / CHECKPOINTS
     sample = {k: v[:4] for k, v in splits[config.valid_split].items() if k != schema.label.name}
     with strategy.scope():
-        model = build_model(config.model, schema, config.model_args, sample)
+        model = build_model(config.model, schema, config.model_args, sample, config.precision)
         compile_model(model, make_optimizer(config.optimizer, config.learning_rate), jit_compile=False)
     if verbose:
         print(f"[{task_type} {task_id}{' (chief)' if is_chief else ''}] "
@@ -423,7 +423,7 @@ def train_multi_worker(config, out=None, *, data_dir: str | None = None,
     # The chief scores a plain (undistributed) copy with the engine's protocol.
     weights = model.get_weights()
     with tf.distribute.get_strategy().scope():
-        plain = build_model(config.model, schema, config.model_args, sample)
+        plain = build_model(config.model, schema, config.model_args, sample, config.precision)
         plain.set_weights(weights)
     plain.save_weights(str(run.path(rd.WEIGHTS)))
     _write_history(run.path(rd.HISTORY), history)

@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 
 from tfdebias.errors import SchemaError, UsageError
+from tfdebias.precision import check as check_precision
+from tfdebias.precision import policy_scope
 from tfdebias.training import run_dir as rd
 
 
@@ -52,6 +54,9 @@ class TrainConfig:
     #: (``benchmarks/ctr_throughput.py``: 1.5x the throughput of 1 on its DeepFM);
     #: 1 under a multi-replica strategy (Keras 3.15 fails there with more)
     steps_per_execution: int = 8
+    #: ``"float32"`` or ``"mixed_bfloat16"`` (bfloat16 compute, float32 variables and
+    #: loss; backbones only): see :mod:`tfdebias.precision`
+    precision: str = "float32"
 
     def __post_init__(self):
         for k in ("epochs", "batch_size", "patience", "steps_per_execution"):
@@ -60,6 +65,7 @@ class TrainConfig:
                 raise UsageError(f"{k} must be a positive integer, got {v!r}")
         if not (isinstance(self.learning_rate, (int, float)) and self.learning_rate > 0):
             raise UsageError(f"learning_rate must be > 0, got {self.learning_rate!r}")
+        check_precision(self.precision)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -86,10 +92,11 @@ class TrainResult:
 
 
 def uses_custom_loss(model) -> bool:
-    """True when the model computes its own loss (a method), not ``compile(loss=...)``."""
+    """True when the model (an instance or a class) computes its own loss (a method),
+    not ``compile(loss=...)``."""
     import keras
 
-    cls = type(model)
+    cls = model if isinstance(model, type) else type(model)
     return any(
         getattr(cls, name) is not getattr(keras.Model, name)
         for name in ("compute_loss", "train_step")
@@ -115,14 +122,25 @@ def compile_model(model, optimizer, *, jit_compile="auto", steps_per_execution: 
     return model
 
 
-def build_model(name: str, schema, model_args: dict, sample_features: dict):
+def build_model(name: str, schema, model_args: dict, sample_features: dict,
+                precision: str = "float32"):
     """Build a registered model and all its sub-layers (before the optimizer is built,
-    or ``apply_gradients`` rejects variables it has not seen)."""
+    or ``apply_gradients`` rejects variables it has not seen), under the dtype policy
+    ``precision`` names (:mod:`tfdebias.precision`; a model that computes its own loss
+    takes only ``"float32"``)."""
     import tfdebias.methods  # noqa: F401  (methods register their models)
     from tfdebias import models
 
-    model = models.build(name, schema, **model_args)
-    model(sample_features, training=False)
+    check_precision(precision)
+    if precision != "float32" and uses_custom_loss(models.get(name)):
+        plain = [n for n in models.available() if not uses_custom_loss(models.get(n))]
+        raise UsageError(
+            f"model {models.get(name).model_name!r} computes its own loss and trains in "
+            f"float32 only; precision={precision!r} is for the models trained with the "
+            f"engine's loss: {', '.join(plain)}")
+    with policy_scope(precision):
+        model = models.build(name, schema, **model_args)
+        model(sample_features, training=False)
     return model
 
 
@@ -252,7 +270,7 @@ def train(config: TrainConfig, out: str | Path | None = None, *, data_dir: str |
     # Everything that can fail on bad input (model name, arguments, schema) fails here,
     # before the run directory exists.
     with strategy.scope():
-        model = build_model(config.model, schema, config.model_args, sample)
+        model = build_model(config.model, schema, config.model_args, sample, config.precision)
         compile_model(model, make_optimizer(config.optimizer, config.learning_rate),
                       steps_per_execution=config.steps_per_execution)
     run, resumed = rd.RunDir.start(out, config.to_dict(), overwrite=overwrite)
@@ -286,7 +304,7 @@ def load_run(path: str | Path, *, data_dir: str | None = None):
     schema = tdata.load_schema(builder)
     sample_cols = tdata.read_split(builder, config.valid_split)
     sample = next(iter(tdata.make_dataset(sample_cols, schema, batch_size=4)))[0]
-    model = build_model(config.model, schema, config.model_args, sample)
+    model = build_model(config.model, schema, config.model_args, sample, config.precision)
     try:
         model.load_weights(str(path / rd.WEIGHTS))
     except ValueError as e:
