@@ -38,7 +38,13 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--eval-users", type=int, default=1024)
+    ap.add_argument("--cpu-threads", default="auto",
+                    help="TensorFlow's CPU thread pools, as `tfdebias --cpu-threads` "
+                         "(default auto, what tfdebias commands use)")
     args = ap.parse_args(argv)
+    from tfdebias.training.threads import configure_cpu_threads
+
+    threads = configure_cpu_threads(args.cpu_threads)  # before TensorFlow runs an op
 
     import keras
     import numpy as np
@@ -133,7 +139,7 @@ def main(argv=None):
         "eval_users_per_s_backbone": round(ev["backbone"], 1),
         "eval_users_per_s_amid": round(ev["amid"], 1),
         "load_average": os.getloadavg()[0], "cpus": os.cpu_count(),
-        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_mb": peak_rss_mb(), "cpu_threads": [threads.inter, threads.intra],
     }
     print(f"{args.backbone}: backbone {med['backbone']:.0f} rows/s, AMID L_c {med['amid_lc']:.0f}, "
           f"L_r {med['amid_lr']:.0f} (ratio {result['ratio_lc']})")

@@ -42,7 +42,13 @@ def main(argv=None):
     ap.add_argument("--backbones", default="dcn,ncf")
     ap.add_argument("--purifiers", default="proj,cos,solve")
     ap.add_argument("--quick", action="store_true", help="one repeat")
+    ap.add_argument("--cpu-threads", default="auto",
+                    help="TensorFlow's CPU thread pools, as `tfdebias --cpu-threads` "
+                         "(default auto, what tfdebias commands use)")
     args = ap.parse_args(argv)
+    from tfdebias.training.threads import configure_cpu_threads
+
+    threads = configure_cpu_threads(args.cpu_threads)  # before TensorFlow runs an op
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     import keras
@@ -89,6 +95,7 @@ def main(argv=None):
         "min_ratio": min(ratio.values()) if ratio else None,
         "meets_target": bool(ratio) and min(ratio.values()) >= 0.5, "target": 0.5,
         "load_avg": os.getloadavg()[0], "cpus": os.cpu_count(), "peak_rss_mb": peak_rss_mb(),
+        "cpu_threads": [threads.inter, threads.intra],
     })
 
 

@@ -214,9 +214,13 @@ def worker_ours(args) -> dict:
 
     import keras
 
+    import tfdebias.methods  # noqa: F401
+    from tfdebias import models  # noqa: F401
     from tfdebias.optimizers import make_optimizer
     from tfdebias.training.engine import SetEpoch, build_model
 
+    # every model module imported before seeding, as `tfdebias train` does (importing
+    # keras_rs' embedding module draws from Python's RNG, which would shift the weights)
     data = _load(args.data)
     x, y = data["x_train"], data["y_train"]
     keras.utils.set_random_seed(args.seed)

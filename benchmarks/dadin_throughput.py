@@ -35,7 +35,13 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--batch-size", type=int, default=2000)
     ap.add_argument("--embedding-dim", type=int, default=None)
+    ap.add_argument("--cpu-threads", default="auto",
+                    help="TensorFlow's CPU thread pools, as `tfdebias --cpu-threads` "
+                         "(default auto, what tfdebias commands use)")
     args = ap.parse_args(argv)
+    from tfdebias.training.threads import configure_cpu_threads
+
+    threads = configure_cpu_threads(args.cpu_threads)  # before TensorFlow runs an op
     repeats = args.repeats or (2 if args.quick else 4)
     emb = args.embedding_dim or (16 if args.quick else 64)
 
@@ -77,6 +83,7 @@ def main(argv=None) -> int:
         "workload": {"data": "cross_domain_ctr", "rows": n, "batch_size": args.batch_size,
                      "embedding_dim": emb, "hidden_units": [512, 128, 64], "repeats": repeats},
         "load_avg_1min": round(os.getloadavg()[0], 2), "peak_rss_mb": _common.peak_rss_mb(),
+        "cpu_threads": [threads.inter, threads.intra],
         "machine": _common.machine()})
     return 0
 

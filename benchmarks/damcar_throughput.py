@@ -51,7 +51,13 @@ def main(argv=None):
     ap.add_argument("--batch-size", type=int, default=512)
     ap.add_argument("--epochs", type=int, default=2, help="timed epochs (best is reported)")
     ap.add_argument("--json", action="store_true", help="(the JSON line is always last)")
+    ap.add_argument("--cpu-threads", default="auto",
+                    help="TensorFlow's CPU thread pools, as `tfdebias --cpu-threads` "
+                         "(default auto, what tfdebias commands use)")
     args = ap.parse_args(argv)
+    from tfdebias.training.threads import configure_cpu_threads
+
+    threads = configure_cpu_threads(args.cpu_threads)  # before TensorFlow runs an op
 
     import keras
 
@@ -135,7 +141,7 @@ def main(argv=None):
                "damcar_over_bc": round(ratio, 3), "meets_0_5x": bool(ratio >= 0.5),
                "end_to_end_over_bc": round(end_to_end, 3),
                "load_average": round(os.getloadavg()[0], 2), "peak_rss_mb": peak_rss_mb(),
-               "machine": machine()})
+               "cpu_threads": [threads.inter, threads.intra], "machine": machine()})
 
 
 if __name__ == "__main__":

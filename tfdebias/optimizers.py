@@ -73,6 +73,7 @@ __all__ = [
     "LazyAdam",
     "SparseAdagrad",
     "distinct_slices",
+    "gather_rows",
     "sum_duplicates",
     "summing_matrix",
     "make_optimizer",
