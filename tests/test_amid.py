@@ -180,3 +180,16 @@ def test_cdsr_baselines_score_and_train_step(name, data):
         rows = (b["domain"].numpy() == 0) & (b["history_b"].numpy() > 0).any(1)
         if rows.any():
             assert np.abs(m(changed).numpy()[rows] - p.numpy()[rows]).max() > 1e-7
+
+
+def test_building_by_a_call_raises_no_keras_build_warning(data):
+    import warnings
+
+    splits, schema = data
+    m = models.build("amid", schema, backbone="sasrec", embedding_dim=8, n_sampled_users=8,
+                     bank_size=16, backbone_args={"num_blocks": 1})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        amid.build_amid(m, _batch(splits["train"], np.arange(4)))
+    assert m.built and m.imputation_model.built and m.propensity_model.built
+    assert not [w for w in caught if "build()" in str(w.message)], [str(w.message) for w in caught]

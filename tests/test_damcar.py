@@ -258,3 +258,27 @@ def test_cascade_export_checks_ranker_and_retriever_in_clean_processes(tmp_path)
     rep = D.export_cascade(m, ranker, schema(), corpus, tmp_path / "cascade", k=4, check_rows=x)
     assert rep["retrieve_check"]["ok"] and rep["ranker_check"]["ok"]
     assert (tmp_path / "cascade" / "ranker" / "saved_model.pb").exists()
+
+
+def test_building_by_a_call_raises_no_keras_build_warning():
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gen = generator()
+        ret = D.HybridRetrieval(schema(), embedding_dim=4, hidden_units=(6,))
+        ret(batch()[0])
+    assert gen.teacher.built and gen.student.transform.built and ret.domain_head.built
+    assert not [w for w in caught if "build()" in str(w.message)], [str(w.message) for w in caught]
+
+
+def test_tfdebias_train_refuses_the_label_generator_before_any_work(tmp_path, capsys):
+    from tfdebias.cli import main
+
+    out = tmp_path / "r"
+    assert main(["train", "--data", "cascade_exposure", "--model", "damcar_label_generator",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("tfdebias: error: model 'damcar_label_generator' cannot be "
+                              "trained by `tfdebias train`: it trains on paired"), err[-3:]
+    assert not list(tmp_path.iterdir())

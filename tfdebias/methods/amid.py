@@ -301,6 +301,12 @@ class AMID(Backbone):
         self._phase_functions: dict = {}
         self.dr_optimizer = None
 
+    def build(self, input_shape=None):
+        # Nothing to create here: the sub-layers build on the first call, and `build_amid`
+        # builds those the call does not reach. (Without a build method Keras would
+        # first trace a symbolic call and warn about the unreached ones.)
+        self.built = True
+
     # -- the user bank (the N sampled users of Eq. 6) ------------------------------------
     def set_user_bank(self, columns, seed: int = 0):
         """Fill the bank with up to ``bank_size`` training histories per domain (rows with

@@ -170,6 +170,10 @@ class LabelGenerator(Backbone):
     gradient of :func:`label_generator_losses` and then the EMA update (Eq. (9)).
     """
 
+    engine_unsupported = (
+        "it trains on paired source/target batches (Eq. (11)), which `tfdebias reproduce "
+        "damcar` builds (tfdebias.methods.damcar.train_label_generator)")
+
     def __init__(self, schema, embedding_dim: int = 32, encoder_units=(300, 200, 100),
                  transform_units=(128, 100), lambda1: float = 0.5, lambda2: float = 0.2,
                  alpha: float = 0.99, **kwargs):
@@ -194,11 +198,18 @@ class LabelGenerator(Backbone):
             z = net.encode(features)
             net.heads(z, True)
             net.heads(z, False)
+            net.built = True  # its sub-layers are; marks it, so `call` builds only once
 
     def forward(self, features, training=False):
         z = self.student.encode(features, training)
         y, _ = self.student.heads(z, False, training)
         return y, z
+
+    def build(self, input_shape=None):
+        # Nothing to create here: the first call builds every path (`build_all`).
+        # (Without a build method Keras would first trace a symbolic call and warn
+        # about the paths it does not reach.)
+        self.built = True
 
     def call(self, features, training=False):
         if not self.teacher.built or not self.student.transform.built:
@@ -330,6 +341,12 @@ class HybridRetrieval(Backbone):
 
     def forward(self, features, training=False):
         return self.dssm.forward(features, training)
+
+    def build(self, input_shape=None):
+        # Nothing to create here: the first call builds the DSSM and the domain
+        # classifier. (Without a build method Keras would first trace a symbolic call
+        # and warn about the classifier it does not reach.)
+        self.built = True
 
     def call(self, features, training=False):
         out = super().call(features, training)

@@ -54,6 +54,9 @@ class Backbone(keras.Model):
 
     #: the registry name, set by ``tfdebias.models.register``
     model_name: str = ""
+    #: ``None`` if ``tfdebias train`` can fit the model on one split's batches; else why
+    #: not and what trains it instead (``train`` refuses such a model before any work)
+    engine_unsupported: str | None = None
 
     def __init__(self, schema, embedding_dim: int = 16, embedding_l2: float = 0.0, **kwargs):
         super().__init__(**kwargs)

@@ -378,7 +378,8 @@ def train_multi_worker(config, out=None, *, data_dir: str | None = None,
     from tfdebias import models
     from tfdebias.evaluation import protocols
     from tfdebias.optimizers import make_optimizer
-    from tfdebias.training.engine import TrainResult, build_model, compile_model, prepare_splits
+    from tfdebias.training.engine import (TrainResult, build_model, check_trainable,
+                                          compile_model, prepare_splits)
     from tfdebias.training.strategy import get_strategy
 
     if strategy is None:
@@ -386,7 +387,7 @@ def train_multi_worker(config, out=None, *, data_dir: str | None = None,
     task_type, task_id, is_chief = worker_info(strategy)
     protocol = protocols.get(config.protocol)
     import tfdebias.methods  # noqa: F401  (imports draw from Python's RNG: before seeding)
-    models.get(config.model)
+    check_trainable(config.model)
     keras.utils.set_random_seed(config.seed)
     lock_dir = Path(data_dir or tdata.default_data_dir())
     with file_lock(lock_dir / ".tfdebias-prepare.lock"):

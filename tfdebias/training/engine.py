@@ -103,6 +103,19 @@ def uses_custom_loss(model) -> bool:
     )
 
 
+def check_trainable(name: str):
+    """The model class registered as ``name``, if this engine can train it (one split's
+    batches through ``fit``); :class:`UsageError` naming the alternative otherwise."""
+    import tfdebias.methods  # noqa: F401  (methods register their models)
+    from tfdebias import models
+
+    cls = models.get(name)
+    if getattr(cls, "engine_unsupported", None):
+        raise UsageError(f"model {cls.model_name!r} cannot be trained by `tfdebias train`: "
+                         f"{cls.engine_unsupported}")
+    return cls
+
+
 def compile_model(model, optimizer, *, jit_compile="auto", steps_per_execution: int = 1):
     """Compile with binary cross-entropy and AUC, or without a loss for methods.
 
@@ -251,7 +264,7 @@ def train(config: TrainConfig, out: str | Path | None = None, *, data_dir: str |
     # Import the model's modules before seeding: some imports draw from Python's RNG,
     # which would otherwise make the initial weights depend on what was imported before.
     import tfdebias.methods  # noqa: F401
-    models.get(config.model)
+    check_trainable(config.model)
     keras.utils.set_random_seed(config.seed)
     splits, schema = tdata.load(config.data, data_dir=data_dir, manual_dir=manual_dir)
     for s in (config.train_split, config.valid_split):
