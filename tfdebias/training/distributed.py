@@ -375,7 +375,6 @@ def train_multi_worker(config, out=None, *, data_dir: str | None = None,
     import tensorflow as tf
 
     from tfdebias import data as tdata
-    from tfdebias import models
     from tfdebias.evaluation import protocols
     from tfdebias.optimizers import make_optimizer
     from tfdebias.training.engine import (TrainResult, build_model, check_trainable,
@@ -387,7 +386,7 @@ def train_multi_worker(config, out=None, *, data_dir: str | None = None,
     task_type, task_id, is_chief = worker_info(strategy)
     protocol = protocols.get(config.protocol)
     import tfdebias.methods  # noqa: F401  (imports draw from Python's RNG: before seeding)
-    check_trainable(config.model)
+    check_trainable(config.model, config.precision)
     keras.utils.set_random_seed(config.seed)
     lock_dir = Path(data_dir or tdata.default_data_dir())
     with file_lock(lock_dir / ".tfdebias-prepare.lock"):

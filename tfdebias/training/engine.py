@@ -103,9 +103,10 @@ def uses_custom_loss(model) -> bool:
     )
 
 
-def check_trainable(name: str):
+def check_trainable(name: str, precision: str = "float32"):
     """The model class registered as ``name``, if this engine can train it (one split's
-    batches through ``fit``); :class:`UsageError` naming the alternative otherwise."""
+    batches through ``fit``) in ``precision``; :class:`UsageError` naming the
+    alternative otherwise (a model with its own loss trains in float32 only)."""
     import tfdebias.methods  # noqa: F401  (methods register their models)
     from tfdebias import models
 
@@ -113,6 +114,13 @@ def check_trainable(name: str):
     if getattr(cls, "engine_unsupported", None):
         raise UsageError(f"model {cls.model_name!r} cannot be trained by `tfdebias train`: "
                          f"{cls.engine_unsupported}")
+    check_precision(precision)
+    if precision != "float32" and uses_custom_loss(cls):
+        plain = [n for n in models.available() if not uses_custom_loss(models.get(n))]
+        raise UsageError(
+            f"model {cls.model_name!r} computes its own loss and trains in float32 only; "
+            f"precision={precision!r} is for the models trained with the engine's loss: "
+            f"{', '.join(plain)}")
     return cls
 
 
@@ -141,16 +149,10 @@ def build_model(name: str, schema, model_args: dict, sample_features: dict,
     or ``apply_gradients`` rejects variables it has not seen), under the dtype policy
     ``precision`` names (:mod:`tfdebias.precision`; a model that computes its own loss
     takes only ``"float32"``)."""
-    import tfdebias.methods  # noqa: F401  (methods register their models)
     from tfdebias import models
 
-    check_precision(precision)
-    if precision != "float32" and uses_custom_loss(models.get(name)):
-        plain = [n for n in models.available() if not uses_custom_loss(models.get(n))]
-        raise UsageError(
-            f"model {models.get(name).model_name!r} computes its own loss and trains in "
-            f"float32 only; precision={precision!r} is for the models trained with the "
-            f"engine's loss: {', '.join(plain)}")
+    if precision != "float32":
+        check_trainable(name, precision)
     with policy_scope(precision):
         model = models.build(name, schema, **model_args)
         model(sample_features, training=False)
@@ -255,16 +257,15 @@ def train(config: TrainConfig, out: str | Path | None = None, *, data_dir: str |
     import keras
 
     from tfdebias import data as tdata
-    from tfdebias import models
     from tfdebias.evaluation import protocols
     from tfdebias.optimizers import make_optimizer
     from tfdebias.training.strategy import get_strategy
 
     protocol = protocols.get(config.protocol)
-    # Import the model's modules before seeding: some imports draw from Python's RNG,
-    # which would otherwise make the initial weights depend on what was imported before.
-    import tfdebias.methods  # noqa: F401
-    check_trainable(config.model)
+    # Fails before any work on a model this engine cannot train; imports every model
+    # module before seeding (importing keras_rs' embedding module draws from Python's
+    # RNG, which would otherwise make the initial weights depend on the import order).
+    check_trainable(config.model, config.precision)
     keras.utils.set_random_seed(config.seed)
     splits, schema = tdata.load(config.data, data_dir=data_dir, manual_dir=manual_dir)
     for s in (config.train_split, config.valid_split):
