@@ -13,15 +13,17 @@ and TPUs, where the dense layers' matmuls run faster. On the benchmark's DeepFM
 (``benchmarks/ctr_throughput.py``, variant ``lazy_adam_spe8_bf16``; a 2-core CPU with
 AVX512-BF16) it trains on less CPU time per example than float32 at the same
 validation AUC (figures in ``benchmarks/README.md``). On CPUs without bfloat16
-instructions the arithmetic is emulated and slower: measure first.
-It changes the arithmetic (8 mantissa bits in the activations), so it is an explicit
-choice, never a default.
+instructions the arithmetic may be emulated and slower: measure first. It changes the
+arithmetic (8 significant bits in the activations), so it is an explicit choice, never
+a default.
 
-Which models: those trained with the engine's loss (``compile(loss=...)``: every
-backbone in :mod:`tfdebias.models`). Models that compute their own loss (the
-debiasing methods, the sequential recommenders) mix float32 tensors (propensities,
-weights, targets) into it and are trained in float32 only; asking for another
-precision raises :class:`~tfdebias.errors.UsageError`.
+Which models: those trained with the engine's loss (``compile(loss=...)``: the CTR
+backbones of :mod:`tfdebias.models` and the cross-domain CTR baselines, e.g.
+``deepfm``, ``dcn``, ``ncf``, ``din``, ``conet``; ``tests/test_precision.py`` trains
+each). Models that compute their own loss (the debiasing methods, the sequential
+recommenders) mix float32 tensors (propensities, weights, targets) into it and are
+trained in float32 only; asking for another precision raises
+:class:`~tfdebias.errors.UsageError`.
 
 Keras captures a layer's dtype policy when the layer is *constructed*, and a model's
 sub-layers do not inherit the model's policy. So a model is built inside
