@@ -26,6 +26,15 @@ class BenchmarkError(RuntimeError):
     """A measurement could not be made (the message says why)."""
 
 
+def add_cpu_threads_argument(parser) -> None:
+    """``--cpu-threads POLICY`` (default ``auto``): the thread pools a training benchmark
+    passes to ``tfdebias.training.configure_cpu_threads`` before TensorFlow starts, as
+    the ``tfdebias`` command does."""
+    parser.add_argument("--cpu-threads", default="auto",
+                        help="TensorFlow's CPU thread pools, as `tfdebias --cpu-threads` "
+                             "(default auto, what tfdebias commands use)")
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far, in MiB (Linux: ru_maxrss is KiB)."""
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -27,7 +27,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import emit_json, peak_rss_mb  # noqa: E402
+from _common import add_cpu_threads_argument, emit_json, peak_rss_mb  # noqa: E402
 
 
 def main(argv=None):
@@ -38,9 +38,7 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--eval-users", type=int, default=1024)
-    ap.add_argument("--cpu-threads", default="auto",
-                    help="TensorFlow's CPU thread pools, as `tfdebias --cpu-threads` "
-                         "(default auto, what tfdebias commands use)")
+    add_cpu_threads_argument(ap)
     args = ap.parse_args(argv)
     from tfdebias.training.threads import configure_cpu_threads
 

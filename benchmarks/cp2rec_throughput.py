@@ -31,7 +31,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import emit_json, peak_rss_mb  # noqa: E402
+from _common import add_cpu_threads_argument, emit_json, peak_rss_mb  # noqa: E402
 
 
 def main(argv=None):
@@ -42,9 +42,7 @@ def main(argv=None):
     ap.add_argument("--backbones", default="dcn,ncf")
     ap.add_argument("--purifiers", default="proj,cos,solve")
     ap.add_argument("--quick", action="store_true", help="one repeat")
-    ap.add_argument("--cpu-threads", default="auto",
-                    help="TensorFlow's CPU thread pools, as `tfdebias --cpu-threads` "
-                         "(default auto, what tfdebias commands use)")
+    add_cpu_threads_argument(ap)
     args = ap.parse_args(argv)
     from tfdebias.training.threads import configure_cpu_threads
 

@@ -214,13 +214,12 @@ def worker_ours(args) -> dict:
 
     import keras
 
-    import tfdebias.methods  # noqa: F401
-    from tfdebias import models  # noqa: F401
     from tfdebias.optimizers import make_optimizer
-    from tfdebias.training.engine import SetEpoch, build_model
+    from tfdebias.training.engine import SetEpoch, build_model, check_trainable
 
-    # every model module imported before seeding, as `tfdebias train` does (importing
-    # keras_rs' embedding module draws from Python's RNG, which would shift the weights)
+    # before seeding, as `tfdebias train` does: it imports every model module, and
+    # importing keras_rs' embedding module draws from Python's RNG (shifting the weights)
+    check_trainable("deepfm", precision)
     data = _load(args.data)
     x, y = data["x_train"], data["y_train"]
     keras.utils.set_random_seed(args.seed)

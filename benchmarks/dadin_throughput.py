@@ -35,9 +35,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--batch-size", type=int, default=2000)
     ap.add_argument("--embedding-dim", type=int, default=None)
-    ap.add_argument("--cpu-threads", default="auto",
-                    help="TensorFlow's CPU thread pools, as `tfdebias --cpu-threads` "
-                         "(default auto, what tfdebias commands use)")
+    _common.add_cpu_threads_argument(ap)
     args = ap.parse_args(argv)
     from tfdebias.training.threads import configure_cpu_threads
 

@@ -24,7 +24,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import emit_json, machine, peak_rss_mb  # noqa: E402
+from _common import add_cpu_threads_argument, emit_json, machine, peak_rss_mb  # noqa: E402
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -51,9 +51,7 @@ def main(argv=None):
     ap.add_argument("--batch-size", type=int, default=512)
     ap.add_argument("--epochs", type=int, default=2, help="timed epochs (best is reported)")
     ap.add_argument("--json", action="store_true", help="(the JSON line is always last)")
-    ap.add_argument("--cpu-threads", default="auto",
-                    help="TensorFlow's CPU thread pools, as `tfdebias --cpu-threads` "
-                         "(default auto, what tfdebias commands use)")
+    add_cpu_threads_argument(ap)
     args = ap.parse_args(argv)
     from tfdebias.training.threads import configure_cpu_threads
 

@@ -70,7 +70,7 @@ from tfdebias.errors import UsageError
 from tfdebias.layers.mlp import MLP
 from tfdebias.models import register
 from tfdebias.models._sequential import SequentialBackbone, masked_mean
-from tfdebias.models.base import Backbone
+from tfdebias.models.base import Backbone, build_on_first_call
 
 ESTIMATORS = ("dr", "ips", "none")
 BACKBONES = ("gru4rec", "sasrec", "bert4rec")
@@ -301,11 +301,7 @@ class AMID(Backbone):
         self._phase_functions: dict = {}
         self.dr_optimizer = None
 
-    def build(self, input_shape=None):
-        # Nothing to create here: the sub-layers build on the first call, and `build_amid`
-        # builds those the call does not reach. (Without a build method Keras would
-        # first trace a symbolic call and warn about the unreached ones.)
-        self.built = True
+    build = build_on_first_call  # `build_amid` builds what the first call does not reach
 
     # -- the user bank (the N sampled users of Eq. 6) ------------------------------------
     def set_user_bank(self, columns, seed: int = 0):

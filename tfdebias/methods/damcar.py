@@ -74,7 +74,7 @@ from tfdebias.layers.gradient_reversal import GradientReversal
 from tfdebias.layers.mlp import MLP
 from tfdebias.methods import Reproducer, register_reproducer
 from tfdebias.models import register
-from tfdebias.models.base import Backbone
+from tfdebias.models.base import Backbone, build_on_first_call
 
 #: Table 4 of the paper (the tuner's grid; see the module docstring).
 SEARCH_SPACE = {
@@ -205,11 +205,7 @@ class LabelGenerator(Backbone):
         y, _ = self.student.heads(z, False, training)
         return y, z
 
-    def build(self, input_shape=None):
-        # Nothing to create here: the first call builds every path (`build_all`).
-        # (Without a build method Keras would first trace a symbolic call and warn
-        # about the paths it does not reach.)
-        self.built = True
+    build = build_on_first_call  # the first call runs every path (`build_all`)
 
     def call(self, features, training=False):
         if not self.teacher.built or not self.student.transform.built:
@@ -342,11 +338,7 @@ class HybridRetrieval(Backbone):
     def forward(self, features, training=False):
         return self.dssm.forward(features, training)
 
-    def build(self, input_shape=None):
-        # Nothing to create here: the first call builds the DSSM and the domain
-        # classifier. (Without a build method Keras would first trace a symbolic call
-        # and warn about the classifier it does not reach.)
-        self.built = True
+    build = build_on_first_call  # the first call builds the DSSM and the domain classifier
 
     def call(self, features, training=False):
         out = super().call(features, training)

@@ -157,6 +157,15 @@ class Backbone(keras.Model):
         return ops.sigmoid(logits)[:, None]
 
 
+def build_on_first_call(self, input_shape=None):
+    """A ``build`` for a model whose first call builds its sub-layers (some through
+    helpers such as ``amid.build_amid`` or ``LabelGenerator.build_all``, since one call
+    does not reach them all): nothing to create here. Assign it as ``build =
+    build_on_first_call``; without a build method Keras first traces a symbolic call
+    and warns about the sub-layers that call leaves unbuilt."""
+    self.built = True
+
+
 def _is_side(name: str, prefix: str) -> bool:
     return name == prefix or name.startswith(prefix + "_")
 

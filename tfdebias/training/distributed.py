@@ -385,7 +385,8 @@ def train_multi_worker(config, out=None, *, data_dir: str | None = None,
         strategy = get_strategy("multi-worker")
     task_type, task_id, is_chief = worker_info(strategy)
     protocol = protocols.get(config.protocol)
-    import tfdebias.methods  # noqa: F401  (imports draw from Python's RNG: before seeding)
+    # before seeding: it imports every model module, and importing keras_rs draws from
+    # Python's RNG (as in tfdebias.training.train)
     check_trainable(config.model, config.precision)
     keras.utils.set_random_seed(config.seed)
     lock_dir = Path(data_dir or tdata.default_data_dir())

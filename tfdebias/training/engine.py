@@ -114,6 +114,15 @@ def check_trainable(name: str, precision: str = "float32"):
     if getattr(cls, "engine_unsupported", None):
         raise UsageError(f"model {cls.model_name!r} cannot be trained by `tfdebias train`: "
                          f"{cls.engine_unsupported}")
+    _check_precision_for(cls, precision)
+    return cls
+
+
+def _check_precision_for(cls, precision: str):
+    """:class:`UsageError` unless model class ``cls`` can be built in ``precision``
+    (a model that computes its own loss takes only ``"float32"``)."""
+    from tfdebias import models
+
     check_precision(precision)
     if precision != "float32" and uses_custom_loss(cls):
         plain = [n for n in models.available() if not uses_custom_loss(models.get(n))]
@@ -121,7 +130,6 @@ def check_trainable(name: str, precision: str = "float32"):
             f"model {cls.model_name!r} computes its own loss and trains in float32 only; "
             f"precision={precision!r} is for the models trained with the engine's loss: "
             f"{', '.join(plain)}")
-    return cls
 
 
 def compile_model(model, optimizer, *, jit_compile="auto", steps_per_execution: int = 1):
@@ -151,8 +159,7 @@ def build_model(name: str, schema, model_args: dict, sample_features: dict,
     takes only ``"float32"``)."""
     from tfdebias import models
 
-    if precision != "float32":
-        check_trainable(name, precision)
+    _check_precision_for(models.get(name), precision)
     with policy_scope(precision):
         model = models.build(name, schema, **model_args)
         model(sample_features, training=False)
