@@ -5,14 +5,17 @@ the design it replaced, in one process, on the ``ctr_throughput.py`` workload.
   per group of like columns (all 26 id columns stacked into one matrix).
 * ``batched_indices`` (the previous ``make_dataset``): the permutation's indices batched
   one by one (``Dataset.from_tensor_slices(order).batch(B)``) and one gather per column.
+* ``autotuned``: ``make_dataset(..., autotune=True)``, the same stream with
+  ``tf.data``'s autotuning on (``AUTOTUNE`` parallelism and prefetch), its default.
 * ``cached``: the first epoch's batches replayed from memory (``Dataset.cache()``), the
   floor: no per-batch input work at all.
 
-Both pipelines yield the same batches (``tests/test_pipeline.py`` pins them). One
+All of them yield the same batches (``tests/test_pipeline.py`` pins them). One
 DeepFM (LazyAdam, 8 steps per call, the thread pools of ``tfdebias train``) trains
 epoch after epoch on each pipeline in turn, in a shuffled order per round, so load on
 the machine hits all of them alike; the figures are medians over rounds of ms per
-step and of the per-round ratio to ``make_dataset``. It also drains each pipeline
+step (wall-clock and CPU: a step that waits for its input takes longer for the same
+CPU) and of the per-round ratio to ``make_dataset``. It also drains each pipeline
 alone inside a ``tf.function`` (no Python per batch) for its CPU cost per batch.
 
 Usage::
@@ -84,6 +87,8 @@ def main(argv=None) -> int:
     for _ in cached:  # fill the cache
         pass
     pipelines = {"make_dataset": current,
+                 "autotuned": make_dataset(columns, schema, batch_size=args.batch_size,
+                                           shuffle=True, autotune=True),
                  "batched_indices": batched_indices(columns, schema, args.batch_size),
                  "cached": cached}
     steps = -(-args.rows // args.batch_size)
@@ -110,6 +115,7 @@ def main(argv=None) -> int:
     for ds in pipelines.values():  # trace, warm up
         model.fit(ds, epochs=1, verbose=0)
     times = {name: [] for name in pipelines}
+    cpu_times = {name: [] for name in pipelines}
     rng = np.random.default_rng(0)
     for r in range(args.rounds):
         order = list(pipelines)
@@ -118,15 +124,18 @@ def main(argv=None) -> int:
             ds = pipelines[name]
             if hasattr(ds, "epoch"):
                 ds.epoch.assign(r + 1)
-            start = time.perf_counter()
+            start, cpu0 = time.perf_counter(), time.process_time()
             model.fit(ds, epochs=1, verbose=0)
             times[name].append((time.perf_counter() - start) / steps * 1e3)
+            cpu_times[name].append((time.process_time() - cpu0) / steps * 1e3)
         print(f"round {r + 1}/{args.rounds}: "
               + ", ".join(f"{k} {v[-1]:.2f} ms/step" for k, v in times.items()), flush=True)
     base = np.array(times["make_dataset"])
     out = {
         "benchmark": "pipeline_ab",
         "ms_per_step": {k: round(float(np.median(v)), 3) for k, v in times.items()},
+        "max_ms_per_step": {k: round(float(np.max(v)), 3) for k, v in times.items()},
+        "cpu_ms_per_step": {k: round(float(np.median(v)), 3) for k, v in cpu_times.items()},
         "ratio_to_make_dataset": {k: round(float(np.median(np.array(v) / base)), 3)
                                   for k, v in times.items()},
         "drain_cpu_ms_per_batch": drain_ms,

@@ -1,5 +1,6 @@
 """make_dataset: every batch is exactly the rows its definition names, for columns of
-every dtype and shape, with weights, drop_remainder, repeat and the epoch variable."""
+every dtype and shape, with weights, drop_remainder, repeat and the epoch variable,
+with tf.data's autotuning off (the default) or on."""
 
 import numpy as np
 import pytest
@@ -94,3 +95,14 @@ def test_empty_split_and_bad_arguments():
         make_dataset({k: v for k, v in columns().items() if k != "label"}, SCHEMA)
     with pytest.raises(DataError, match="sample weights"):
         make_dataset(columns(), SCHEMA, weight=np.ones(N - 1))
+
+
+def test_autotuning_is_off_unless_asked_and_changes_no_batch():
+    cols = columns()
+    fixed = make_dataset(cols, SCHEMA, batch_size=16, shuffle=True, seed=5)
+    tuned = make_dataset(cols, SCHEMA, batch_size=16, shuffle=True, seed=5, autotune=True)
+    assert fixed.options().autotune.enabled is False
+    assert fixed.map(lambda *batch: batch).options().autotune.enabled is False  # inherited
+    assert tuned.options().autotune.enabled is True
+    for ds in (fixed, tuned):
+        check_epoch(ds, cols, expected_order(N, True, 5, 0), 16)

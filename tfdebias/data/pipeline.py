@@ -29,6 +29,13 @@ from tfdebias.schema import Schema
 
 Columns = dict[str, np.ndarray]
 
+#: Batches :func:`make_dataset` gathers at once, and batches it keeps ready ahead of
+#: the model. One batch's gather costs under a millisecond of CPU (about 1.3 million
+#: examples per CPU-second, ``benchmarks/ctr_throughput.py``'s ``pipeline`` row), so
+#: two of each keep any model that trains slower than that fed.
+PARALLEL_BATCHES = 2
+PREFETCH_BATCHES = 2
+
 
 def _tfds():
     import tensorflow_datasets as tfds
@@ -146,6 +153,7 @@ def make_dataset(
     drop_remainder: bool = False,
     repeat: bool = False,
     epoch=None,
+    autotune: bool = False,
 ):
     """A ``tf.data.Dataset`` of ``(features, label[, weight])`` batches.
 
@@ -161,6 +169,15 @@ def make_dataset(
     gathering column by column took about 3x the CPU per batch
     (``benchmarks/pipeline_ab.py``).
 
+    Fixed sizes, no autotuning: :data:`PARALLEL_BATCHES` batches are gathered at a
+    time and :data:`PREFETCH_BATCHES` wait ready, and the stream's ``tf.data``
+    autotuning is off (``tf.data.Options().autotune.enabled = False``; stages a caller
+    adds downstream inherit it). With autotuning on, the ``tf.data`` default, some
+    epochs of the ``ctr_throughput`` workload took up to 1.5x as long for the same CPU
+    time on the 2-core development machine, the training step waiting on an input
+    stream that costs it a tenth of its time; without it the epochs are even
+    (``benchmarks/pipeline_ab.py``, rows ``make_dataset`` and ``autotuned``).
+
     Args:
       columns: numpy columns of one split (see :func:`read_split`).
       schema: the data set's schema; ``label`` defaults to ``schema.label``.
@@ -171,6 +188,9 @@ def make_dataset(
       repeat: epoch after epoch without end (each ends with its own last batch).
       epoch: a ``tf.Variable`` holding the current epoch (one is made when omitted and
         exposed as ``dataset.epoch``).
+      autotune: let ``tf.data`` tune the stream's parallelism and buffers instead
+        (``tf.data.AUTOTUNE``, autotuning on), e.g. for a pipeline extended with costly
+        stages of its own.
     """
     import tensorflow as tf
 
@@ -229,8 +249,11 @@ def make_dataset(
         -(-stops // batch_size) if stops else 0))
     if repeat:
         ds = ds.repeat()
-    ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.prefetch(tf.data.AUTOTUNE)
+    sizes = (tf.data.AUTOTUNE,) * 2 if autotune else (PARALLEL_BATCHES, PREFETCH_BATCHES)
+    ds = ds.map(gather, num_parallel_calls=sizes[0], deterministic=True).prefetch(sizes[1])
+    options = tf.data.Options()
+    options.autotune.enabled = autotune
+    ds = ds.with_options(options)
     if shuffle:
         ds.epoch = epoch  # set by tfdebias.training's SetEpoch callback
     return ds

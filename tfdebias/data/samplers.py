@@ -172,7 +172,11 @@ def add_negatives(ds, sampler: NegativeSampler, seed: int = 0, item: str = "item
         feats[name] = negs[0] if count == 1 else tf.stack(negs, axis=1)
         return (feats,) + tuple(batch[1:])
 
-    out = ds.enumerate().map(add, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    from tfdebias.data.pipeline import PARALLEL_BATCHES
+
+    # as many at once as the stream's own stages: fixed unless it is autotuned
+    parallel = PARALLEL_BATCHES if ds.options().autotune.enabled is False else tf.data.AUTOTUNE
+    out = ds.enumerate().map(add, num_parallel_calls=parallel, deterministic=True)
     if epoch is not None:
         out.epoch = epoch
     return out
