@@ -173,10 +173,11 @@ def make_dataset(
     time and :data:`PREFETCH_BATCHES` wait ready, and the stream's ``tf.data``
     autotuning is off (``tf.data.Options().autotune.enabled = False``; stages a caller
     adds downstream inherit it). With autotuning on, the ``tf.data`` default, some
-    epochs of the ``ctr_throughput`` workload took up to 1.5x as long for the same CPU
-    time on the 2-core development machine, the training step waiting on an input
-    stream that costs it a tenth of its time; without it the epochs are even
-    (``benchmarks/pipeline_ab.py``, rows ``make_dataset`` and ``autotuned``).
+    epochs of the ``ctr_throughput`` workload took about 1.5x as long for the same CPU
+    time on the 2-core development machine: the training step (about 16 ms of CPU)
+    waited on an input stream that costs under 1 ms of CPU per batch. Without it the
+    epochs are even (``benchmarks/pipeline_ab.py``, rows ``make_dataset`` and
+    ``autotuned``).
 
     Args:
       columns: numpy columns of one split (see :func:`read_split`).
