@@ -250,8 +250,9 @@ def make_dataset(
         -(-stops // batch_size) if stops else 0))
     if repeat:
         ds = ds.repeat()
-    sizes = (tf.data.AUTOTUNE,) * 2 if autotune else (PARALLEL_BATCHES, PREFETCH_BATCHES)
-    ds = ds.map(gather, num_parallel_calls=sizes[0], deterministic=True).prefetch(sizes[1])
+    parallel, ready = ((tf.data.AUTOTUNE,) * 2 if autotune
+                       else (PARALLEL_BATCHES, PREFETCH_BATCHES))
+    ds = ds.map(gather, num_parallel_calls=parallel, deterministic=True).prefetch(ready)
     options = tf.data.Options()
     options.autotune.enabled = autotune
     ds = ds.with_options(options)

@@ -25,6 +25,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from tfdebias.data.pipeline import PARALLEL_BATCHES
 from tfdebias.errors import DataError, UsageError
 
 
@@ -171,8 +172,6 @@ def add_negatives(ds, sampler: NegativeSampler, seed: int = 0, item: str = "item
             negs.append(sampler.sample(feats[item], feats[domain], key))
         feats[name] = negs[0] if count == 1 else tf.stack(negs, axis=1)
         return (feats,) + tuple(batch[1:])
-
-    from tfdebias.data.pipeline import PARALLEL_BATCHES
 
     # as many at once as the stream's own stages: fixed unless it is autotuned
     parallel = PARALLEL_BATCHES if ds.options().autotune.enabled is False else tf.data.AUTOTUNE
