@@ -210,7 +210,17 @@ def _reproduce_args(p):
         mp = sub.add_parser(name, help=rep.help, description=rep.help)
         add_data_args(mp, default_data=rep.default_data)
         mp.add_argument("--seeds", type=_positive_int, default=None,
-                        help="seeds per row (default: 1 with --quick, else the paper's count)")
+                        help="model seeds per row and data seed (default: 1 with --quick, else "
+                             "the paper's count)")
+        mp.add_argument("--data-seeds", type=_positive_int, default=None,
+                        help="simulator draws: each data seed regenerates the simulator and "
+                             "trains every row on it (default 3 with --quick, else 5; real "
+                             "data sets have one draw)")
+        mp.add_argument("--stopping", choices=("fixed", "snips"), default="fixed",
+                        help="fixed (default): every row takes the same number of optimizer "
+                             "steps, no early stopping; snips: early stopping on a "
+                             "self-normalised IPS-weighted validation log loss, where the "
+                             "method has propensities")
         mp.add_argument("--quick", action="store_true", help="small budget for a smoke run")
         mp.add_argument("--out", default=None, help="output folder (default runs/reproduce-<method>)")
         rep.add_arguments(mp)
@@ -223,6 +233,8 @@ def _reproduce(args) -> int:
     rep = methods.REPRODUCERS[args.method]
     if args.seeds is None and rep.default_seeds:  # None: the method decides itself
         args.seeds = 1 if args.quick else rep.default_seeds
+    if args.data_seeds is None:
+        args.data_seeds = 3 if args.quick else 5
     if args.out is None:
         args.out = f"runs/reproduce-{args.method}"
     out = rep.run(args)

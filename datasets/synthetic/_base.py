@@ -15,10 +15,15 @@ Conventions shared by all simulators:
 * Sequences are **right-aligned** (left-padded): the most recent item sits in the last
   column, padding (0) fills the front. ``[0, 0, 7, 3, 9]`` means 7, then 3, then 9.
 
-The only Python loop over rows is the TFDS example generator
-(:meth:`SimulatorBuilder._generate_examples`); TFDS needs one call per example.
+Splits are written through the packed storage of the real builders
+(:class:`tfdebias.datasets._real.PackedFeatures`, :func:`~tfdebias.datasets._real.write_split`):
+one storage format for every data set, serialised by numpy a block at a time, so a
+simulator regenerated for each data seed of an evidence table builds in seconds.
 Blocks of whole users (:func:`user_blocks`) bound memory in the ``paper`` configs;
 each block is vectorised.
+
+A *data seed* is a config with another ``seed``: :func:`seeded_config` makes it, and
+``tfdebias.data.load(name, data_seed=d)`` builds and caches it as ``<config>-seed<d>``.
 """
 
 from __future__ import annotations
@@ -33,16 +38,24 @@ import tensorflow_datasets as tfds
 from etils import epath
 from tensorflow_datasets.core import utils as tfds_utils
 
+from tensorflow_datasets.core.dataset_builder import FileReaderBuilder
+
 from tfdebias.errors import SchemaError, UsageError
 from tfdebias.schema import Schema
+
+from .._real import PackedFeatures, write_split
 
 Columns = dict[str, np.ndarray]
 Splits = dict[str, Columns]
 
-VERSION = tfds.core.Version("1.0.0")
+VERSION = tfds.core.Version("1.1.0")
 RELEASE_NOTES = {
     "1.0.0": "Initial release. Frozen: under 1.0.0 the generator and its parameters "
     "never change, so a (config, seed) pair always gives the same data.",
+    "1.1.0": "Packed storage (the real builders' format, rows in generation order); "
+    "adds each scenario's unbiased training sample (split ``train_unbiased``) and the "
+    "``medium`` config sized for evidence tables. Every 1.0.0 split of every config keeps "
+    "its values bit for bit.",
 }
 
 
@@ -220,24 +233,14 @@ def check_columns(schema: Schema, cols: Mapping[str, np.ndarray], where: str) ->
 
 
 # -- TFDS builder ----------------------------------------------------------------------
-def tfds_features(schema: Schema) -> tfds.features.FeaturesDict:
-    """``schema.tfds_features()``; falls back to numpy dtypes where TFDS rejects the
-    schema's dtype strings (TFDS 4.9.10 accepts ``np.int64`` but not ``"int64"``)."""
-    try:
-        return schema.tfds_features()
-    except TypeError:
-        return tfds.features.FeaturesDict({
-            f.name: tfds.features.Tensor(shape=f.shape, dtype=np.dtype(f.dtype)) for f in schema
-        })
-
-
-class SimulatorBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-    """Base TFDS builder of a simulator: ``simulate(params)`` in, TFDS splits out.
+class SimulatorBuilder(FileReaderBuilder, skip_registration=True):
+    """Base TFDS builder of a simulator: ``simulate(params)`` in, packed TFDS splits out.
 
     Subclasses set ``BUILDER_CONFIGS`` (``small`` first) and the two hooks
     ``_schema_fn`` and ``_simulate_fn`` (the module's ``schema`` and ``simulate``).
     ``info.metadata`` carries ``schema`` (the tfdebias schema as JSON) and ``params``
-    (the full parameter dict as JSON, defaults filled in).
+    (the full parameter dict as JSON, defaults filled in). Rows are stored and read in
+    the order ``simulate`` made them.
     """
 
     VERSION = VERSION
@@ -267,26 +270,44 @@ class SimulatorBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         return tfds.core.DatasetInfo(
             builder=self,
             description=doc,
-            features=tfds_features(schema),
+            features=PackedFeatures.from_schema(schema),
             metadata=tfds.core.MetadataDict(
                 schema=schema.to_json(),
                 params=json.dumps(self.params, sort_keys=True),
             ),
             citation=self._citation,
+            disable_shuffling=True,
         )
 
-    def _split_generators(self, dl_manager):
-        del dl_manager  # simulators download nothing
+    def _download_and_prepare(self, dl_manager, download_config=None):
+        del dl_manager, download_config  # simulators download nothing
         params = self.params
         schema = type(self)._schema_fn(params)
         data = type(self)._simulate_fn(params)
+        infos = []
         for split, cols in data.items():
-            check_columns(schema, cols, f"{self.name}/{self.builder_config.name} {split}")
-        return {split: self._generate_examples(cols) for split, cols in data.items()}
+            where = f"{self.name}/{self.builder_config.name} {split}"
+            if check_columns(schema, cols, where) == 0:
+                raise SchemaError(f"{where}: the simulator produced an empty split")
+            infos.append(write_split(self, split, [cols], schema))
+        self.info.set_splits(tfds.core.SplitDict(infos))
 
-    def _generate_examples(self, cols: Columns):
-        # The one per-row loop: TFDS encodes one example per call. Arrays already have
-        # the schema's dtypes, so TFDS's encoders take their fast path.
-        names = list(cols)
-        for i, row in enumerate(zip(*(cols[n] for n in names))):
-            yield i, dict(zip(names, row))
+
+def seeded_config(cls, config_name: str | None, data_seed: int) -> SimulatorConfig:
+    """``cls``'s config ``config_name`` (default: the first) with ``params["seed"] = data_seed``.
+
+    The config keeps its name when ``data_seed`` is its own seed (the same data), and is
+    named ``<config>-seed<d>`` otherwise, so every data seed is cached on its own.
+    """
+    configs = {c.name: c for c in cls.BUILDER_CONFIGS}
+    name = config_name or cls.BUILDER_CONFIGS[0].name
+    if name not in configs:
+        raise UsageError(f"{cls.name}: unknown config {name!r}; expected one of {sorted(configs)}")
+    base = configs[name]
+    if not isinstance(data_seed, (int, np.integer)) or data_seed < 0:
+        raise UsageError(f"a data seed must be a non-negative integer, got {data_seed!r}")
+    own = merge_params(cls._defaults, base.params, cls.name)["seed"]
+    if int(data_seed) == own:
+        return base
+    return SimulatorConfig(name=f"{name}-seed{int(data_seed)}", params={**base.params, "seed": int(data_seed)},
+                           description=f"{base.description}; data seed {int(data_seed)}")

@@ -24,6 +24,8 @@ SPLITS = {
     "cascade_exposure": {"train", "valid", "test", "oracle"},
     "cross_domain_sequences": {"train", "unobserved", "valid", "test"},
 }
+#: every scenario also ships its unbiased training sample (the evidence tables' skyline)
+SPLITS = {k: v | {"train_unbiased"} for k, v in SPLITS.items()}
 
 
 @pytest.fixture(scope="module")
@@ -45,13 +47,13 @@ def built(data_dir):
 
 # -- TFDS ------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", NAMES)
-def test_registered_with_small_first(name):
+def test_registered_with_small_first_then_medium(name):
     cls = tfds.builder_cls(name)
     configs = [c.name for c in cls.BUILDER_CONFIGS]
-    assert configs[0] == "small" and "paper" in configs
-    assert str(cls.VERSION) == "1.0.0" and "1.0.0" in cls.RELEASE_NOTES
+    assert configs[:2] == ["small", "medium"] and "paper" in configs
+    assert str(cls.VERSION) == "1.1.0" and {"1.0.0", "1.1.0"} <= set(cls.RELEASE_NOTES)
     doc = SIMULATORS[name].__doc__
-    assert "Frozen at 1.0.0" in doc and "Stands in for" in doc and "Bias it injects" in doc
+    assert "Stands in for" in doc and "Bias it injects" in doc and "train_unbiased" in doc
     assert cls.__module__.startswith("tfdebias.datasets.synthetic.")
 
 
@@ -61,7 +63,7 @@ def test_small_build_matches_schema_and_simulate(name, built, small):
     assert b.builder_config.name == "small"
     sim = small[name]
     assert set(b.info.splits) == SPLITS[name] == set(sim)
-    total = sum(s.num_examples for s in b.info.splits.values())
+    total = sum(s.num_examples for n, s in b.info.splits.items() if n != "train_unbiased")
     assert 15_000 <= total <= 80_000
     # the schema round-trips through info.metadata
     schema = Schema.from_json(b.info.metadata["schema"])
@@ -320,3 +322,29 @@ def test_cross_domain_sequences_held_out_items(small):
         np.testing.assert_array_equal(ke[oe], kl[ol])
         own = np.where(late["domain"][ol, None] == 0, late["history_a"][ol], late["history_b"][ol])
         np.testing.assert_array_equal(own[:, -1], early["item_id"][oe])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_data_seed_draws_the_simulator_anew(name, tmp_path):
+    """A data seed is the same config with another seed; seed 0 is the config itself."""
+    from tfdebias import data as tdata
+
+    module = SIMULATORS[name]
+    assert tdata.get_builder(name, data_dir=str(tmp_path), data_seed=0).builder_config.name == "small"
+    b = tdata.prepare(name, data_dir=str(tmp_path), data_seed=2)
+    assert b.builder_config.name == "small-seed2"
+    want = module.simulate({**module.DEFAULTS, **module.CONFIGS["small"], "seed": 2})
+    got = {s: tdata.read_split(b, s) for s in want}
+    for split, cols in want.items():  # packed storage keeps values and row order
+        for k, v in cols.items():
+            np.testing.assert_array_equal(got[split][k], v, err_msg=f"{split}/{k}")
+    assert tdata.data_seeds(name, 3) == [0, 1, 2]
+
+
+def test_real_data_has_one_draw():
+    from tfdebias import data as tdata
+    from tfdebias.errors import UsageError
+
+    assert tdata.data_seeds("kuairec", 5) == [None]
+    with pytest.raises(UsageError, match="one draw"):
+        tdata.get_builder("kuairec", data_seed=1)

@@ -2,9 +2,11 @@
 
 from tfdebias.data.pipeline import (  # noqa: F401
     available,
+    data_seeds,
     default_data_dir,
     features_only,
     get_builder,
+    is_simulator,
     load,
     load_schema,
     make_dataset,

@@ -68,28 +68,62 @@ def _registered_here() -> set[str]:
     return out
 
 
-def get_builder(name: str, *, data_dir: str | None = None):
-    """The TFDS builder for ``name`` (``"confounded_ctr"`` or ``"confounded_ctr/paper"``)."""
+def get_builder(name: str, *, data_dir: str | None = None, data_seed: int | None = None):
+    """The TFDS builder for ``name`` (``"confounded_ctr"`` or ``"confounded_ctr/medium"``).
+
+    ``data_seed`` draws a simulator anew: the named config (default: its first) with
+    ``params["seed"] = data_seed``, cached as its own config ``<config>-seed<d>``. Real data
+    sets have one draw, so a ``data_seed`` for them is a :class:`UsageError`.
+    """
     tfds = _tfds()
     base = name.split("/")[0].split(":")[0]
     known = _registered_here()
     if base not in known:
         raise UsageError(f"unknown data set {name!r}; expected one of {sorted(known)}")
     try:
-        builder = tfds.builder(name, data_dir=data_dir or default_data_dir())
+        if data_seed is None:
+            return tfds.builder(name, data_dir=data_dir or default_data_dir())
+        from tfdebias.datasets.synthetic import SimulatorBuilder
+        from tfdebias.datasets.synthetic._base import seeded_config
+
+        cls = tfds.builder_cls(base)
+        if not issubclass(cls, SimulatorBuilder):
+            raise UsageError(f"data set {name!r} is real data with one draw; data seeds apply to "
+                             "the simulators only (use one data seed)")
+        config = name.split("/")[1].split(":")[0] if "/" in name else None
+        return cls(config=seeded_config(cls, config, data_seed), data_dir=data_dir or default_data_dir())
     except (ValueError, KeyError) as e:  # unknown config name, bad version
         raise UsageError(f"data set {name!r}: {e}") from None
-    return builder
 
 
-def prepare(name: str, *, data_dir: str | None = None, manual_dir: str | None = None):
-    """Build ``name`` into ``data_dir`` if it is not there yet; return the builder.
+def is_simulator(name: str) -> bool:
+    """Whether ``name`` is one of the built-in simulators (which can be drawn anew per seed)."""
+    from tfdebias.datasets.synthetic import SimulatorBuilder
+
+    base = name.split("/")[0].split(":")[0]
+    if base not in _registered_here():
+        raise UsageError(f"unknown data set {name!r}; expected one of {sorted(_registered_here())}")
+    return issubclass(_tfds().builder_cls(base), SimulatorBuilder)
+
+
+def data_seeds(name: str, n: int) -> list[int | None]:
+    """The ``data_seed`` of each draw of an evidence table: ``0..n-1`` for a simulator,
+    ``[None]`` for a real data set, which has one draw whatever ``n`` says."""
+    if n < 1:
+        raise UsageError(f"the number of data seeds must be >= 1, got {n}")
+    return list(range(n)) if is_simulator(name) else [None]
+
+
+def prepare(name: str, *, data_dir: str | None = None, manual_dir: str | None = None,
+            data_seed: int | None = None):
+    """Build ``name`` (for ``data_seed``, see :func:`get_builder`) into ``data_dir`` if it
+    is not there yet; return the builder.
 
     TFDS writes into a temporary directory and renames it when complete, so an
     interrupted prepare leaves nothing half-written behind.
     """
     tfds = _tfds()
-    builder = get_builder(name, data_dir=data_dir)
+    builder = get_builder(name, data_dir=data_dir, data_seed=data_seed)
     if manual_dir is not None and not os.path.isdir(manual_dir):
         page = getattr(builder, "DOWNLOAD_PAGE", "")
         raise DataError("manual directory does not exist", path=manual_dir,
@@ -127,12 +161,14 @@ def load(
     *,
     data_dir: str | None = None,
     manual_dir: str | None = None,
+    data_seed: int | None = None,
 ) -> tuple[dict[str, Columns], Schema]:
     """Prepare ``name`` if needed and read ``splits`` (default: all) into memory.
 
+    ``data_seed`` regenerates a simulator with another seed (see :func:`get_builder`).
     Returns ``({split: columns}, schema)``.
     """
-    builder = prepare(name, data_dir=data_dir, manual_dir=manual_dir)
+    builder = prepare(name, data_dir=data_dir, manual_dir=manual_dir, data_seed=data_seed)
     names = list(splits) if splits is not None else sorted(builder.info.splits)
     return {s: read_split(builder, s) for s in names}, load_schema(builder)
 

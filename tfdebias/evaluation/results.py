@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import os
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -84,63 +83,84 @@ def to_markdown(rows: Sequence[dict], metrics: Sequence[str] | None = None, *,
 
 
 def plot_rows(rows: Sequence[dict], metric: str, path: str | os.PathLike, title: str = "") -> None:
-    """A horizontal bar chart of ``metric`` with ±std error bars."""
+    """A horizontal bar chart of ``metric``: 95% CIs as error bars where rows carry
+    ``ci95`` (evidence tables), else ±std."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [r["name"] for r in rows if metric in r["mean"]]
-    means = [r["mean"][metric] for r in rows if metric in r["mean"]]
-    stds = [r["std"][metric] for r in rows if metric in r["mean"]]
+    shown = [r for r in rows if metric in r["mean"]]
+    names = [r["name"] for r in shown]
+    means = np.array([r["mean"][metric] for r in shown], dtype=np.float64)
+    lo, hi = [], []
+    for r, m in zip(shown, means):
+        ci = (r.get("ci95") or {}).get(metric)
+        if ci and not any(math.isnan(c) for c in ci):
+            lo.append(max(m - ci[0], 0.0))
+            hi.append(max(ci[1] - m, 0.0))
+        else:
+            sd = r.get("std", {}).get(metric, 0.0)
+            lo.append(sd)
+            hi.append(sd)
+    colors = {"floor": "#999999", "skyline": "#55A868", "simple": "#C9C9C9", "truth": "#8172B2",
+              "method": "#C44E52"}
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(names) + 1.2))
-    ax.barh(range(len(names)), means, xerr=stds, color="#4C72B0", ecolor="#333", capsize=3)
+    ax.barh(range(len(names)), means, xerr=[lo, hi], ecolor="#333", capsize=3,
+            color=[colors.get(r.get("role"), "#4C72B0") for r in shown])
     ax.set_yticks(range(len(names)), names)
     ax.invert_yaxis()
-    if means:
-        lo, hi = min(m - s for m, s in zip(means, stds)), max(m + s for m, s in zip(means, stds))
-        pad = max((hi - lo) * 0.15, 1e-3)
-        ax.set_xlim(lo - pad, hi + pad)
+    if len(means):
+        a, b = float(np.min(means - lo)), float(np.max(means + hi))
+        pad = max((b - a) * 0.15, 1e-3)
+        ax.set_xlim(a - pad, b + pad)
     ax.set_xlabel(metric)
     ax.set_title(title or metric)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, format="png")
     plt.close(fig)
+
+
+def _replace_file(path: Path, write) -> None:
+    """Write ``path`` through a temporary sibling and rename it into place (atomic)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def write_results(out_dir: str | os.PathLike, records: Sequence[dict], *, title: str,
                   metrics: Sequence[str] | None = None, plot_metric: str | None = None,
                   bold_best: dict[str, str] | None = None, notes: str = "",
-                  command: str | None = None, extra: dict | None = None) -> Path:
+                  command: str | None = None, extra: dict | None = None,
+                  rows: Sequence[dict] | None = None, table_md: str | None = None) -> Path:
     """Write ``results.json``, ``results.md`` (and ``results.png``) into ``out_dir``.
 
-    Written into a temporary sibling folder and renamed into place when complete.
+    ``rows`` default to :func:`summarize` of ``records`` and ``table_md`` to
+    :func:`to_markdown` of the rows (the evidence tables pass their own). Each file is
+    written to a temporary sibling and renamed into place, ``results.json`` last, so a
+    folder holding ``results.json`` holds a complete table; other files in ``out_dir``
+    (per-run folders, plots) are left alone.
     """
     out = Path(out_dir).absolute()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    rows = summarize(records)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = list(rows) if rows is not None else summarize(records)
     command = command or "tfdebias " + " ".join(sys.argv[1:])
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
-        if out.exists():  # keep other files a caller put there (per-run folders, plots)
-            shutil.copytree(out, tmp, dirs_exist_ok=True)
-        payload = {"title": title, "command": command,
-                   "date": _dt.date.today().isoformat(), "rows": rows,
-                   "records": list(records), **(extra or {})}
-        write_json(tmp / "results.json", payload)
-        md = [f"# {title}", "", f"Produced by `{command}`.", "",
-              to_markdown(rows, metrics, bold_best=bold_best)]
-        if plot_metric:
-            plot_rows(rows, plot_metric, tmp / "results.png", title=title)
-            md += ["", f"![{plot_metric}](results.png)"]
-        if notes:
-            md += ["", notes.strip()]
-        (tmp / "results.md").write_text("\n".join(md) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    payload = {"title": title, "command": command,
+               "date": _dt.date.today().isoformat(), **(extra or {}), "rows": rows,
+               "records": list(records)}
+    md = [f"# {title}", "", f"Produced by `{command}`.", "",
+          table_md if table_md is not None else to_markdown(rows, metrics, bold_best=bold_best)]
+    if plot_metric:
+        _replace_file(out / "results.png", lambda p: plot_rows(rows, plot_metric, p, title=title))
+        md += ["", f"![{plot_metric}](results.png)"]
+    if notes:
+        md += ["", notes.strip()]
+    _replace_file(out / "results.md", lambda p: p.write_text("\n".join(md) + "\n"))
+    write_json(out / "results.json", payload)  # atomic too
     return out
