@@ -103,3 +103,21 @@ def test_datasets_list_and_prepare(data_dir, capsys):
     assert main(["datasets", "prepare", "confounded_ctr", "--data-dir", data_dir]) == 0
     assert "train" in capsys.readouterr().out
     assert main(["datasets", "prepare", "nope", "--data-dir", data_dir]) == 2
+
+
+def test_datasets_list_prints_only_its_own_lines():
+    """TensorFlow's start-up chatter (oneDNN, CUDA probes, cuInit errors) stays hidden
+    unless asked for with --verbose."""
+    from tfdebias import data
+
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL",)}
+    r = subprocess.run([sys.executable, "-m", "tfdebias.cli", "datasets", "list"], capture_output=True,
+                       text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == ""
+    lines = r.stdout.strip().splitlines()
+    assert [line.split()[0] for line in lines] == data.available()
+    assert not any("TFDS builder" in line or "module docstring" in line for line in lines)
+    loud = subprocess.run([sys.executable, "-m", "tfdebias.cli", "--verbose", "datasets", "list"],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert loud.returncode == 0 and loud.stderr  # the same chatter is there when asked for

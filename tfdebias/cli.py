@@ -88,6 +88,16 @@ def _print_metrics(metrics: dict) -> None:
 # -- datasets -------------------------------------------------------------------------
 
 
+def _describe(cls) -> str:
+    """One line about a data set: its module docstring's first sentence, where the
+    builder class's own docstring only points there."""
+    own = (cls.__doc__ or "").strip().splitlines()
+    if own and "module docstring" not in own[0]:
+        return own[0]
+    mod = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
+    return mod[0].replace("``", "") if mod else ""
+
+
 def _datasets_args(p):
     sub = p.add_subparsers(dest="action", required=True, metavar="{list,prepare}")
     sub.add_parser("list", help="list the data sets and their splits")
@@ -107,7 +117,7 @@ def _datasets(args) -> int:
         for name in data.available():
             cls = tfds.builder_cls(name)
             configs = [c.name for c in (cls.BUILDER_CONFIGS or [])]
-            doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+            doc = _describe(cls)
             print(f"{name:28s} configs: {', '.join(configs) or '-':32s} {doc}")
         return 0
     builder = data.prepare(args.name, data_dir=args.data_dir, manual_dir=args.manual_dir)
@@ -258,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tfdebias",
         description="Debiasing methods for recommendation in TensorFlow and Keras 3.")
     parser.add_argument("--version", action="version", version=f"tfdebias {__version__}")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also show TensorFlow's own start-up and log messages")
     parser.add_argument(
         "--cpu-threads", default="auto", metavar="POLICY",
         help="TensorFlow's CPU thread pools for this run: auto (default: on a CPU-only "
@@ -271,12 +283,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from tfdebias.quiet import start_tensorflow
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # before anything imports TensorFlow (building the parser imports the methods):
+    # its start-up chatter is not tfdebias' output
+    start_tensorflow(verbose="--verbose" in argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         from tfdebias.training.threads import configure_cpu_threads
 
-        try:  # before any command starts TensorFlow: the pools are fixed from then on
+        try:  # before any command runs a TensorFlow op: the pools are fixed from then on
             configure_cpu_threads(args.cpu_threads)
         except UsageError as e:
             parser.error(f"argument --cpu-threads: {e}")
