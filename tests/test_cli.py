@@ -93,6 +93,45 @@ def test_train_evaluate_and_mismatched_config(tmp_path, data_dir):
     lines = p.stderr.strip().splitlines()
     assert lines[-1].startswith("tfdebias: error:") and "does not fit" in lines[-1]
     assert "Traceback" not in p.stderr
+    (out / "config.json").write_text(cfg.replace('"model": "deepfm"', '"model": "lr"'))
+    damaged_run_dirs_exit_2(out, data_dir)
+
+
+def damaged_run_dirs_exit_2(out, data_dir):
+    """A run directory whose files were damaged: one line naming the file, exit 2."""
+    import contextlib
+    import io
+
+    def evaluate():
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            rc = main(["evaluate", str(out), "--data-dir", data_dir])
+        lines = err.getvalue().strip().splitlines()
+        assert rc == 2 and len(lines) == 1 and lines[0].startswith("tfdebias: error: "), lines
+        return lines[0]
+
+    weights = (out / "model.weights.h5").read_bytes()
+    config = (out / "config.json").read_text()
+    (out / "model.weights.h5").write_bytes(b"")
+    assert "model.weights.h5: cannot be read as Keras weights" in evaluate()
+    (out / "model.weights.h5").write_bytes(weights[: len(weights) // 2])
+    assert "model.weights.h5: cannot be read as Keras weights" in evaluate()
+    (out / "model.weights.h5").write_bytes(weights)
+    (out / "config.json").write_text(config[:-10])
+    assert "config.json, line" in evaluate() and "malformed JSON" in evaluate()
+    (out / "config.json").write_text(config.replace('"epochs": 1', '"epochs": -1'))
+    assert "config.json: is not a valid run config" in evaluate()
+    (out / "config.json").write_text(config)
+
+
+def test_out_under_a_regular_file_exits_2(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert main(["train", "--data", "confounded_ctr", "--model", "lr", "--out", str(afile / "run")]) == 2
+    assert_one_line_error(capsys, "is a file, not a directory")
+    assert main(["reproduce", "cp2rec", "--quick", "--out", str(afile / "r")]) == 2
+    assert_one_line_error(capsys, "is a file, not a directory")
+    assert afile.read_text() == "x" and sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
 
 
 def test_datasets_list_and_prepare(data_dir, capsys):

@@ -247,6 +247,9 @@ def _reproduce(args) -> int:
         args.data_seeds = 3 if args.quick else 5
     if args.out is None:
         args.out = f"runs/reproduce-{args.method}"
+    from tfdebias.training.run_dir import check_out_path
+
+    check_out_path(args.out)  # before any work
     out = rep.run(args)
     print(f"Results: {Path(out) / 'results.md'}")
     return 0

@@ -295,6 +295,9 @@ def _read_matrix(path: Path) -> dict:
     cols = [Col("user_id"), Col("video_id"), Col("date", "int", nullable=True),  # empty in some small_matrix rows
             Col("watch_ratio", "float")]
     out = _real.read_csv_all(path, cols)
+    if len(out["user_id"]) == 0:
+        raise DataError("holds a header but no rows", path=path, line=2,
+                        expected="one row per logged user-video pair")
     bad = ~np.isfinite(out["watch_ratio"]) | (out["watch_ratio"] < 0)
     if bad.any():
         i = int(np.argmax(bad))
@@ -315,7 +318,14 @@ def _read_categories(path: Path, max_tags: int) -> dict:
 
     t = _real.read_csv_all(path, [Col("video_id"), Col("feat", "str", nullable=True)])
     feat = t["feat"]
-    stripped = pc.utf8_trim(pc.fill_null(feat, ""), "[] ")
+    text = pc.utf8_trim_whitespace(pc.fill_null(feat, ""))
+    whole = pc.or_(pc.equal(text, ""), pc.and_(pc.starts_with(text, "["), pc.ends_with(text, "]")))
+    bad = ~np.asarray(whole.to_numpy(zero_copy_only=False), bool)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise DataError(f"malformed tag list {text[i].as_py()!r}", path=path, line=i + 2, column="feat",
+                        expected='a list literal such as "[27, 9]"')
+    stripped = pc.utf8_trim(text, "[] ")
     tags = _real.parse_int_lists(stripped, ",", max_tags, path=path, first_line=2, column="feat",
                                  keep="first", align="left")
     # -1 marks padding here (0 is a real KuaiRec tag id); encode_ids maps it to 0

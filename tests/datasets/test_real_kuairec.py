@@ -91,3 +91,27 @@ def test_cli_bad_input_exits_2(tmp_path):
     manual = corrupt_copy("kuairec", tmp_path, f"{DATA}/small_matrix.csv", set_field(2, 1, "x"))
     line = cli_rejects("kuairec", manual, tmp_path / "bad")
     assert "small_matrix.csv, line 2, column 'video_id'" in line
+
+
+def _header_only(text):
+    return text.splitlines(keepends=True)[0]
+
+
+def _unterminated_feat(text):
+    lines = text.splitlines(keepends=True)
+    head, rest = lines[2].split(",", 1)
+    lines[2] = f'{head},"[27, 9"\n'
+    return "".join(lines)
+
+
+@pytest.mark.parametrize("rel,edit,fragments", [
+    # a header alone would otherwise be prepared into an empty unbiased test split
+    (f"{DATA}/small_matrix.csv", _header_only, ["small_matrix.csv, line 2", "no rows"]),
+    (f"{DATA}/big_matrix.csv", _header_only, ["big_matrix.csv, line 2", "no rows"]),
+    # an unterminated list literal would otherwise be read as if whole
+    (f"{DATA}/item_categories.csv", _unterminated_feat,
+     ["item_categories.csv, line 3, column 'feat'", "'[27, 9'", "a list literal"]),
+])
+def test_empty_matrix_and_malformed_tag_list(tmp_path, rel, edit, fragments):
+    manual = corrupt_copy("kuairec", tmp_path, rel, edit)
+    expect_data_error("kuairec", manual, tmp_path / "out", *fragments)

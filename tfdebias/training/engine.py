@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from tfdebias.errors import SchemaError, UsageError
+from tfdebias.errors import DataError, SchemaError, UsageError
 from tfdebias.precision import check as check_precision
 from tfdebias.precision import policy_scope
 from tfdebias.training import run_dir as rd
@@ -281,6 +281,7 @@ def train(config: TrainConfig, out: str | Path | None = None, *, data_dir: str |
     splits = prepare_splits(config, splits, schema)
 
     out = Path(out) if out is not None else Path("runs") / f"{config.data.replace('/', '_')}-{config.model}-s{config.seed}"
+    rd.check_out_path(out)
     if out.exists() and not overwrite:  # fail before any work
         raise UsageError(f"run directory {out} already exists; choose another --out or pass --overwrite")
     strategy = get_strategy(config.strategy)
@@ -320,7 +321,13 @@ def load_run(path: str | Path, *, data_dir: str | None = None):
     from tfdebias import data as tdata
 
     path = rd.open_finished(path)
-    config = TrainConfig.from_dict(rd.read_json(path / rd.CONFIG))
+    raw = rd.read_json(path / rd.CONFIG)
+    if not isinstance(raw, dict):
+        raise DataError("holds no JSON object", path=path / rd.CONFIG, expected="a run's config")
+    try:
+        config = TrainConfig.from_dict(raw)
+    except (TypeError, ValueError, UsageError) as e:
+        raise DataError(f"is not a valid run config: {e}", path=path / rd.CONFIG) from None
     builder = tdata.prepare(config.data, data_dir=data_dir)
     schema = tdata.load_schema(builder)
     sample_cols = tdata.read_split(builder, config.valid_split)
@@ -328,6 +335,9 @@ def load_run(path: str | Path, *, data_dir: str | None = None):
     model = build_model(config.model, schema, config.model_args, sample, config.precision)
     try:
         model.load_weights(str(path / rd.WEIGHTS))
+    except OSError:  # h5py: empty, truncated or not HDF5 at all
+        raise DataError("cannot be read as Keras weights (empty, truncated or not HDF5)",
+                        path=path / rd.WEIGHTS, expected="the weights file tfdebias train wrote") from None
     except ValueError as e:
         raise SchemaError(
             f"{path / rd.WEIGHTS} does not fit the model that {path / rd.CONFIG} describes "

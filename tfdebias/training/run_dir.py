@@ -61,8 +61,30 @@ def _jsonable(o):
 
 
 def read_json(path: str | os.PathLike):
-    with open(path) as f:
-        return json.load(f)
+    """The JSON value in ``path``; a malformed file is a :class:`DataError` naming its line."""
+    from tfdebias.errors import DataError
+
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise DataError(f"malformed JSON: {e.msg}", path=path, line=e.lineno,
+                        expected="the JSON tfdebias wrote there") from None
+    except UnicodeDecodeError:
+        raise DataError("is not UTF-8 text", path=path, expected="the JSON tfdebias wrote there") from None
+
+
+def check_out_path(path: str | os.PathLike) -> Path:
+    """Refuse an output path that cannot become a directory: the path itself or one of its
+    parents exists as something other than a directory."""
+    p = Path(path).absolute()
+    for q in (p, *p.parents):
+        if q.exists():
+            if not q.is_dir():
+                what = "the output path itself" if q == p else "a parent of the output path"
+                raise UsageError(f"{q} is a file, not a directory ({what} {p}); choose another --out")
+            break
+    return p
 
 
 class RunDir:
