@@ -106,3 +106,19 @@ def test_autotuning_is_off_unless_asked_and_changes_no_batch():
     assert tuned.options().autotune.enabled is True
     for ds in (fixed, tuned):
         check_epoch(ds, cols, expected_order(N, True, 5, 0), 16)
+
+
+def test_truth_columns_stay_out_of_model_inputs_unless_named(data_dir):
+    """A simulator's ground truth (true relevance, the latent confounder) never reaches a
+    model through the batches by accident."""
+    from tfdebias import data
+
+    splits, schema = data.load("confounded_ctr", ["valid"])
+    truth = set(schema.names("truth"))
+    assert {"relevance", "confounder"} <= truth
+    feats, _ = next(iter(make_dataset(splits["valid"], schema, batch_size=64)))
+    assert not truth & set(feats) and "user_id" in feats and "propensity" in feats
+    feats, _ = next(iter(make_dataset(splits["valid"], schema, batch_size=64, truth=["relevance"])))
+    assert "relevance" in feats and "confounder" not in feats
+    with pytest.raises(UsageError, match="not truth columns"):
+        make_dataset(splits["valid"], schema, truth=["user_id"])

@@ -8,8 +8,9 @@ by one, so the pipeline stays ahead of the model (``benchmarks/ctr_throughput.py
 trains through it and prints both rates).
 
 Batches are ``(features, label)`` or ``(features, label, sample_weight)`` tuples; the
-feature dict holds every column except the label, so methods can read exposures or
-ground truth while backbones read only their input roles.
+feature dict holds every column except the label and the simulators' ground truth, so
+methods can read exposures while backbones read only their input roles; a column of
+role ``truth`` enters only when asked for by name (``make_dataset(..., truth=[...])``).
 
 Example:
 
@@ -20,7 +21,7 @@ Example:
 from __future__ import annotations
 
 import os
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -190,8 +191,13 @@ def make_dataset(
     repeat: bool = False,
     epoch=None,
     autotune: bool = False,
+    truth: Sequence[str] = (),
 ):
     """A ``tf.data.Dataset`` of ``(features, label[, weight])`` batches.
+
+    The feature dict holds every column but the label, except the schema's ``truth``
+    columns (a simulator's true relevance, latent confounders, ...): those stay out of
+    model inputs unless named in ``truth``, so no model trains on the answer by accident.
 
     Batch ``i`` of an epoch holds rows ``order[i * batch_size:(i + 1) * batch_size]``,
     where ``order`` is ``range(n)``, or with ``shuffle`` the permutation
@@ -237,7 +243,12 @@ def make_dataset(
     if label not in columns:
         raise DataError(f"no label column {label!r}; columns are {sorted(columns)}")
     n = num_rows(columns)
-    names = [k for k in columns if k != label]
+    hidden = {f.name for f in schema.by_role("truth")} - set(truth)
+    unknown = sorted(set(truth) - {f.name for f in schema.by_role("truth")})
+    if unknown:
+        raise UsageError(f"truth={unknown}: not truth columns of the schema; they are "
+                         f"{schema.names('truth')}")
+    names = [k for k in columns if k != label and k not in hidden]
     y = tf.constant(np.asarray(columns[label], np.float32))
     w = None
     if weight is not None:
