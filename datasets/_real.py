@@ -823,9 +823,12 @@ def write_split(builder, split: str, blocks: Iterable[Mapping[str, np.ndarray]],
     """
     import tensorflow as tf
 
+    import time
+
     template = builder._get_filename_template(split_name=split)  # noqa: SLF001  (TFDS's own naming)
     features = builder.info.features
     tmp_paths, lengths, sizes = [], [], []
+    t0 = last = time.monotonic()
     where = f"{builder.name} {split}"
     writer = None
     try:
@@ -845,6 +848,11 @@ def write_split(builder, split: str, blocks: Iterable[Mapping[str, np.ndarray]],
                 _write_rows(writer, rows)
                 sizes[-1] += rows.size + 16 * rows.shape[0]  # + TFRecord framing
             lengths[-1] += n
+            if time.monotonic() - last > 5.0:  # a person sees a long prepare move
+                last = time.monotonic()
+                done = sum(lengths)
+                print(f"  {builder.name} {split}: {done:,d} rows written ({done / (last - t0):,.0f} rows/s)",
+                      file=sys.stderr, flush=True)
     finally:
         if writer is not None:
             writer.close()
@@ -858,6 +866,27 @@ def write_split(builder, split: str, blocks: Iterable[Mapping[str, np.ndarray]],
 # -- the builder base ----------------------------------------------------------------------
 
 
+class PrepareMessages:
+    """A builder mixin: one line when preparing starts and one when it ends (rows and
+    time), on standard error, instead of TFDS's download-size lines on standard output
+    (a data set read from disk or simulated downloads nothing)."""
+
+    def _log_download_bytes(self) -> None:
+        import time
+
+        self._prepare_t0 = time.monotonic()
+        print(f"Preparing {self.name}/{self.builder_config.name} {self.version} in {self.data_dir_root} ...",
+              file=sys.stderr, flush=True)
+
+    def _log_download_done(self) -> None:
+        import time
+
+        rows = sum(int(s.num_examples) for s in self.info.splits.values())
+        seconds = time.monotonic() - getattr(self, "_prepare_t0", time.monotonic())
+        print(f"Prepared {self.name}/{self.builder_config.name}: {rows:,d} rows in {seconds:.1f} s",
+              file=sys.stderr, flush=True)
+
+
 @dataclasses.dataclass(eq=False)
 class RealConfig(tfds.core.BuilderConfig):
     """Base config of a real builder; subclasses add the preprocessing fields."""
@@ -867,7 +896,7 @@ class RealConfig(tfds.core.BuilderConfig):
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
 
 
-class RealDataBuilder(FileReaderBuilder, skip_registration=True):
+class RealDataBuilder(PrepareMessages, FileReaderBuilder, skip_registration=True):
     """Base TFDS builder of a real data set read from ``manual_dir``.
 
     Subclasses set ``BUILDER_CONFIGS``, ``HOMEPAGE``, ``DOWNLOAD_PAGE``,

@@ -1,8 +1,10 @@
 """tfdebias: debiasing methods for recommendation, in TensorFlow and Keras 3.
 
 >>> import tfdebias
->>> train, valid, schema = tfdebias.data.load("confounded_ctr", ["train", "valid"])  # doctest: +SKIP
->>> model = tfdebias.models.build("deepfm", schema)                                  # doctest: +SKIP
+>>> splits, schema = tfdebias.data.load("confounded_ctr", ["train", "valid"])
+>>> sorted(splits), schema.label.name
+(['train', 'valid'], 'click')
+>>> model = tfdebias.models.build("deepfm", schema)
 """
 
 import os as _os

@@ -43,7 +43,7 @@ from tensorflow_datasets.core.dataset_builder import FileReaderBuilder
 from tfdebias.errors import SchemaError, UsageError
 from tfdebias.schema import Schema
 
-from .._real import PackedFeatures, write_split
+from .._real import PackedFeatures, PrepareMessages, write_split
 
 Columns = dict[str, np.ndarray]
 Splits = dict[str, Columns]
@@ -233,7 +233,7 @@ def check_columns(schema: Schema, cols: Mapping[str, np.ndarray], where: str) ->
 
 
 # -- TFDS builder ----------------------------------------------------------------------
-class SimulatorBuilder(FileReaderBuilder, skip_registration=True):
+class SimulatorBuilder(PrepareMessages, FileReaderBuilder, skip_registration=True):
     """Base TFDS builder of a simulator: ``simulate(params)`` in, packed TFDS splits out.
 
     Subclasses set ``BUILDER_CONFIGS`` (``small`` first) and the two hooks

@@ -125,8 +125,8 @@ class CrossStitch(keras.layers.Layer):
 
     >>> import numpy as np
     >>> a, b = CrossStitch()(np.ones((1, 2), "float32"), np.zeros((1, 2), "float32"))
-    >>> np.round(a.numpy(), 2).tolist(), np.round(b.numpy(), 2).tolist()
-    ([[0.9, 0.9]], [[0.1, 0.1]])
+    >>> [round(float(v), 2) for v in a.numpy()[0]], [round(float(v), 2) for v in b.numpy()[0]]
+    ([0.9, 0.9], [0.1, 0.1])
     """
 
     def build(self, *shapes):
