@@ -181,3 +181,15 @@ def test_bayesian_and_hyperband_run_and_grid_enumerates(data_dir, tmp_path):
     with pytest.raises(UsageError, match="continuous range"):
         make_tuner("grid", make_hypermodel(space, base, {}, SCHEMA), base, tmp_path / "grid2",
                    max_trials=2, space={"learning_rate": {"min": 1e-3, "max": 1e-2, "log": True}})
+
+
+def test_a_model_the_engine_cannot_fit_is_refused_before_any_work(tmp_path):
+    """DAMCAR's label generator trains on paired source/target batches in its own staged
+    loop; keras-tuner over one model cannot search it, and says so before writing."""
+    from tfdebias.training import TrainConfig
+    from tfdebias.tuning.search import tune
+
+    base = TrainConfig(data="cascade_exposure", model="damcar_label_generator", epochs=1)
+    with pytest.raises(UsageError, match="cannot be trained by `tfdebias train`"):
+        tune("damcar_label_generator", base, tmp_path / "search", max_trials=1)
+    assert not (tmp_path / "search").exists()

@@ -203,10 +203,10 @@ def tune(method: str, base, directory, *, tuner: str = "bayesian", max_trials: i
     from tfdebias import data as tdata
     from tfdebias.evaluation import protocols
 
-    from tfdebias import models
-
     import tfdebias.methods  # noqa: F401  (imports draw from Python's RNG: before seeding)
-    models.get(method)
+    from tfdebias.training.engine import check_trainable
+
+    check_trainable(method)  # a model the engine cannot fit is refused before any work
     space = sp.get_space(method) if space is None else sp._validate(method, dict(space))
     if base.model != method:
         base = dataclasses.replace(base, model=method)
