@@ -63,12 +63,53 @@ def test_batches_are_the_rows_of_the_order(batch_size, shuffle):
     assert ds.cardinality().numpy() == -(-N // batch_size)
 
 
+def test_every_pass_reshuffles_without_a_callback():
+    """Plain `model.fit` (a new iterator per epoch, no tfdebias callback) and any `.map()`
+    on the stream see a new order each epoch; repeat's rounds too."""
+    cols = columns()
+    ds = make_dataset(cols, SCHEMA, batch_size=16, shuffle=True, seed=3)
+    for e in range(3):
+        check_epoch(ds, cols, expected_order(N, True, 3, e), 16)
+    mapped = make_dataset(cols, SCHEMA, batch_size=16, shuffle=True, seed=3).map(lambda *b: b)
+    for e in range(2):
+        check_epoch(mapped, cols, expected_order(N, True, 3, e), 16)
+    rep = make_dataset(cols, SCHEMA, batch_size=10, shuffle=True, seed=2, repeat=True, drop_remainder=True)
+    got = list(rep.take(20).as_numpy_iterator())
+    check_epoch(got[:10], cols, expected_order(N, True, 2, 0), 10, drop_remainder=True)
+    check_epoch(got[10:], cols, expected_order(N, True, 2, 1), 10, drop_remainder=True)
+
+
+def test_plain_keras_fit_reshuffles_every_epoch():
+    import keras
+
+    cols = columns()
+    seen = []
+
+    class Record(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(1)
+
+        def call(self, feats):
+            return self.dense(tf.reshape(tf.cast(feats["user"], "float32"), [-1, 1]))
+
+        def train_step(self, data):
+            tf.py_function(lambda u: seen.append(u.numpy().copy()), [data[0]["user"]], [])
+            return {"seen": tf.constant(0.0)}
+
+    model = Record()
+    model.compile(optimizer="sgd", run_eagerly=True)
+    model.fit(make_dataset(cols, SCHEMA, batch_size=N, shuffle=True, seed=9), epochs=2, verbose=0)
+    assert len(seen) == 2 and not np.array_equal(seen[0], seen[1])
+
+
 def test_epoch_variable_sets_the_permutation():
     cols = columns()
     ds = make_dataset(cols, SCHEMA, batch_size=16, shuffle=True, seed=3)
     first = np.concatenate([b[0]["user"] for b in ds.as_numpy_iterator()])
     ds.epoch.assign(4)
     fourth = list(ds.as_numpy_iterator())
+    ds.epoch.assign(4)
     check_epoch(ds, cols, expected_order(N, True, 3, 4), 16)
     assert not np.array_equal(first, np.concatenate([b[0]["user"] for b in fourth]))
 

@@ -226,11 +226,12 @@ def make_dataset(
       schema: the data set's schema; ``label`` defaults to ``schema.label``.
       weight: a column name or an array of per-row sample weights (e.g. IPS weights).
       shuffle: reshuffle every epoch; the order of epoch ``e`` depends only on
-        ``(seed, e)``, so a resumed run sees the same batches as an unbroken one.
+        ``(seed, e)``, so a resumed run sees the same batches as an unbroken one. The
+        stream counts its own epochs (each pass reads ``epoch`` and adds one).
       drop_remainder: leave out each epoch's last, partial batch.
       repeat: epoch after epoch without end (each ends with its own last batch).
-      epoch: a ``tf.Variable`` holding the current epoch (one is made when omitted and
-        exposed as ``dataset.epoch``).
+      epoch: a ``tf.Variable`` holding the epoch the next pass will play (one is made
+        when omitted and exposed as ``dataset.epoch``; assign it to replay an epoch).
       autotune: let ``tf.data`` tune the stream's parallelism and buffers instead
         (``tf.data.AUTOTUNE``, autotuning on), e.g. for a pipeline extended with costly
         stages of its own.
@@ -281,12 +282,15 @@ def make_dataset(
             lambda s: order[s:tf.minimum(s + batch_size, n)])
 
     if shuffle:
-        # The order of epoch e is a pure function of (seed, e), read from `epoch` when
-        # an iterator starts, so a resumed run sees exactly the batches it would have.
+        # The order of epoch e is a pure function of (seed, e). Each pass over the data
+        # (a new iterator, or the next round of `repeat`) reads `epoch` and advances it,
+        # so plain `model.fit` reshuffles every epoch; setting `epoch` before a pass (the
+        # engine's SetEpoch callback) makes a resumed run see exactly its batches.
         epoch = epoch if epoch is not None else tf.Variable(0, dtype=tf.int64, trainable=False)
 
         def permutation(_):
-            key = tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)])
+            current = epoch.assign_add(1, read_value=True) - 1
+            key = tf.stack([tf.constant(seed, tf.int64), tf.cast(current, tf.int64)])
             return batches(tf.random.experimental.stateless_shuffle(
                 tf.range(n, dtype=tf.int64), seed=key))
 
@@ -304,7 +308,7 @@ def make_dataset(
     options.autotune.enabled = autotune
     ds = ds.with_options(options)
     if shuffle:
-        ds.epoch = epoch  # set by tfdebias.training's SetEpoch callback
+        ds.epoch = epoch  # advanced by each pass; set by the engine's SetEpoch to resume
     return ds
 
 

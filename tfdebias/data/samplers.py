@@ -158,17 +158,21 @@ class NegativeSampler:
 def add_negatives(ds, sampler: NegativeSampler, seed: int = 0, item: str = "item_id",
                   domain: str = "domain", name: str = "neg_item_id", count: int = 1):
     """Map a ``make_dataset`` stream to one with ``features[name]`` (B,) (or (B, count))
-    negatives, redrawn every epoch (key = ``(seed, epoch, batch index)``)."""
+    negatives, drawn with the key ``(seed, fingerprint of the batch's items, batch
+    index)``: a reshuffled epoch gets new negatives, a replayed epoch (a resumed run) the
+    same ones, and no shared counter is read while batches are made."""
     import tensorflow as tf
 
     epoch = getattr(ds, "epoch", None)
 
     def add(i, batch):
         feats = dict(batch[0])
-        e = tf.cast(epoch, tf.int64) if epoch is not None else tf.constant(0, tf.int64)
+        ids = tf.reshape(tf.cast(feats[item], tf.int64), [-1])
+        weights = 2 * tf.range(tf.size(ids, out_type=tf.int64), dtype=tf.int64) + 1
+        fingerprint = tf.math.floormod(tf.reduce_sum(ids * weights), 1_000_003)
         negs = []
         for c in range(count):
-            key = tf.stack([tf.constant(seed, tf.int64) * 1000 + c, e * 1_000_000 + i])
+            key = tf.stack([tf.constant(seed, tf.int64) * 1000 + c, fingerprint * 1_000_000 + i])
             negs.append(sampler.sample(feats[item], feats[domain], key))
         feats[name] = negs[0] if count == 1 else tf.stack(negs, axis=1)
         return (feats,) + tuple(batch[1:])
