@@ -43,7 +43,7 @@ from tensorflow_datasets.core.dataset_builder import FileReaderBuilder
 from tfdebias.errors import SchemaError, UsageError
 from tfdebias.schema import Schema
 
-from .._real import PackedFeatures, PrepareMessages, write_split
+from .._real import PackedFeatures, PrepareMessages, rank_within_groups, write_split  # noqa: F401
 
 Columns = dict[str, np.ndarray]
 Splits = dict[str, Columns]
@@ -144,17 +144,6 @@ def quantile_bucket(x: np.ndarray, n_buckets: int) -> np.ndarray:
     """Ids 1..n_buckets by the empirical quantile of ``x`` (ties broken by position)."""
     rank = np.argsort(np.argsort(x, kind="stable"), kind="stable")
     return (1 + rank * n_buckets // max(len(x), 1)).astype(np.int64)
-
-
-def rank_within_groups(sorted_groups: np.ndarray) -> np.ndarray:
-    """Position of each element within its run of equal values (input sorted by group)."""
-    n = len(sorted_groups)
-    idx = np.arange(n)
-    if n == 0:
-        return idx
-    start = np.r_[True, sorted_groups[1:] != sorted_groups[:-1]]
-    first = np.maximum.accumulate(np.where(start, idx, 0))
-    return idx - first
 
 
 def pad_right_aligned(
