@@ -2,19 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
-
-from tfdebias.cli import command
+from tfdebias.cli import command, int_at_least
 
 
-def _version(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer version, got {s!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative version, got {v}")
-    return v
+_version = int_at_least(0, "integer version")
 
 
 def _export_args(p):

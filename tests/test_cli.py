@@ -57,7 +57,7 @@ def test_bad_model_argument(tmp_path, data_dir, capsys):
 
 
 @pytest.mark.parametrize("args,pattern", [
-    (["--epochs", "0"], "positive integer"),
+    (["--epochs", "0"], "expected an integer >= 1, got 0"),
     (["--lr", "-1"], "positive number"),
     (["--model-arg", "novalue"], "KEY=VALUE"),
 ])

@@ -38,14 +38,23 @@ def _verbose():
     return 1 if sys.stdout.isatty() else 2
 
 
-def _positive_int(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
+def int_at_least(minimum: int, what: str = "integer"):
+    """An argparse ``type``: an integer ``>= minimum``, else one clear message."""
+
+    def parse(s: str) -> int:
+        try:
+            v = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an {what}, got {s!r}") from None
+        if v < minimum:
+            raise argparse.ArgumentTypeError(f"expected an {what} >= {minimum}, got {v}")
+        return v
+
+    return parse
+
+
+#: an integer >= 1 (counts: epochs, seeds, trials)
+_positive_int = int_at_least(1, "integer")
 
 
 def _positive_float(s: str) -> float:
