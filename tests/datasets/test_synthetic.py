@@ -4,7 +4,7 @@ each one really injects the bias it claims (checked on ``simulate()`` arrays).""
 import numpy as np
 import pytest
 
-tfds = pytest.importorskip("tensorflow_datasets")
+import tensorflow_datasets as tfds  # noqa: E402  (a hard dependency: a broken install fails here)
 
 import tfdebias.datasets  # noqa: E402,F401  (registers the builders)
 from tfdebias.datasets.synthetic import (  # noqa: E402
