@@ -793,6 +793,58 @@ def serialize_block(features: PackedFeatures, cols: Mapping[str, np.ndarray]) ->
     return rows
 
 
+def read_packed_split(builder, split: str) -> dict[str, np.ndarray]:
+    """Every row of a packed split as numpy columns, read in bulk.
+
+    The inverse of :func:`serialize_block`: every stored row has the same length and
+    layout, so the raw records are copied into one ``[rows, length]`` byte matrix and each
+    field is a column slice of it, instead of parsing ``tf.train.Example``s one by one
+    (``builder.as_dataset``), which is 10-20x slower. Rows come in shard order, the
+    order they were written. The constant bytes of every row are checked against the
+    layout, so a file that does not hold this layout is an error, not wrong numbers.
+    """
+    import tensorflow as tf
+
+    features = builder.info.features
+    info = builder.info.splits[split]
+    template, where, length = _example_template(features)
+    n = int(info.num_examples)
+    rows = np.empty((n, length), np.uint8)
+    at = 0
+    try:
+        for batch in tf.data.TFRecordDataset([str(f) for f in info.filepaths]).batch(1 << 16):
+            records = batch.numpy()
+            if any(len(r) != length for r in records):
+                raise DataError(f"{builder.name} {split}: a stored record is not {length} bytes "
+                                "long; the files do not hold this data set's packed layout",
+                                path=info.filepaths[0])
+            rows[at:at + len(records)] = np.frombuffer(b"".join(records), np.uint8).reshape(-1, length)
+            at += len(records)
+    except tf.errors.DataLossError:
+        raise DataError(f"{builder.name} {split}: a stored record is corrupted (its checksum does not "
+                        f"match); delete {builder.data_dir} and prepare the data set again",
+                        path=info.filepaths[0]) from None
+    if at != n:
+        raise DataError(f"{builder.name} {split}: {at} rows stored, {n} expected", path=info.filepaths[0])
+    constant = np.ones(length, bool)
+    for key, start in where.items():
+        constant[start:start + 4 * features._sizes[key]] = False  # noqa: SLF001
+    if n and (rows[:, constant] != np.frombuffer(template, np.uint8)[constant]).any():
+        raise DataError(f"{builder.name} {split}: stored rows do not match the packed layout",
+                        path=info.filepaths[0])
+    out = {}
+    for key, dtype in ((features.INT_KEY, "<i4"), (features.FLOAT_KEY, "<f4")):
+        size = features._sizes[key]  # noqa: SLF001
+        if not size:
+            continue
+        flat = np.ascontiguousarray(rows[:, where[key]:where[key] + 4 * size]).view(dtype)
+        for name, off, width, shape in features._layout[key]:  # noqa: SLF001
+            col = flat[:, off:off + width].reshape((n, *shape))
+            out[name] = col.astype(np.int64) if key == features.INT_KEY else col.astype(np.float32, copy=True)
+        del flat
+    return out
+
+
 def _write_rows(writer, rows: np.ndarray) -> None:
     """Append fixed-length serialised rows to a ``tf.io.TFRecordWriter``.
 
@@ -1001,5 +1053,5 @@ __all__ = [
     "chronological_split", "csv_header", "encode_ids", "extract_field", "find_file",
     "history_before", "log1p_nonneg", "lookup_ids", "pad_lists", "parse_float_vectors",
     "parse_int_lists", "rank_within_groups", "read_csv", "read_csv_all", "read_text_lines",
-    "right_align", "serialize_block", "split_lists", "write_split",
+    "read_packed_split", "right_align", "serialize_block", "split_lists", "write_split",
 ]

@@ -346,3 +346,35 @@ def test_asof_index_matches_brute_force():
         else:
             best = max(cand, key=lambda j: (ev_t[j], j))
             assert got[r] == best, r
+
+
+@pytest.mark.parametrize("name", ["kuairec", "wechat_channels"])
+def test_bulk_read_equals_tfds_reader_and_rejects_other_bytes(tmp_path_factory, name):
+    """read_split's bulk path gives exactly what TFDS's own Example parser gives, and a
+    shard whose bytes do not hold the packed layout is an error, not wrong numbers."""
+    import tensorflow_datasets as tfds
+
+    from tfdebias.datasets._real import read_packed_split
+
+    b, _, splits = prepare_dummy(tmp_path_factory, name)
+    for split, got in splits.items():
+        want = tfds.as_numpy(b.as_dataset(split=split, batch_size=-1))
+        assert set(got) == set(want)
+        for k, v in want.items():
+            assert got[k].dtype == v.dtype and got[k].shape == v.shape, k
+            np.testing.assert_array_equal(got[k], v, err_msg=f"{split}/{k}")
+    import tensorflow as tf
+
+    path = Path(b.info.splits["test"].filepaths[0])
+    good = path.read_bytes()
+    records = [r.numpy() for r in tf.data.TFRecordDataset([str(path)])]
+    with tf.io.TFRecordWriter(str(path)) as w:  # valid checksums, another header byte
+        for r in records:
+            w.write(r[:3] + bytes([r[3] ^ 0xFF]) + r[4:])
+    with pytest.raises(DataError, match="packed layout"):
+        read_packed_split(b, "test")
+    raw = bytearray(good)
+    raw[20] ^= 0xFF  # a byte of the first record: its checksum no longer matches
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match="corrupted"):
+        read_packed_split(b, "test")

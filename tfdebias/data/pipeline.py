@@ -145,13 +145,18 @@ def load_schema(name_or_builder) -> Schema:
 
 
 def read_split(builder, split: str) -> Columns:
-    """One split as a dict of numpy columns (read in a single batch)."""
+    """One split as a dict of numpy columns, in stored row order (packed splits are read
+    in bulk, :func:`tfdebias.datasets._real.read_packed_split`)."""
     tfds = _tfds()
     if split not in builder.info.splits:
         raise UsageError(
             f"data set {builder.info.full_name!r} has no split {split!r}; "
             f"it has {sorted(builder.info.splits)}"
         )
+    from tfdebias.datasets._real import PackedFeatures, read_packed_split
+
+    if isinstance(builder.info.features, PackedFeatures):  # every tfdebias data set
+        return read_packed_split(builder, split)
     ds = builder.as_dataset(split=split, batch_size=-1)
     return {k: np.asarray(v) for k, v in tfds.as_numpy(ds).items()}
 

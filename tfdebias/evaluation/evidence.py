@@ -116,31 +116,39 @@ class RowMean:
 class RowAUC:
     """ROC AUC over rows, rows clustered by test unit (the rows of a unit are drawn together).
 
-    Scores are sorted once; under unit weights the AUC is the weighted
-    Mann-Whitney statistic (ties count one half), computed for a block of weight
-    vectors at a time from per-tie-group sums of positive and negative weight.
+    Under unit weights ``w`` the AUC is the weighted Mann-Whitney statistic
+    ``sum_{pos i} w_i (N_<(i) + N_=(i) / 2) / (sum_pos w * sum_neg w)``, with ``N_<`` and
+    ``N_=`` the weight of negatives scoring below and level with positive ``i``. Scores
+    are sorted once; each positive keeps the number of negatives strictly below its
+    score (``lo``) and up to it (``hi``), so a block of weight vectors costs one cumulative
+    sum over the negatives and two gathers at the positives.
     """
 
-    units: np.ndarray  # per row, in ascending score order
-    positive: np.ndarray  # bool per row, same order
-    group_start: np.ndarray  # first row of each run of equal scores
+    pos_units: np.ndarray  # unit of each positive row
+    neg_units: np.ndarray  # unit of each negative row, in ascending score order
+    lo: np.ndarray  # per positive: negatives scoring strictly below it
+    hi: np.ndarray  # per positive: negatives scoring below or level with it
     n_units: int
 
-    def _auc(self, row_w: np.ndarray) -> np.ndarray:
-        pos = np.add.reduceat(row_w * self.positive, self.group_start, axis=1)
-        neg = np.add.reduceat(row_w * ~self.positive, self.group_start, axis=1)
-        below = np.cumsum(neg, axis=1) - neg
-        num = (pos * (below + 0.5 * neg)).sum(axis=1)
+    def _auc(self, w: np.ndarray) -> np.ndarray:
+        """AUC under each row of ``w`` ([B, n_units]), in ``w``'s float precision."""
+        wt = np.ascontiguousarray(w.T)  # gathering rows (units) is the fast direction
+        below = np.zeros((len(self.neg_units) + 1, len(w)), w.dtype)
+        np.cumsum(wt[self.neg_units], axis=0, out=below[1:])
+        wp = wt[self.pos_units]
+        num = np.einsum("ij,ij->j", wp, below[self.lo] + below[self.hi]).astype(np.float64) * 0.5
         with np.errstate(invalid="ignore", divide="ignore"):
-            return num / (pos.sum(axis=1) * neg.sum(axis=1))
+            return num / (wp.sum(axis=0, dtype=np.float64) * below[-1].astype(np.float64))
 
     def point(self) -> float:
-        return float(self._auc(np.ones((1, len(self.units))))[0])
+        return float(self._auc(np.ones((1, self.n_units)))[0])
 
-    def under(self, weights: np.ndarray, block: int = 64) -> np.ndarray:
+    def under(self, weights: np.ndarray, block: int = 128) -> np.ndarray:
+        """The AUC under each row of ``weights`` (``[B, n_units]``): ``[B]``. Computed in
+        float32 (relative error ~1e-7, far below any bootstrap spread) for speed."""
         out = np.empty(len(weights))
         for a in range(0, len(weights), block):
-            out[a:a + block] = self._auc(weights[a:a + block][:, self.units])
+            out[a:a + block] = self._auc(np.asarray(weights[a:a + block], np.float32))
         return out
 
 
@@ -165,9 +173,13 @@ def row_auc(y_true, y_score, units) -> RowAUC:
     if positive.all() or not positive.any():
         raise UsageError("row_auc: the test rows need both positive and negative labels")
     order = np.argsort(y_score, kind="stable")
-    s = y_score[order]
-    start = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
-    return RowAUC(units[order], positive[order], start, int(units.max()) + 1)
+    s, pos = y_score[order], positive[order]
+    group = np.cumsum(np.r_[True, s[1:] != s[:-1]]) - 1  # tie group of each sorted row
+    neg_per_group = np.bincount(group, ~pos, minlength=group[-1] + 1)
+    neg_before_group = np.cumsum(neg_per_group) - neg_per_group
+    lo = neg_before_group[group[pos]].astype(np.int64)
+    hi = lo + neg_per_group[group[pos]].astype(np.int64)
+    return RowAUC(units[order][pos], units[order][~pos], lo, hi, int(units.max()) + 1)
 
 
 # -- DeLong's paired test ----------------------------------------------------------------
