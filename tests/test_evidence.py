@@ -166,6 +166,14 @@ def test_a_scenario_without_bias_is_flagged():
     assert ev.analyse(recs, metric="test/auc", n_boot=200)["headroom"]["measurable"]
 
 
+def test_a_skyline_below_the_floor_leaves_gap_closed_out():
+    recs = _records([("naive", "floor", 1.0), ("sky", "skyline", 0.3), ("m", "method", 0.6)], n_data_seeds=3)
+    out = ev.analyse(recs, metric="test/auc", n_boot=200)
+    assert not out["headroom"]["measurable"] and "skyline scores below the floor" in out["flags"][0]
+    m = {r["name"]: r for r in out["rows"]}["m"]
+    assert np.isnan(m["gap_closed"]["mean"]) and "no measurable bias" in m["flags"]
+
+
 def test_a_backbone_below_a_simple_baseline_makes_rows_uninterpretable():
     recs = _records([("naive", "floor", 0.2), ("sky", "skyline", 1.0), ("pop", "simple", 0.8),
                      ("m", "method", 0.5)], n_data_seeds=2)

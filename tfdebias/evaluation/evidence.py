@@ -7,7 +7,9 @@ project's evidence guide):
 * **skyline** — the same backbone, features, budget and number of rows, trained on a
   sample drawn *without* the bias (only a simulator can draw it: it knows the truth);
 * **gap** ``G = m(skyline) - m(floor)`` of the headline metric ``m``. When the 95% CI of
-  ``G`` contains 0, the scenario holds no measurable bias and the table says so;
+  ``G`` contains 0, the scenario holds no measurable bias and the table says so; when it
+  lies wholly on the wrong side (the skyline is measurably worse), likewise, and gap
+  closed is left out;
 * **gap closed** by a row ``r``: ``(m(r) - m(floor)) / G``, 0 for the floor and 1 for
   the skyline by construction;
 * every row against the paper's main baseline as a **paired difference**.
@@ -387,7 +389,8 @@ def analyse(records: Sequence[dict], *, metric: str, main_baseline: str | None =
     p_floor, r_floor = table.combine(*reversed(table.per_seed(floor, metric)))
     p_gap, r_gap = _paired(table, sky, floor, metric)
     gap_ci = _ci(r_gap)
-    no_bias = not _excludes_zero(gap_ci)
+    reversed_gap = _excludes_zero(gap_ci) and sign * p_gap < 0  # skyline measurably worse
+    no_bias = not _excludes_zero(gap_ci) or reversed_gap
     headroom = {"metric": metric, "skyline": _summary(p_sky, r_sky),
                 "floor": _summary(p_floor, r_floor), "gap": _summary(p_gap, r_gap),
                 "measurable": not no_bias}
@@ -401,7 +404,10 @@ def analyse(records: Sequence[dict], *, metric: str, main_baseline: str | None =
     interpretable = not not_beaten
 
     table_flags = []
-    if no_bias:
+    if reversed_gap:
+        table_flags.append("no measurable bias: the skyline scores below the floor (training without the "
+                           "bias does worse here), so there is no gap to close and gap closed is left out")
+    elif no_bias:
         table_flags.append("no measurable bias: the gap's 95% CI contains 0, so no row can show debiasing")
     if not interpretable:
         table_flags.append(f"backbone does not beat {', '.join(not_beaten)}: the debiasing rows are not "
@@ -444,6 +450,8 @@ def analyse(records: Sequence[dict], *, metric: str, main_baseline: str | None =
                 with np.errstate(invalid="ignore", divide="ignore"):
                     frac_reps = r_diff / g_reps
                 frac = p_diff / g_pt if g_pt != 0 else math.nan
+            if reversed_gap and name not in (floor, sky):  # a ratio to a negative gap means nothing
+                frac, frac_reps = math.nan, np.full(n_boot, math.nan)
             row["gap_closed"] = _summary(frac, frac_reps)
             row["vs_floor"] = _summary(p_diff, r_diff)
             row["mde"] = MDE_Z * float(np.nanstd(r_diff, ddof=1)) if name != floor else 0.0
@@ -523,6 +531,17 @@ HOW_TO_READ = (
     "(skyline − floor). A row helps only where its gap-closed interval lies above 0.")
 
 
+def _json_safe(x):
+    """NaN and infinities as ``null`` (strict JSON), recursively."""
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    if isinstance(x, (float, np.floating)) and not math.isfinite(x):
+        return None
+    return x
+
+
 def write_evidence(out_dir, records: Sequence[dict], *, title: str, metric: str,
                    main_baseline: str | None = None, method: str | None = None,
                    stopping: str, metrics: Sequence[str] | None = None, notes: str = "",
@@ -541,11 +560,12 @@ def write_evidence(out_dir, records: Sequence[dict], *, title: str, metric: str,
     plain = [{k: v for k, v in r.items() if k != "scores"} for r in records]
     body = to_markdown(ev, shown)
     md_notes = "\n\n".join(x for x in (f"Stopping: {stopping}.", HOW_TO_READ, notes.strip()) if x)
-    return write_results(out_dir, plain, title=title, rows=ev["rows"], table_md=body,
-                         plot_metric=metric, notes=md_notes, command=command,
-                         extra={"headroom": ev["headroom"], "power": ev["power"], "flags": ev["flags"],
-                                "stopping": stopping, "main_baseline": main_baseline,
-                                "method": method, **(extra or {})})
+    return write_results(out_dir, _json_safe(plain), title=title, rows=_json_safe(ev["rows"]),
+                         table_md=body, plot_metric=metric, notes=md_notes, command=command,
+                         extra=_json_safe({"headroom": ev["headroom"], "power": ev["power"],
+                                           "flags": ev["flags"], "stopping": stopping,
+                                           "main_baseline": main_baseline, "method": method,
+                                           **(extra or {})}))
 
 
 # -- progress ---------------------------------------------------------------------------

@@ -90,13 +90,13 @@ def plot_rows(rows: Sequence[dict], metric: str, path: str | os.PathLike, title:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    shown = [r for r in rows if metric in r["mean"]]
+    shown = [r for r in rows if r["mean"].get(metric) is not None]
     names = [r["name"] for r in shown]
     means = np.array([r["mean"][metric] for r in shown], dtype=np.float64)
     lo, hi = [], []
     for r, m in zip(shown, means):
         ci = (r.get("ci95") or {}).get(metric)
-        if ci and not any(math.isnan(c) for c in ci):
+        if ci and all(c is not None and math.isfinite(c) for c in ci):
             lo.append(max(m - ci[0], 0.0))
             hi.append(max(ci[1] - m, 0.0))
         else:
