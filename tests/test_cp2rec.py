@@ -272,15 +272,37 @@ def test_reproduce_bad_arguments_exit_2(capsys):
     assert len(err) == 1 and "--backbones" in err[0]
 
 
-def test_reproduce_one_row(tmp_path, data_dir):
+def test_reproduce_writes_an_evidence_table(tmp_path, data_dir):
     from tfdebias.cli import main
 
     out = tmp_path / "rep"
-    rc = main(["reproduce", "cp2rec", "--data", "confounded_ctr", "--quick", "--backbones", "dcn",
-               "--rows", "CP2Rec-PROJ-DCN", "--epochs", "1", "--out", str(out)])
+    rc = main(["reproduce", "cp2rec", "--data", "confounded_ctr/small", "--quick", "--data-seeds", "2",
+               "--backbones", "dcn", "--rows", "CP2Rec-PROJ-DCN", "--epochs", "1", "--hidden-units", "8",
+               "--out", str(out)])
     assert rc == 0
     res = json.loads((out / "results.json").read_text())
-    assert [r["name"] for r in res["rows"]] == ["CP2Rec-PROJ-DCN"]
-    row = res["rows"][0]
-    assert row["n_seeds"] == 1 and 0.0 < row["mean"]["test/auc"] < 1.0
-    assert "std" in row and (out / "results.md").exists()
+    rows = {r["name"]: r for r in res["rows"]}
+    assert {n: r["role"] for n, r in rows.items()} == {
+        "popularity (item CTR)": "simple", "LR (DCN features)": "simple", "truth (relevance)": "truth",
+        "DCN": "floor", "DCN on uniform log (skyline)": "skyline", "CP2Rec-PROJ-DCN": "method"}
+    h = res["headroom"]
+    assert h["metric"] == "test/auc" and set(h) >= {"skyline", "floor", "gap"}
+    assert h["gap"]["mean"] == pytest.approx(h["skyline"]["mean"] - h["floor"]["mean"], abs=1e-9)
+    for r in rows.values():
+        assert r["n_data_seeds"] == 2 and r["data_seeds"] == [0, 1]
+        lo, hi = r["ci95"]["test/auc"]
+        assert lo <= r["mean"]["test/auc"] <= hi and 0.0 < r["mean"]["test/auc"] < 1.0
+        assert {"test/auc/exposed-light", "test/auc/exposed-heavy", "test/logloss"} <= set(r["ci95"])
+        assert "gap_closed" in r
+    assert rows["DCN"]["gap_closed"]["mean"] == 0.0
+    assert rows["DCN on uniform log (skyline)"]["gap_closed"]["mean"] == 1.0
+    assert rows["truth (relevance)"]["mean"]["test/auc"] > max(
+        r["mean"]["test/auc"] for n, r in rows.items() if n != "truth (relevance)")
+    # one record per (row, data seed, model seed); every trained row of a data seed has
+    # the same number of optimizer steps
+    recs = res["records"]
+    assert len(recs) == 6 * 2 and {r["data_seed"] for r in recs} == {0, 1}
+    for d in (0, 1):
+        steps = {r["metrics"]["steps"] for r in recs if r["data_seed"] == d and "steps" in r["metrics"]}
+        assert len(steps) == 1
+    assert res["stopping"].startswith("fixed budget") and "Stopping: fixed budget" in (out / "results.md").read_text()

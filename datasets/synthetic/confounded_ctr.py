@@ -1,6 +1,8 @@
 """``confounded_ctr``: CTR logs biased by a latent item confounder (stands in for KuaiRec).
 
-Frozen at 1.0.0: the generator below never changes under this version.
+Version 1.1.0 adds the split ``train_unbiased``, the parameter ``test_density`` and the
+configs ``medium`` and ``no_bias``; every 1.0.0 split of every 1.0.0 config keeps its
+values bit for bit (the new draws come from a stream of their own).
 
 Stands in for **KuaiRec** (Gao et al., CIKM 2022) as CP2Rec uses it (paper 004,
 Sec. 5.1.1-5.1.2, Table 2): a biased log ("big matrix") split 8:2 into train/valid,
@@ -36,17 +38,32 @@ drives clicks: a confounder, visible only through noisy proxies) and on the pair
 interest ``h_ui`` (which no feature reveals), and logged rows sit at better positions.
 A model fit on the logs over-estimates CTR and ranks differently on the unbiased block.
 
+The unbiased sample (the evidence table's skyline trains on it): ``train_unbiased`` has
+as many rows as ``train`` and is what a **uniform** logging policy would have logged in
+the same world: pairs outside the test block exposed uniformly at random (the same
+users, items and interest ``h_ui``, pair noise included), positions uniform on
+``1..n_positions`` as on the test block, ``click ~ Bernoulli(relevance)``, and the same
+item proxies (statistics of the biased log, as every split carries). Its ``propensity``
+column is still the biased policy's ``p_ui`` of the pair. It is drawn from
+``np.random.default_rng([seed, 7])``, apart from every other split's streams.
+
 Ground truth shipped: ``propensity`` (the true ``p_ui`` of every row, test block
 included), ``relevance`` (the true click probability of the row), ``confounder``
 (``q_i``).
 
 Splits: ``train``/``valid`` = logged rows split 8:2 at random (biased); ``test`` = every
-pair of a random ``test_users`` x ``test_items`` block, excluded from the logs.
+pair of a random ``test_users`` x ``test_items`` block (or a random share
+``test_density`` of them), excluded from the logs; ``train_unbiased`` (above).
 
-Configs: ``small`` (default; ~28k logged rows + 8k test rows) and ``paper`` (7,176 users
-x 10,728 items and a 1,411 x 3,327 test block as in KuaiRec; the logged density is
-scaled down from KuaiRec's 16.3% to 4%, about 2.9M logged rows instead of 12.5M, to
-keep the build tractable).
+Configs: ``small`` (default; ~28k logged rows + 8k test rows); ``medium`` (the evidence
+tables' default: 3,000 users x 1,200 items at density 7%, ~237k logged rows, ~63 training
+rows per user; a 1,000 x 200 test block with a quarter of its pairs, ~50k rows, so one
+test AUC has a standard error of ~0.004); ``no_bias`` (``medium`` with a uniform logging
+policy, ``NO_BIAS``: gamma_q = gamma_h = gamma_a = 0, so exposure and logged positions
+carry no bias and ``train`` is distributed like ``train_unbiased``: the negative
+control); and ``paper`` (7,176 users x 10,728 items and a 1,411 x 3,327 test block as
+in KuaiRec; the logged density is scaled down from KuaiRec's 16.3% to 4%, about 2.9M
+logged rows instead of 12.5M, to keep the build tractable).
 """
 
 from __future__ import annotations
@@ -85,10 +102,31 @@ DEFAULTS = {
     "interest_exposure": 0.8,  # gamma_h
     "activity_exposure": 0.5,  # gamma_a
     "position_bias": 0.1,  # lambda
+    "test_density": 1.0,  # share of the test block's pairs kept in `test`
+}
+
+#: the overrides that make the logging policy uniform: exposure depends on nothing, so
+#: logged positions (ranks of the policy score plus noise) are uniform at random too
+NO_BIAS = {"confounder_exposure": 0.0, "interest_exposure": 0.0, "activity_exposure": 0.0}
+
+#: ``np.random.default_rng([seed, UNBIASED_STREAM])`` draws ``train_unbiased`` and the
+#: ``test_density`` subsample, apart from every other split's streams
+UNBIASED_STREAM = 7
+
+MEDIUM = {
+    "n_users": 3000,
+    "n_items": 1200,
+    "n_categories": 20,
+    "density": 0.07,
+    "test_users": 1000,
+    "test_items": 200,
+    "test_density": 0.25,
 }
 
 CONFIGS = {
     "small": {},
+    "medium": MEDIUM,
+    "no_bias": {**MEDIUM, **NO_BIAS},
     "paper": {
         "n_users": 7176,
         "n_items": 10728,
@@ -122,7 +160,9 @@ def _params(params: Mapping | None) -> dict:
         p, "n_users", "n_items", "dim", "n_categories", "n_activity", "n_segments",
         "n_positions", "test_users", "test_items", where=NAME,
     )
-    _base.check_fraction(p, "density", "valid_fraction", where=NAME)
+    _base.check_fraction(p, "density", "valid_fraction", "test_density", where=NAME)
+    if not p["test_density"] > 0:
+        raise UsageError(f"{NAME}: parameter 'test_density' must be > 0")
     if p["test_users"] > p["n_users"] or p["test_items"] > p["n_items"]:
         raise UsageError(f"{NAME}: the test block must fit inside n_users x n_items")
     return p
@@ -191,18 +231,27 @@ def simulate(params: Mapping | None = None) -> _base.Splits:
 
     # 2.+4. draw h and exposures for every pair, one block of users at a time
     rng_e = np.random.default_rng(s_expo)
-    logged, block = [], []
+    # The uniform logging policy of `train_unbiased` draws from its own stream, so every
+    # other split is the same bit for bit with or without it. It over-samples pairs at
+    # rate 1.5 * density (cut to len(train) below) in the same blocks, so its pairs carry
+    # the same world's interest h (pair noise included) as the logged ones.
+    rng_u = np.random.default_rng([p["seed"], UNBIASED_STREAM])
+    uniform_rate = min(1.0, 1.5 * p["density"])
+    logged, block, uniform = [], [], []
     for sl in _base.user_blocks(nu, ni):
         uu = np.arange(sl.start, sl.stop)
         h = x[sl] @ y.T + p["interest_noise"] * rng_e.standard_normal((len(uu), ni))
         e = exposure_logit(h, uu[:, None], np.arange(ni)[None, :]) + b_e
         shown = rng_e.random(e.shape) < _base.sigmoid(e)
         in_block = test_u[uu][:, None] & test_i[None, :]
-        for mask, out in ((shown & ~in_block, logged), (in_block, block)):
+        uniform_shown = rng_u.random(e.shape) < uniform_rate
+        for mask, out in ((shown & ~in_block, logged), (in_block, block),
+                          (uniform_shown & ~in_block, uniform)):
             r, c = np.nonzero(mask)
             out.append((uu[r], c, h[r, c], e[r, c]))
     lu, li, lh, le = (np.concatenate(a) for a in zip(*logged))
     tu, ti, th, te = (np.concatenate(a) for a in zip(*block))
+    uu_, ui_, uh_, ue_ = (np.concatenate(a) for a in zip(*uniform))
 
     rng = np.random.default_rng(s_rows)
     # 5. positions
@@ -219,7 +268,7 @@ def simulate(params: Mapping | None = None) -> _base.Splits:
         prior = _base.sigmoid(a_k)
         item_stats[name] = (hits + 2.0 * prior) / (shows + 2.0)
 
-    def rows(uu, ii, h, e, pos):
+    def rows(uu, ii, h, e, pos, click_rng=rng):
         r = _base.sigmoid(p["click_intercept"] + p["preference_click"] * h
                           + p["confounder_click"] * q[ii] + p["activity_click"] * activity[uu])
         rel = r / (1.0 + p["position_bias"] * (pos - 1))
@@ -230,7 +279,7 @@ def simulate(params: Mapping | None = None) -> _base.Splits:
             "user_segment": segment[uu],
             "item_category": category[ii] + 1,
             "position": pos,
-            "click": (rng.random(len(rel)) < rel),
+            "click": (click_rng.random(len(rel)) < rel),
             "propensity": _base.sigmoid(e),
             "relevance": rel,
             "confounder": q[ii],
@@ -242,10 +291,20 @@ def simulate(params: Mapping | None = None) -> _base.Splits:
     test_cols = rows(tu, ti, th, te, t_pos)
     order = rng.permutation(len(lu))
     n_valid = int(round(p["valid_fraction"] * len(lu)))
+    n_train = len(lu) - n_valid
+
+    # the unbiased training sample: uniform exposure outside the test block, uniform
+    # positions (as on the test block), clicks ~ relevance; all from rng_u
+    pick = rng_u.choice(len(uu_), n_train, replace=len(uu_) < n_train)
+    u_pos = rng_u.integers(1, n_pos + 1, n_train)
+    unbiased_cols = rows(uu_[pick], ui_[pick], uh_[pick], ue_[pick], u_pos, click_rng=rng_u)
+    if p["test_density"] < 1.0:  # a random share of the block's pairs (rng_u as well)
+        test_cols = _base.take(test_cols, rng_u.random(len(te)) < p["test_density"])
     return {
         "train": _base.take(logged_cols, order[n_valid:]),
         "valid": _base.take(logged_cols, order[:n_valid]),
         "test": test_cols,
+        "train_unbiased": unbiased_cols,
     }
 
 

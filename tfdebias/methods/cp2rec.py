@@ -88,6 +88,9 @@ PROPENSITY_HAT = "propensity_hat"
 #: the column Rel reads: Rel-MF's own item-popularity estimate (see rel_propensity)
 REL_PROPENSITY_HAT = "rel_propensity_hat"
 _EPS = 1e-8
+#: lower clip of propensities (CP2Rec's default ``propensity_clip``; IPS weights <= 50),
+#: also used for the self-normalised IPS validation loss of ``tfdebias reproduce cp2rec``
+PROPENSITY_CLIP = 0.02
 
 #: Table 3 of the paper, declared once for the tuner (``tfdebias tune cp2rec``).
 SEARCH_SPACE = {
@@ -354,7 +357,7 @@ class CP2Rec(keras.Model):
         lambda_reg: float = 1e-6,
         embedding_dim: int = 10,
         propensity: str = "estimated",
-        propensity_clip: float = 0.02,
+        propensity_clip: float = PROPENSITY_CLIP,
         refine_activation: str = "tanh",
         backbone_args: dict | None = None,
         club_hidden: int = 64,
@@ -685,9 +688,27 @@ _register_space()
 
 
 # -- tfdebias reproduce cp2rec ---------------------------------------------------------------
+#
+# The evidence table (docs/methods/cp2rec.md, "Reproduce"): for each data seed (a fresh
+# draw of the simulator) x model seed, every row is trained with the same budget and
+# scored on the unbiased test block; tfdebias.evaluation.evidence turns the records into
+# headroom (skyline - floor), gap closed and paired bootstrap intervals.
 
-#: (row label, model name, model args) of one backbone's Table 4 + Table 6 block.
+#: the config ``--data confounded_ctr`` means (``small`` stays the tests' default)
+DEFAULT_CONFIG = "medium"
+#: the rows ``--quick`` trains per backbone: the floor, the main baseline, the method
+QUICK_ROWS = ("{b}", "IPS-{b}", "CP2Rec-PROJ-{b}")
+#: the skyline row: the plain backbone trained on the simulator's ``train_unbiased``
+SKYLINE = "{b} on uniform log (skyline)"
+POPULARITY = "popularity (item CTR)"
+LOGISTIC = "LR ({b} features)"
+TRUTH = "truth (relevance)"
+#: test-item groups by their exposure in the log (the paper's claim is about exposure bias)
+GROUPS = ("exposed-light", "exposed-heavy")
+
+
 def table_rows(backbone: str, oracle: bool = False) -> list[tuple[str, str, dict]]:
+    """(row label, model name, model args) of one backbone's Table 4 + Table 6 block."""
     b = backbone.upper()
     rows = [
         (f"{b}", backbone, {}),
@@ -713,105 +734,392 @@ def table_rows(backbone: str, oracle: bool = False) -> list[tuple[str, str, dict
     return rows
 
 
+def row_role(label: str, backbone: str) -> str:
+    """The evidence role of a trained row: the plain backbone is the floor, the CP2Rec
+    variants (estimated propensity) are methods, everything else a baseline."""
+    b = backbone.upper()
+    if label == b:
+        return "floor"
+    if label == SKYLINE.format(b=b):
+        return "skyline"
+    if label.startswith("CP2Rec-") and "w/o" not in label and "oracle" not in label:
+        return "method"
+    return "baseline"
+
+
 def _add_arguments(p):
-    p.add_argument("--backbones", default="ncf,dcn", help="comma-separated backbones (ncf, dcn)")
-    p.add_argument("--epochs", type=int, default=None, help="max epochs (default 30; 2 with --quick)")
-    p.add_argument("--batch-size", type=int, default=None, help="default 512; 1024 with --quick")
+    p.add_argument("--backbones", default=None,
+                   help="comma-separated backbones (ncf, dcn), one evidence table each: the first "
+                        "in OUT, the others in OUT/<backbone> (default ncf with --quick, else ncf,dcn)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="epochs per row: the fixed budget, or the most with --stopping snips "
+                        "(default 3 with --quick, else 5)")
+    p.add_argument("--batch-size", type=int, default=None, help="default 1024")
     p.add_argument("--learning-rate", type=float, default=1e-3)
-    p.add_argument("--patience", type=int, default=None, help="early-stopping patience (default 5; 2 with --quick)")
+    p.add_argument("--patience", type=int, default=None,
+                   help="--stopping snips: epochs without improvement before stopping (default 1 "
+                        "with --quick, else 2)")
     p.add_argument("--hidden-units", default="128,64", help="backbone MLP widths")
     p.add_argument("--oracle", action="store_true",
-                   help="add rows trained with the simulator's true propensities (oracle comparison)")
-    p.add_argument("--rows", default=None, help="only rows whose label contains one of these comma-separated strings")
+                   help="add rows trained with the simulator's true propensities (positive control)")
+    p.add_argument("--rows", default=None,
+                   help="only the trained rows whose label contains one of these comma-separated "
+                        "strings (floor, skyline, simple baselines and truth always run)")
 
 
-def train_row(model_name: str, model_args: dict, splits: dict, schema, *, seed: int, epochs: int,
-              batch_size: int, learning_rate: float, patience: int, data: str = "") -> dict:
-    """Train one row with the engine's pieces (build, compile, fit with early stopping on
-    the biased validation AUC) and score it with the ``ctr`` protocol."""
+class SnipsStopping(keras.callbacks.Callback):
+    """Early stopping on :func:`tfdebias.evaluation.evidence.snips_logloss` of a
+    validation split: the log loss reweighted by 1/propensity and self-normalised, so
+    rows the logging policy rarely shows count more. Restores the best epoch's weights."""
+
+    def __init__(self, columns: dict, propensity, schema, patience: int, batch_size: int = 16384):
+        super().__init__()
+        self.schema = as_schema(schema)
+        self.columns, self.label, self.patience, self.batch_size = (
+            columns, self.schema.label.name, int(patience), batch_size)
+        self.propensity = np.clip(np.asarray(propensity, np.float64), PROPENSITY_CLIP, 1.0)
+        self.history: list[float] = []
+        self.best, self.best_epoch, self.best_weights, self._wait = np.inf, 0, None, 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        from tfdebias.evaluation.evidence import snips_logloss
+
+        loss = snips_logloss(self.columns[self.label],
+                             predict_rows(self.model, self.columns, self.schema, self.batch_size),
+                             self.propensity)
+        self.history.append(loss)
+        if loss < self.best:
+            self.best, self.best_epoch, self._wait = loss, epoch + 1, 0
+            self.best_weights = self.model.get_weights()
+        else:
+            self._wait += 1
+            if self._wait >= self.patience:
+                self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+
+
+def train_row(model_name: str, model_args: dict, train_cols: dict, schema, *, seed: int, epochs: int,
+              batch_size: int, learning_rate: float, valid_cols: dict | None = None,
+              stopping: str = "fixed", patience: int = 1, data: str = ""):
+    """Train one row with the engine's pieces; returns ``(model, info)``.
+
+    ``stopping="fixed"``: exactly ``epochs`` passes over ``train_cols``, i.e.
+    ``epochs * ceil(rows / batch_size)`` optimizer steps, no validation. ``"snips"``:
+    at most that, stopped by :class:`SnipsStopping` on ``valid_cols`` (its
+    ``propensity_hat`` column) and rolled back to the best epoch. ``info`` holds
+    ``steps`` (optimizer steps of the kept weights), ``epochs_trained`` (kept),
+    ``epochs_run``, ``train_seconds`` and with snips ``valid/snips_best``.
+    """
     from tfdebias import data as tdata
-    from tfdebias.evaluation import protocols
     from tfdebias.optimizers import make_optimizer
     from tfdebias.training.engine import TrainConfig, build_model, compile_model, fit
 
     keras.utils.set_random_seed(seed)
     cfg = TrainConfig(data=data or "data", model=model_name, model_args=model_args, epochs=epochs,
                       batch_size=batch_size, learning_rate=learning_rate, optimizer="adam",
-                      patience=patience, seed=seed)
-    train_ds = tdata.make_dataset(splits["train"], schema, batch_size=batch_size, shuffle=True, seed=seed)
-    valid_ds = tdata.make_dataset(splits["valid"], schema, batch_size=8192)
-    model = build_model(model_name, schema, model_args, next(iter(valid_ds))[0])
-    compile_model(model, make_optimizer("adam", learning_rate), jit_compile=False)
+                      patience=0, seed=seed)
+    train_ds = tdata.make_dataset(train_cols, schema, batch_size=batch_size, shuffle=True, seed=seed)
+    sample = {k: v[:2] for k, v in train_cols.items() if k != schema.label.name}
+    model = build_model(model_name, schema, model_args, sample)
+    compile_model(model, make_optimizer("adam", learning_rate), jit_compile=False,
+                  steps_per_execution=cfg.steps_per_execution)
+    callbacks = []
+    if stopping == "snips":
+        callbacks.append(SnipsStopping(valid_cols, valid_cols[PROPENSITY_HAT], schema, patience))
     t0 = time.time()
-    hist = fit(model, train_ds, valid_ds, cfg, verbose=0)
-    metrics = protocols.get("ctr")(model, splits, schema, cfg)
-    metrics["train_seconds"] = round(time.time() - t0, 2)
-    metrics["epochs_trained"] = len(hist.history.get("loss", []))
-    return metrics
+    hist = fit(model, train_ds, None, cfg, verbose=0, callbacks=callbacks)
+    per_epoch = -(-len(train_cols[schema.label.name]) // batch_size)
+    ran = len(hist.history.get("loss", []))
+    kept = callbacks[0].best_epoch if callbacks else ran
+    info = {"steps": kept * per_epoch, "epochs_trained": kept, "epochs_run": ran,
+            "train_seconds": round(time.time() - t0, 2)}
+    if callbacks:
+        info["valid/snips_best"] = float(callbacks[0].best)
+    return model, info
 
 
-def _run(args) -> Path:
+def predict_rows(model, columns: dict, schema, batch_size: int = 16384) -> np.ndarray:
+    """The served click probability of every row: the model called on blocks of the
+    schema's input columns (no ``tf.data`` pipeline; a test block is a few calls)."""
+    import tensorflow as tf
+
+    names = [f.name for f in as_schema(schema).inputs]
+    n = len(columns[names[0]])
+    out = []
+    for a in range(0, n, batch_size):
+        feats = {k: tf.constant(np.asarray(columns[k])[a:a + batch_size]) for k in names}
+        out.append(np.asarray(model(feats, training=False), np.float64).reshape(-1))
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def evaluation_design(splits: dict, schema) -> dict:
+    """What every row of one data seed is scored on: labels, the test units (test
+    users, numbered 0..n-1 the same way for every row) and the item groups
+    ``exposed-light`` / ``exposed-heavy`` (test items whose logged shows in ``train``
+    are at most / above the median over the test items)."""
+    user, item = _user_item(schema)
+    test, train = splits["test"], splits["train"]
+    _, units = np.unique(np.asarray(test[user]), return_inverse=True)
+    n_items = int(max(np.max(train[item]), np.max(test[item]))) + 1
+    shows = np.bincount(np.asarray(train[item], np.int64), minlength=n_items)
+    test_items = np.asarray(test[item], np.int64)
+    median = float(np.median(shows[np.unique(test_items)]))
+    heavy = shows[test_items] > median
+    return {"y": np.asarray(test[schema.label.name], np.float64), "units": units.astype(np.int64),
+            "groups": {"exposed-light": ~heavy, "exposed-heavy": heavy}, "median_shows": median}
+
+
+def score_predictions(design: dict, p) -> tuple[dict, dict]:
+    """``(metrics, scores)`` of test predictions ``p``: ``test/auc`` (headline, rows
+    clustered by test user), ``test/logloss`` and ``test/auc/<group>``."""
+    from tfdebias.evaluation.evidence import row_auc, row_mean
+
+    y, units = design["y"], design["units"]
+    p = np.clip(np.asarray(p, np.float64).reshape(-1), 1e-7, 1 - 1e-7)
+    ll = -(y * np.log(p) + (1 - y) * np.log1p(-p))
+    scores = {"test/auc": row_auc(y, p, units), "test/logloss": row_mean(ll, units)}
+    for g in GROUPS:
+        m = design["groups"][g]
+        scores[f"test/auc/{g}"] = row_auc(y[m], p[m], units[m])
+    return {k: v.point() for k, v in scores.items()}, scores
+
+
+def _valid_metrics(valid: dict, p, label: str) -> dict:
+    from tfdebias.evaluation import metrics as m
+    from tfdebias.evaluation.evidence import snips_logloss
+
+    y = np.asarray(valid[label], np.float64)
+    return {"valid/auc": float(m.auc(y, p)),
+            "valid/snips_logloss": snips_logloss(y, p, np.clip(valid[PROPENSITY_HAT], PROPENSITY_CLIP, 1.0))}
+
+
+def simple_rows(splits: dict, schema, backbone: str, design: dict) -> list[tuple[str, str, dict, dict]]:
+    """``(label, role, metrics, scores)`` of the rows that train no network: the item's
+    smoothed CTR in ``train`` (popularity), logistic regression on the backbone's own
+    input features, and the true relevance (the truth ceiling, context only)."""
+    from tfdebias.evaluation import baselines
+
+    label = schema.label.name
+    _, item = _user_item(schema)
+    train, valid, test = splits["train"], splits["valid"], splits["test"]
+    if backbone == "ncf":
+        users, items = split_sides(schema)
+        fields = users + items
+    else:  # DCN reads every input
+        fields = [f.name for f in schema.inputs]
+    n_items = int(max(np.max(c[item]) for c in (train, valid, test))) + 1
+    ctr = baselines.item_ctr(train[item], train[label], n_items)
+    lr = baselines.logistic_regression(train, schema, fields=fields)
+    out = []
+    for name, role, predict in (
+            (POPULARITY, "simple", lambda c: ctr[np.asarray(c[item], np.int64)]),
+            (LOGISTIC.format(b=backbone.upper()), "simple", lr.predict),
+    ):
+        metrics, scores = score_predictions(design, predict(test))
+        metrics.update(_valid_metrics(valid, predict(valid), label))
+        out.append((name, role, metrics, scores))
+    if "relevance" in test:
+        metrics, scores = score_predictions(design, test["relevance"])
+        metrics.update(_valid_metrics(valid, valid["relevance"], label))
+        out.append((TRUTH, "truth", metrics, scores))
+    return out
+
+
+def _resolve(args):
+    """The run's settings from the parsed arguments (defaults depend on ``--quick``)."""
     from tfdebias import data as tdata
-    from tfdebias.evaluation.results import write_results
 
-    backbones = [b.strip().lower() for b in args.backbones.split(",") if b.strip()]
+    backbones_arg = args.backbones or ("ncf" if args.quick else "ncf,dcn")
+    backbones = [b.strip().lower() for b in backbones_arg.split(",") if b.strip()]
     bad = [b for b in backbones if b not in BACKBONES]
-    if bad or not backbones:
-        raise UsageError(f"--backbones: expected some of {BACKBONES}, got {args.backbones!r}")
-    epochs = args.epochs if args.epochs is not None else (2 if args.quick else 30)
-    if args.batch_size is None:
-        args.batch_size = 1024 if args.quick else 512
-    patience = args.patience if args.patience is not None else (2 if args.quick else 5)
-    seeds = args.seeds if args.seeds else (1 if args.quick else 5)
-    for k, v in (("--epochs", epochs), ("--batch-size", args.batch_size)):
+    if bad or not backbones or len(set(backbones)) != len(backbones):
+        raise UsageError(f"--backbones: expected distinct ones of {BACKBONES}, got {backbones_arg!r}")
+    epochs = args.epochs if args.epochs is not None else (3 if args.quick else 5)
+    batch_size = args.batch_size if args.batch_size is not None else 1024
+    patience = args.patience if args.patience is not None else (1 if args.quick else 2)
+    stopping = getattr(args, "stopping", None) or "fixed"
+    for k, v in (("--epochs", epochs), ("--batch-size", batch_size), ("--patience", patience)):
         if v < 1:
             raise UsageError(f"{k} must be >= 1, got {v}")
-    if patience < 0 or not args.learning_rate > 0:
-        raise UsageError("--patience must be >= 0 and --learning-rate > 0")
+    if not args.learning_rate > 0:
+        raise UsageError("--learning-rate must be > 0")
     try:
         hidden = [int(u) for u in args.hidden_units.split(",") if u.strip()]
     except ValueError:
         raise UsageError(f"--hidden-units: expected comma-separated integers, got {args.hidden_units!r}") from None
     data = args.data or "confounded_ctr"
-    splits, schema = tdata.load(data, data_dir=args.data_dir, manual_dir=args.manual_dir)
-    missing = [s for s in ("train", "valid", "test") if s not in splits]
-    if missing:
-        raise UsageError(f"data set {data!r} lacks splits {missing}: CP2Rec needs biased train/valid and an unbiased test")
-    if not schema.proxies:
-        raise UsageError(f"data set {data!r} declares no confounding proxies (role 'proxy'); CP2Rec needs them")
-    splits = add_propensity(splits, schema)
-    rows = [r for b in backbones for r in table_rows(b, oracle=args.oracle and schema.exposure is not None)]
+    if "/" not in data and tdata.is_simulator(data):
+        data = f"{data}/{DEFAULT_CONFIG}"
+    n_data = getattr(args, "data_seeds", None) or (3 if args.quick else 5)
+    seeds = args.seeds or (1 if args.quick else 2)
+    return dict(backbones=backbones, epochs=epochs, batch_size=batch_size, patience=patience,
+                stopping=stopping, hidden=hidden, data=data, data_seeds=tdata.data_seeds(data, n_data),
+                seeds=seeds)
+
+
+def _trained_rows(backbone: str, cfg: dict, args, oracle: bool,
+                  skyline: bool = True) -> list[tuple[str, str, dict, str]]:
+    """(label, model name, model args, train split) of one table's trained rows, floor
+    first and (with ``skyline``) the skyline second."""
+    b = backbone.upper()
+    rows = table_rows(backbone, oracle=oracle)
+    if args.quick:
+        keep = {r.format(b=b) for r in QUICK_ROWS}
+        rows = [r for r in rows if r[0] in keep]
     if args.rows:
         wanted = [w.strip() for w in args.rows.split(",") if w.strip()]
-        rows = [r for r in rows if any(w in r[0] for w in wanted)]
-        if not rows:
+        rows = [r for r in rows if r[0] == b or any(w in r[0] for w in wanted)]
+        if len(rows) == 1 and not any(w in b for w in wanted):
             raise UsageError(f"--rows {args.rows!r} matches no row")
-    records = []
-    t0 = time.time()
+    out = []
     for label, name, margs in rows:
         margs = dict(margs)
-        key = "hidden_units"
         if name in BACKBONES:
-            margs.update(embedding_dim=10, hidden_units=hidden)
+            margs.update(embedding_dim=10, hidden_units=cfg["hidden"])
         else:
-            margs["backbone_args"] = {key: hidden}
-        for seed in range(seeds):
-            m = train_row(name, margs, splits, schema, seed=seed, epochs=epochs,
-                          batch_size=args.batch_size, learning_rate=args.learning_rate,
-                          patience=patience, data=data)
-            m["test/nll"] = -m["test/logloss"]
-            records.append({"name": label, "seed": seed, "metrics": m})
-            print(f"{label:34s} seed {seed}  test/auc {m['test/auc']:.4f}  test/logloss "
-                  f"{m['test/logloss']:.4f}  ({m['train_seconds']:.0f} s, {m['epochs_trained']} ep)", flush=True)
-    notes = (f"valid = biased logged rows, test = unbiased block; NLL = -logloss (higher is better, as "
-             f"in the paper). Budget: {epochs} epochs max, early stopping on valid AUC with patience "
-             f"{patience}, Adam lr {args.learning_rate}, batch {args.batch_size}, d = 10, MLP {hidden}. "
-             f"Propensities for IPS/SNIPS/Rel/CP2Rec: p_hat = n_u n_i / N from the training rows "
-             f"(rows marked 'oracle p' use the simulator's true propensity). Wall time {time.time() - t0:.0f} s.")
-    return write_results(args.out, records, title=f"CP2Rec (Table 4/6 shape) on {data}",
-                         metrics=["test/auc", "test/nll", "test/logloss", "valid/auc"],
-                         plot_metric="test/auc", bold_best={"test/auc": "max", "test/nll": "max"},
-                         notes=notes)
+            margs["backbone_args"] = {"hidden_units": cfg["hidden"]}
+        out.append((label, name, margs, "train"))
+        if label == b and skyline:  # the skyline: the same model and budget on the uniform log
+            out.append((SKYLINE.format(b=b), name, dict(margs), "train_unbiased"))
+    return out
+
+
+def _run(args) -> Path:
+    from tfdebias import data as tdata
+    from tfdebias.evaluation.evidence import Progress, write_evidence
+
+    cfg = _resolve(args)
+    data, seeds = cfg["data"], cfg["seeds"]
+    t_start = time.time()
+    plans, records = {}, {b: [] for b in cfg["backbones"]}
+    progress = None
+    sizes, train_sizes = {}, {}
+    for d in cfg["data_seeds"]:
+        splits, schema = tdata.load(data, data_dir=args.data_dir, manual_dir=args.manual_dir, data_seed=d)
+        missing = [s for s in ("train", "valid", "test") if s not in splits]
+        if missing:
+            raise UsageError(f"data set {data!r} lacks splits {missing}: CP2Rec needs biased train/valid "
+                             "and an unbiased test")
+        if not schema.proxies:
+            raise UsageError(f"data set {data!r} declares no confounding proxies (role 'proxy'); CP2Rec needs them")
+        # real data has no unbiased training sample: no skyline, a plain table
+        has_skyline = "train_unbiased" in splits
+        n_tr = len(splits["train"][schema.label.name])
+        if has_skyline and n_tr != len(splits["train_unbiased"][schema.label.name]):
+            raise UsageError(f"{data}: train and train_unbiased differ in size; the skyline needs the "
+                             "floor's budget")
+        splits = add_propensity(splits, schema)
+        design = evaluation_design(splits, schema)
+        train_sizes[d] = n_tr
+        sizes = {"train": n_tr, "test": len(design["y"]), "test_users": int(design["units"].max()) + 1,
+                 "test_items": int(len(np.unique(splits["test"][_user_item(schema)[1]])))}
+        if progress is None:
+            oracle = args.oracle and schema.exposure is not None
+            plans = {b: _trained_rows(b, cfg, args, oracle, skyline=has_skyline) for b in cfg["backbones"]}
+            total = len(cfg["data_seeds"]) * sum(seeds * len(rows) + 1 for rows in plans.values())
+            progress = Progress(total)
+        for b in cfg["backbones"]:
+            for label, role, metrics, scores in simple_rows(splits, schema, b, design):
+                records[b].append({"name": label, "role": role, "data_seed": d, "seed": 0,
+                                   "metrics": metrics, "scores": scores})
+            progress.step(f"{b}: simple baselines + truth, data seed {d}")
+            for label, name, margs, split in plans[b]:
+                for seed in range(seeds):
+                    model, info = train_row(
+                        name, margs, splits[split], schema, seed=seed, epochs=cfg["epochs"],
+                        batch_size=cfg["batch_size"], learning_rate=args.learning_rate,
+                        valid_cols=splits["valid"], stopping=cfg["stopping"], patience=cfg["patience"],
+                        data=data)
+                    metrics, scores = score_predictions(design, predict_rows(model, splits["test"], schema))
+                    metrics.update(_valid_metrics(splits["valid"], predict_rows(model, splits["valid"], schema),
+                                                  schema.label.name))
+                    metrics.update(info)
+                    records[b].append({"name": label, "role": row_role(label, b), "data_seed": d,
+                                       "seed": seed, "metrics": metrics, "scores": scores})
+                    progress.step(f"{label} data seed {d} seed {seed}: test/auc {metrics['test/auc']:.4f} "
+                                  f"({info['epochs_trained']} ep, {info['train_seconds']:.0f} s)")
+                    del model
+                    keras.backend.clear_session()
+
+    out = Path(args.out)
+    first = None
+    for k, b in enumerate(cfg["backbones"]):
+        B = b.upper()
+        # the budget of each data seed (its train size varies a little between draws)
+        budget = sorted({cfg["epochs"] * -(-n // cfg["batch_size"]) for n in train_sizes.values()})
+        steps = str(budget[0]) if len(budget) == 1 else f"{budget[0]}-{budget[-1]} (by data seed)"
+        if cfg["stopping"] == "fixed":
+            stopping = (f"fixed budget: {cfg['epochs']} epochs = {steps} optimizer steps of batch "
+                        f"{cfg['batch_size']} for every trained row of a data seed (train and "
+                        f"train_unbiased have the same number of rows), no early stopping")
+        else:
+            stopping = (f"early stopping on the self-normalised IPS-weighted log loss of the biased valid "
+                        f"split (evidence.snips_logloss, propensity p_hat = n_u n_i / N from train, clipped "
+                        f"at {PROPENSITY_CLIP}), "
+                        f"patience {cfg['patience']}, at most {cfg['epochs']} epochs = {steps} optimizer "
+                        f"steps of batch {cfg['batch_size']}; the best epoch's weights are kept "
+                        f"(column `steps`)")
+        notes = (
+            f"Data: `{data}`, data seeds {cfg['data_seeds']} (each a fresh draw of the simulator), "
+            f"{seeds} model seed(s) each; {sizes['train']} training rows, unbiased test block "
+            f"{sizes['test']} rows over {sizes['test_users']} users x {sizes['test_items']} items. "
+            f"Test units for the bootstrap: test users. "
+            + (f"Skyline: `{B}` with the same budget trained on `train_unbiased` (uniform logging policy, "
+               f"uniform positions, same size as `train`). " if has_skyline else "")
+            + f"Simple rows: the item's smoothed CTR in train, and logistic regression on {B}'s input "
+            f"features; truth = the simulator's true click probability (context). Groups: "
+            f"`test/auc/exposed-light` / `-heavy` = test items whose logged shows in train are at most / "
+            f"above the median over the test items. Every trained row: Adam lr {args.learning_rate}, "
+            f"d = 10, MLP {cfg['hidden']}. Each step is one optimizer update: SOLVE's CLUB likelihood "
+            f"step and CVIB's pass over permuted rows are computed inside that same update, so no row "
+            f"gets extra updates. Propensities for IPS/SNIPS/Rel/CP2Rec: p_hat = n_u n_i / N from "
+            f"train (rows marked 'oracle p' read the simulator's true propensity). "
+            f"Wall time {time.time() - t_start:.0f} s.")
+        where = out if k == 0 else out / b
+        extra = {"data": data, "data_seeds": cfg["data_seeds"], "backbone": b,
+                 "stopping_rule": cfg["stopping"], "epochs": cfg["epochs"],
+                 "batch_size": cfg["batch_size"], "steps_per_row": budget}
+        if not has_skyline:
+            from tfdebias.evaluation.results import write_results
+
+            plain = [{k2: v for k2, v in r.items() if k2 != "scores"} for r in records[b]]
+            written = write_results(
+                where, plain, title=f"CP2Rec (Table 4/6 shape), {B} backbone, on {data} (no skyline)",
+                metrics=["test/auc", *[f"test/auc/{g}" for g in GROUPS], "test/logloss", "valid/auc"],
+                plot_metric="test/auc", notes=f"Stopping: {stopping}. No headroom: {data} has no unbiased "
+                f"training sample to train a skyline on.\n\n{notes}", extra=extra)
+            first = first or written
+            continue
+        written = write_evidence(
+            where, records[b], title=f"CP2Rec (Table 4/6 shape), {B} backbone, on {data}",
+            metric="test/auc", main_baseline=f"IPS-{B}" if any(r["name"] == f"IPS-{B}" for r in records[b]) else None,
+            method=f"CP2Rec-PROJ-{B}" if any(r["name"] == f"CP2Rec-PROJ-{B}" for r in records[b]) else None,
+            stopping=stopping,
+            metrics=["test/auc", *[f"test/auc/{g}" for g in GROUPS], "test/logloss", "valid/auc"],
+            notes=notes, extra=extra)
+        first = first or written
+        _print_headroom(written)
+    return first
+
+
+def _print_headroom(folder) -> None:
+    import json
+
+    res = json.loads((Path(folder) / "results.json").read_text())
+    h = res["headroom"]
+    fmt = lambda s: f"{s['mean']:.4f} [{s['ci95'][0]:.4f}, {s['ci95'][1]:.4f}]"  # noqa: E731
+    print(f"headroom {h['metric']}: skyline {fmt(h['skyline'])}, floor {fmt(h['floor'])}, "
+          f"gap {fmt(h['gap'])}; MDE {res['power']['mde']:.4f}", flush=True)
+    for r in res["rows"]:
+        gc = r.get("gap_closed")
+        print(f"  {r['name']:34s} {r['role']:8s} test/auc {r['mean'].get('test/auc', float('nan')):.4f}"
+              + (f"  gap closed {gc['mean']:+.2f} [{gc['ci95'][0]:+.2f}, {gc['ci95'][1]:+.2f}]" if gc else "")
+              + (f"  ({', '.join(r['flags'])})" if r.get("flags") else ""), flush=True)
+    for f in res.get("flags", []):
+        print(f"  flag: {f}", flush=True)
 
 
 def _register_reproducer():
@@ -819,8 +1127,10 @@ def _register_reproducer():
 
     register_reproducer(Reproducer(
         name="cp2rec",
-        help="CP2Rec (ACM MM 2023) Table 4/6: NCF/DCN x {plain, IPS, SNIPS, Rel, CVIB, DIB, "
-             "CP2Rec-COS/PROJ/SOLVE} + ablations; --seeds default 5 (1 with --quick)",
+        help="CP2Rec (ACM MM 2023) Table 4/6 as evidence tables: NCF/DCN x {plain (floor), skyline "
+             "(uniform log), IPS, SNIPS, Rel, CVIB, DIB, CP2Rec-COS/PROJ/SOLVE} + ablations + "
+             "popularity, LR, truth; --data-seeds default 5 (3 with --quick), --seeds default 2 "
+             "(1 with --quick); --quick trains only NCF, IPS-NCF, CP2Rec-PROJ-NCF and the skyline",
         run=_run, add_arguments=_add_arguments, default_data="confounded_ctr", default_seeds=0))
 
 
