@@ -285,9 +285,11 @@ def test_reproduce_cli_bad_rows_exit_2(capsys):
     assert cli.main(["reproduce", "dadin", "--rows", "DADIN42", "--out", "unused"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "DADIN42" in err[0]
-    with pytest.raises(SystemExit) as e:
-        cli.main(["reproduce", "dadin", "--epochs", "0"])
-    assert e.value.code == 2
+    for bad in (["--epochs", "0"], ["--steps", "0"], ["--steps", "5", "--epochs", "1"],
+                ["--patience", "2"]):  # a fixed budget: steps or epochs, no early stopping
+        with pytest.raises(SystemExit) as e:
+            cli.main(["reproduce", "dadin", *bad])
+        assert e.value.code == 2, bad
 
 
 def test_search_space_is_registered():
