@@ -9,6 +9,7 @@ from tfdebias import cli
     (["--radius", "0"], "--radius"),
     (["--lambda1", "-1"], "--lambda1"),
     (["--data", "no_such_data"], "no_such_data"),
+    (["--stopping", "snips"], "--stopping snips"),
 ])
 def test_bad_arguments_exit_2_with_one_line(extra, needle, capsys, tmp_path, data_dir):
     argv = ["reproduce", "damcar", "--quick", "--out", str(tmp_path / "o")]
