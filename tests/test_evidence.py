@@ -144,6 +144,8 @@ def test_gap_closed_is_zero_for_floor_and_one_for_skyline():
     assert 0.2 < half["mean"] < 0.8 and half["ci95"][0] < half["mean"] < half["ci95"][1]
     assert out["headroom"]["measurable"] and out["headroom"]["gap"]["ci95"][0] > 0
     assert rows["half"]["vs_baseline"]["ci95"][0] > 0  # better than the naive row, paired
+    dl = rows["half"]["delong"]  # DeLong agrees: clearly better on every data draw
+    assert dl["vs"] == "naive" and len(dl["per_data_seed"]) == 3 and dl["p"] < 1e-3 and dl["z"] > 0
     assert "better than floor" in rows["half"]["flags"]
     assert rows["oracle"]["n_data_seeds"] == 3 and rows["oracle"]["n_seeds"] == 6
 

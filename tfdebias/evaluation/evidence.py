@@ -131,6 +131,8 @@ class RowAUC:
     lo: np.ndarray  # per positive: negatives scoring strictly below it
     hi: np.ndarray  # per positive: negatives scoring below or level with it
     n_units: int
+    y_true: np.ndarray = dataclasses.field(default=None, repr=False)  # rows in their given order,
+    y_score: np.ndarray = dataclasses.field(default=None, repr=False)  # for DeLong's paired test
 
     def _auc(self, w: np.ndarray) -> np.ndarray:
         """AUC under each row of ``w`` ([B, n_units]), in ``w``'s float precision."""
@@ -181,7 +183,8 @@ def row_auc(y_true, y_score, units) -> RowAUC:
     neg_before_group = np.cumsum(neg_per_group) - neg_per_group
     lo = neg_before_group[group[pos]].astype(np.int64)
     hi = lo + neg_per_group[group[pos]].astype(np.int64)
-    return RowAUC(units[order][pos], units[order][~pos], lo, hi, int(units.max()) + 1)
+    return RowAUC(units[order][pos], units[order][~pos], lo, hi, int(units.max()) + 1,
+                  positive, y_score)
 
 
 # -- DeLong's paired test ----------------------------------------------------------------
@@ -349,6 +352,31 @@ def _paired(table: _Table, a: str, b: str, metric: str, seeds=None):
     return table.combine({d: ra[d] - rb[d] for d in common}, {d: pa[d] - pb[d] for d in common})
 
 
+def _delong_rows(records: Sequence[dict], name: str, base: str, metric: str) -> dict | None:
+    """DeLong's paired test of ``name`` against ``base`` on each data seed's test rows
+    (scores averaged over model seeds: one prediction per row and row), combined over the
+    independent data draws by Stouffer's z. None unless both rows carry AUC scores."""
+    per = []
+    for d in dict.fromkeys(r.get("data_seed", 0) for r in records):
+        def scores(n):
+            sc = [r["scores"][metric] for r in records if r["name"] == n and r.get("data_seed", 0) == d
+                  and isinstance((r.get("scores") or {}).get(metric), RowAUC)]
+            return sc
+        a, b = scores(name), scores(base)
+        if not a or not b or a[0].y_score is None or b[0].y_score is None:
+            continue
+        if len(a[0].y_true) != len(b[0].y_true) or not np.array_equal(a[0].y_true, b[0].y_true):
+            continue  # not the same test rows: DeLong does not apply
+        t = delong(a[0].y_true, np.mean([s.y_score for s in a], axis=0), np.mean([s.y_score for s in b], axis=0))
+        per.append({"data_seed": d, "diff": t["diff"], "z": t["z"], "p": t["p"]})
+    if not per:
+        return None
+    zs = np.array([x["z"] for x in per], np.float64)
+    z = float(zs.sum() / math.sqrt(len(zs))) if np.isfinite(zs).all() else math.nan
+    p = math.erfc(abs(z) / math.sqrt(2.0)) if math.isfinite(z) else math.nan
+    return {"vs": base, "z": z, "p": p, "per_data_seed": per}
+
+
 def analyse(records: Sequence[dict], *, metric: str, main_baseline: str | None = None,
             method: str | None = None, metrics: Sequence[str] | None = None,
             higher_is_better: bool = True, n_boot: int = 1000, seed: int = 0) -> dict:
@@ -460,6 +488,9 @@ def analyse(records: Sequence[dict], *, metric: str, main_baseline: str | None =
             if main_baseline and name != main_baseline:
                 p_b, r_b = _paired(table, name, main_baseline, metric)
                 row["vs_baseline"] = {"name": main_baseline, **_summary(p_b, r_b)}
+                dl = _delong_rows(records, name, main_baseline, metric)
+                if dl:
+                    row["delong"] = dl
             if role in ("method", "baseline"):
                 if not interpretable:
                     flags.append("not interpretable")
@@ -517,7 +548,11 @@ def to_markdown(ev: dict, metrics: Sequence[str]) -> str:
         cells.append(_fmt_ci(gc["mean"], gc["ci95"], 2) if gc else "—")
         if base:
             vb = r.get("vs_baseline")
-            cells.append(_fmt_ci(vb["mean"], vb["ci95"]) if vb else "—")
+            cell = _fmt_ci(vb["mean"], vb["ci95"]) if vb else "—"
+            dl = r.get("delong")
+            if dl and dl.get("p") is not None and math.isfinite(dl["p"]):
+                cell += f" (DeLong p = {dl['p']:.2g})"
+            cells.append(cell)
         cells.append(", ".join(r.get("flags", [])))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -528,7 +563,9 @@ HOW_TO_READ = (
     "paired two-level bootstrap interval (data seeds, then test units). The floor is the "
     "backbone trained naively on the biased log, the skyline the same backbone trained on a "
     "sample of the same size drawn without the bias; *gap closed* = (row − floor) / "
-    "(skyline − floor). A row helps only where its gap-closed interval lies above 0.")
+    "(skyline − floor). A row helps only where its gap-closed interval lies above 0. Where "
+    "AUCs are compared on the same test rows, DeLong's paired test against the main "
+    "baseline is given too (per data draw, combined by Stouffer's z).")
 
 
 def _json_safe(x):
