@@ -478,7 +478,8 @@ def analyse(records: Sequence[dict], *, metric: str, main_baseline: str | None =
                 with np.errstate(invalid="ignore", divide="ignore"):
                     frac_reps = r_diff / g_reps
                 frac = p_diff / g_pt if g_pt != 0 else math.nan
-            if reversed_gap and name not in (floor, sky):  # a ratio to a negative gap means nothing
+            if (reversed_gap and name not in (floor, sky)) or role in ("simple", "truth"):
+                # a ratio to a negative gap means nothing; reference rows are context only
                 frac, frac_reps = math.nan, np.full(n_boot, math.nan)
             row["gap_closed"] = _summary(frac, frac_reps)
             row["vs_floor"] = _summary(p_diff, r_diff)
