@@ -1,4 +1,4 @@
-"""DADIN training throughput against DIN on the same data (issue 7: target ratio >= 0.5).
+"""DADIN training throughput against DIN on the same data (target: a ratio >= 0.5).
 
 Workload: the ``cross_domain_ctr`` simulator's train split (both domains, ~41k rows),
 the same batches for both models (``tfdebias.data.make_dataset``, batch 2000 = the

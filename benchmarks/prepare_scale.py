@@ -8,8 +8,8 @@ files is not timed.
 
 Scales (``--scale NAME=FACTOR``; 1.0 = the published size):
 
-* ``kuairec``: 1.0 = big_matrix 12,530,806 rows + small_matrix 4,676,570 rows (the issue's
-  bound: under 4 GiB and under 10 minutes on 2 cores).
+* ``kuairec``: 1.0 = big_matrix 12,530,806 rows + small_matrix 4,676,570 rows (the
+  target: under 4 GiB and under 10 minutes on 2 cores).
 * ``wechat_channels``: 1.0 = user_action 7,317,882 rows, 106,444 feeds with 512-d
   embeddings (default scale 0.25).
 * ``tiktok_icme19``: 1.0 = 19,622,340 interactions, 3.7M items with side files (default 0.05).

@@ -1,6 +1,6 @@
-"""DAMCAR target-domain generation (paper 001, Eq. (1)-(3)) on a WeChat-size graph.
+"""DAMCAR target-domain generation (the DAMCAR paper, Eq. (1)-(3)) on a WeChat-size graph.
 
-16,904 users, 42,031 items and 1,639,527 exposure edges (paper 001, Table 1) with
+16,904 users, 42,031 items and 1,639,527 exposure edges (the DAMCAR paper, Table 1) with
 Zipf-distributed item popularity and log-normal watch times as edge weights; random
 walks with R = 25 hops and H = 50 walks per user (the paper's WeChat setting), then the
 Eq. (3) selection. Target: under 30 s on 2 cores. Prints the peak memory and one JSON

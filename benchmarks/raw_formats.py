@@ -2,7 +2,7 @@
 
 Used by ``benchmarks/prepare_scale.py`` (full-size files, to time the builders) and to
 make the builders' ``dummy_data/`` (a few dozen rows). The values are random; the
-formats are the owners' (``../shared/reference/raw_formats.md``): file names and folders,
+formats are the owners' (each data set's ``README.md``): file names and folders,
 column names and order, separators, header or not, quoting, list encodings, JSON
 (or Python-literal) lines, gzip, and the documented quirks (empty time fields in
 KuaiRec's small matrix, WeChat's empty lists and "tag prob" pairs, TikTok's short or

@@ -282,3 +282,18 @@ def test_tfdebias_train_refuses_the_label_generator_before_any_work(tmp_path, ca
     assert err[-1].startswith("tfdebias: error: model 'damcar_label_generator' cannot be "
                               "trained by `tfdebias train`: it trains on paired"), err[-3:]
     assert not list(tmp_path.iterdir())
+
+
+def test_ada_network_round_trips_through_its_config():
+    """The label generator's network is registered serializable: its config rebuilds it,
+    and the rebuilt network computes the same heads from the same weights."""
+    net = D.ADANetwork(schema(), embedding_dim=4, encoder_units=(8, 6), transform_units=(5, 6))
+    x, _ = batch()
+    y, d = net(x, source=True)
+    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(net))
+    assert isinstance(clone, D.ADANetwork) and clone.get_config() == net.get_config()
+    clone(x, source=True)
+    clone.set_weights(net.get_weights())
+    y2, d2 = clone(x, source=True)
+    np.testing.assert_allclose(y2, y, atol=1e-6)
+    np.testing.assert_allclose(d2, d, atol=1e-6)

@@ -2,13 +2,13 @@
 
 Two kinds of configs, each the real-data counterpart of a simulator:
 
-* ``movies_music`` (DADIN, paper 002, Sec. 4.2) -> ``cross_domain_ctr``: source domain
+* ``movies_music`` (DADIN, Sec. 4.2) -> ``cross_domain_ctr``: source domain
   Movies_and_TV, target domain CDs_and_Vinyl ("music"), the users reviewing in both
   ("the overlapped part of users is captured as the total dataset"), a binary click from
   the rating, click histories of both domains, and DADIN's cold-start resampling
   (Algorithm 2, :func:`tfdebias.data.cold_start.resample_cold_start`).
 * ``cloth_sport``, ``phone_elec`` (K_u = 25%) and ``cloth_sport_ku75``,
-  ``phone_elec_ku75`` (K_u = 75%) (AMID, paper 003, Sec. 5.1; official_code_notes.md
+  ``phone_elec_ku75`` (K_u = 75%) (AMID, Sec. 5.1; official_code_notes.md
   §1.5) -> ``cross_domain_sequences``: per-user review sequences of two domains, the last
   three items of each (user, domain) held out as train/valid/test targets, and AMID's
   open-world selection: every overlapping user plus a ``k_u`` fraction of the

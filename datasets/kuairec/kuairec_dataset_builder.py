@@ -1,4 +1,4 @@
-"""``kuairec``: KuaiRec 2.0 (Gao et al., CIKM 2022) as CP2Rec uses it (paper 004, Sec. 5.1).
+"""``kuairec``: KuaiRec 2.0 (Gao et al., CIKM 2022) as CP2Rec uses it (the CP2Rec paper, Sec. 5.1).
 
 The real-data counterpart of the ``confounded_ctr`` simulator: the same roles
 (``user_id``/``item_id`` and other categorical features, 11 ``proxy`` features, a

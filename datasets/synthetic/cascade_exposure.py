@@ -5,7 +5,7 @@ split ``train_unbiased`` and the ``medium`` config; every 1.0.0 split keeps its 
 for bit, pinned by ``tests/test_damcar_evidence.py``).
 
 Stands in for the **WeChat Channels** (WeChat Big Data Challenge 2021) and **TikTok**
-(ICME 2019) short-video logs as DAMCAR uses them (paper 001, Sec. 3 and Sec. 5.1.1,
+(ICME 2019) short-video logs as DAMCAR uses them (the DAMCAR paper, Sec. 3 and Sec. 5.1.1,
 Table 1: WeChat 16,904 users, 42,031 items, 1,639,527 interactions; visual, acoustic
 and textual item features; label = finish playing; per-user 6:2:2 time split). The
 problem it poses (Sec. 3): the retrieval model is trained on the exposed set

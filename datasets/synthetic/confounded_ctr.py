@@ -4,7 +4,7 @@ Version 1.1.0 adds the split ``train_unbiased``, the parameter ``test_density`` 
 configs ``medium`` and ``no_bias``; every 1.0.0 split of every 1.0.0 config keeps its
 values bit for bit (the new draws come from a stream of their own).
 
-Stands in for **KuaiRec** (Gao et al., CIKM 2022) as CP2Rec uses it (paper 004,
+Stands in for **KuaiRec** (Gao et al., CIKM 2022) as CP2Rec uses it (the CP2Rec paper,
 Sec. 5.1.1-5.1.2, Table 2): a biased log ("big matrix") split 8:2 into train/valid,
 and a fully observed user x item block ("small matrix", 1,411 x 3,327, density 99.6%)
 as the unbiased test set; 11 item statistics serve as *confounding proxies* (Sec. 4.2:

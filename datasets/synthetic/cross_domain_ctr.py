@@ -4,7 +4,7 @@ Version 1.1.0 adds the split ``train_unbiased`` and the config ``medium``; every
 split of 1.0.0 keeps its values bit for bit (``tests/test_dadin_evidence.py`` pins
 their hashes).
 
-Stands in for the two data sets of DADIN (paper 002, Sec. 4.2): **Huawei DIGIX 2022**
+Stands in for the two data sets of DADIN (the DADIN paper, Sec. 4.2): **Huawei DIGIX 2022**
 (source = news feeds, target = ads; 7 days of logs) and **Amazon movies -> music**
 (source = movies, target = music). The problem as the paper states it (Sec. 3.1): a
 common user set with a *domain-agnostic* interest, disjoint item sets, far fewer

@@ -4,7 +4,7 @@ Frozen at 1.1.0: the generator below never changes under this version (1.1.0 add
 split ``train_unbiased`` and the ``medium``/``medium_ku75`` configs; every 1.0.0 split
 keeps its values bit for bit, pinned by ``tests/test_amid_evidence.py``).
 
-Stands in for **Amazon Cloth-Sport** (and Phone-Elec) as AMID uses them (paper 003,
+Stands in for **Amazon Cloth-Sport** (and Phone-Elec) as AMID uses them (the AMID paper,
 Sec. 2-3 and 5.1): cross-domain sequential recommendation where most users are
 *non-overlapping* (seen in one domain only) and the users that reach training are
 selected not at random: "users to be exposed are sometimes selected by the

@@ -1,4 +1,4 @@
-"""Cold-start resampling of a cross-domain CTR log: DADIN's Algorithm 2 (paper 002, Sec. 4.2).
+"""Cold-start resampling of a cross-domain CTR log: DADIN's Algorithm 2 (the DADIN paper, Sec. 4.2).
 
 DADIN builds its cold-start scenario by splitting the *users* of the target domain
 (ads / music) so that the target-domain users of training and of evaluation overlap as

@@ -1,4 +1,4 @@
-"""Target-domain generation for DAMCAR by random walk on the exposure graph (paper 001,
+"""Target-domain generation for DAMCAR by random walk on the exposure graph (the DAMCAR paper,
 Sec. 4.1, Eq. (1)-(3)): the ``target_domain_sampler``.
 
 The directed weighted bipartite graph is built from exposure logs ``S_exp``; the edge

@@ -569,6 +569,26 @@ HOW_TO_READ = (
     "baseline is given too (per data draw, combined by Stouffer's z).")
 
 
+def summary_lines(ev: dict) -> list[str]:
+    """A short plain-text account of an analysed table (what a reproduce run prints)."""
+    h = ev["headroom"]
+    m = h["metric"]
+    out = [f"Headroom on {m}: skyline {_fmt_ci(h['skyline']['mean'], h['skyline']['ci95'])}, "
+           f"floor {_fmt_ci(h['floor']['mean'], h['floor']['ci95'])}, "
+           f"gap {_fmt_ci(h['gap']['mean'], h['gap']['ci95'])}; "
+           f"minimum detectable effect {ev['power']['mde']:.4f}"]
+    for r in ev["rows"]:
+        gc = r.get("gap_closed") or {}
+        line = f"  {r['name']:34s} {r['role']:8s} {m} {_fmt_ci(r['mean'].get(m, math.nan), r['ci95'].get(m))}"
+        if gc.get("mean") is not None and math.isfinite(gc["mean"]) and r["role"] in ("method", "baseline"):
+            line += f"  gap closed {_fmt_ci(gc['mean'], gc['ci95'], 2)}"
+        if r.get("flags"):
+            line += f"  ({', '.join(r['flags'])})"
+        out.append(line)
+    out += [f"  flag: {f}" for f in ev["flags"]]
+    return out
+
+
 def _json_safe(x):
     """NaN and infinities as ``null`` (strict JSON), recursively."""
     if isinstance(x, dict):
@@ -584,11 +604,13 @@ def write_evidence(out_dir, records: Sequence[dict], *, title: str, metric: str,
                    main_baseline: str | None = None, method: str | None = None,
                    stopping: str, metrics: Sequence[str] | None = None, notes: str = "",
                    command: str | None = None, extra: dict | None = None,
-                   higher_is_better: bool = True, n_boot: int = 1000, seed: int = 0):
+                   higher_is_better: bool = True, n_boot: int = 1000, seed: int = 0,
+                   echo: bool = True):
     """Analyse ``records`` and write ``results.json``, ``results.md`` and ``results.png``.
 
     ``stopping`` says in words how every row was stopped (fixed budget or a named
-    validation criterion) and is printed in the table. Returns the output folder.
+    validation criterion) and is printed in the table; ``echo`` prints
+    :func:`summary_lines`. Returns the output folder.
     """
     from tfdebias.evaluation.results import write_results
 
@@ -598,6 +620,8 @@ def write_evidence(out_dir, records: Sequence[dict], *, title: str, metric: str,
     plain = [{k: v for k, v in r.items() if k != "scores"} for r in records]
     body = to_markdown(ev, shown)
     md_notes = "\n\n".join(x for x in (f"Stopping: {stopping}.", HOW_TO_READ, notes.strip()) if x)
+    if echo:
+        print("\n".join(summary_lines(ev)), flush=True)
     return write_results(out_dir, _json_safe(plain), title=title, rows=_json_safe(ev["rows"]),
                          table_md=body, plot_metric=metric, notes=md_notes, command=command,
                          extra=_json_safe({"headroom": ev["headroom"], "power": ev["power"],
@@ -633,4 +657,4 @@ class Progress:
 
 
 __all__ = ["HOW_TO_READ", "MDE_Z", "Progress", "ROLES", "RowAUC", "RowMean", "analyse", "delong",
-           "row_auc", "row_mean", "snips_logloss", "to_markdown", "write_evidence"]
+           "row_auc", "row_mean", "snips_logloss", "summary_lines", "to_markdown", "write_evidence"]

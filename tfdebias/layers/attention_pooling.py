@@ -12,7 +12,7 @@ Padding positions get exactly zero weight either way.
 Other papers feed the activation unit a different concatenation; ``terms`` picks it
 from ``query`` (v_A), ``key`` (e_j), ``difference`` (v_A - e_j), ``product``
 (v_A * e_j) and ``context`` (a per-row vector such as the user embedding, passed as
-``context=`` to the call). DADIN's item-level attention (paper 002, Eq. (3)),
+``context=`` to the call). DADIN's item-level attention (the DADIN paper, Eq. (3)),
 ``h^T ReLU(W [r || q || p || r * q])`` followed by a softmax (Eq. (2)), is
 ``AttentionPooling([d], activation="relu", normalize=True,
 terms=("key", "query", "context", "product"))``.

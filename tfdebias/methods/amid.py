@@ -1,5 +1,5 @@
 """AMID: adaptive multi-interest debiasing for open-world cross-domain sequential
-recommendation (Xu et al., WWW 2024; paper 003).
+recommendation (Xu et al., WWW 2024).
 
 AMID wraps any sequential backbone (:mod:`tfdebias.models.gru4rec`, ``sasrec``,
 ``bert4rec``) with
@@ -1034,7 +1034,6 @@ def reproduce(args):
             main_baseline=main_baseline if main_baseline in names else None,
             method=method if method in names else None,
             stopping=stopping, metrics=shown, notes=notes, extra=extra)
-        _print_headroom(Path(out))
         return out
     plain = [{k: v for k, v in r.items() if k != "scores"} for r in records]
     return write_results(Path(args.out), plain, title=title, metrics=shown, plot_metric=HEADLINE,
@@ -1049,22 +1048,6 @@ def samplers_pools(splits):
 
     level0 = {k: splits[k] for k in ("train", "unobserved") if k in splits}
     return samplers.domain_item_pools(level0, ["history_a", "history_b"])
-
-
-def _print_headroom(out) -> None:
-    import json
-
-    res = json.loads((out / "results.json").read_text())
-    h = res["headroom"]
-    fmt = lambda x: f"{x['mean']:.4f} [{x['ci95'][0]:.4f}, {x['ci95'][1]:.4f}]"  # noqa: E731
-    print(f"Headroom on {h['metric']}: skyline {fmt(h['skyline'])}, floor {fmt(h['floor'])}, "
-          f"gap {fmt(h['gap'])}", flush=True)
-    for r in res["rows"]:
-        if r.get("gap_closed"):
-            print(f"  {r['name']}: {r['mean'].get(h['metric'], math.nan):.4f}, gap closed "
-                  f"{fmt(r['gap_closed'])} {', '.join(r.get('flags', []))}", flush=True)
-    for f in res.get("flags", []):
-        print(f"Flag: {f}", flush=True)
 
 
 register_reproducer(Reproducer(

@@ -2,7 +2,7 @@
 baselines (IPS, SNIPS, Rel, CVIB, DIB) and ablations, on the NCF and DCN backbones.
 
 Paper: Liu, Qiao, Tang, Chen, He, Ming, "Prior-Guided Accuracy-Bias Tradeoff Learning
-for CTR Prediction in Multimedia Recommendation", ACM MM 2023 (paper 004). Equation
+for CTR Prediction in Multimedia Recommendation", ACM MM 2023. Equation
 numbers below are the paper's.
 
 The pieces, each in one place::
@@ -1101,25 +1101,7 @@ def _run(args) -> Path:
             metrics=["test/auc", *[f"test/auc/{g}" for g in GROUPS], "test/logloss", "valid/auc"],
             notes=notes, extra=extra)
         first = first or written
-        _print_headroom(written)
     return first
-
-
-def _print_headroom(folder) -> None:
-    import json
-
-    res = json.loads((Path(folder) / "results.json").read_text())
-    h = res["headroom"]
-    fmt = lambda s: f"{s['mean']:.4f} [{s['ci95'][0]:.4f}, {s['ci95'][1]:.4f}]"  # noqa: E731
-    print(f"headroom {h['metric']}: skyline {fmt(h['skyline'])}, floor {fmt(h['floor'])}, "
-          f"gap {fmt(h['gap'])}; MDE {res['power']['mde']:.4f}", flush=True)
-    for r in res["rows"]:
-        gc = r.get("gap_closed")
-        print(f"  {r['name']:34s} {r['role']:8s} test/auc {r['mean'].get('test/auc', float('nan')):.4f}"
-              + (f"  gap closed {gc['mean']:+.2f} [{gc['ci95'][0]:+.2f}, {gc['ci95'][1]:+.2f}]" if gc else "")
-              + (f"  ({', '.join(r['flags'])})" if r.get("flags") else ""), flush=True)
-    for f in res.get("flags", []):
-        print(f"  flag: {f}", flush=True)
 
 
 def _register_reproducer():

@@ -1,4 +1,4 @@
-"""DADIN's cross-domain baselines (paper 002, Sec. 4.3, Table 1): MV-DNN, MLP++, CSN,
+"""DADIN's cross-domain baselines (the DADIN paper, Sec. 4.3, Table 1): MV-DNN, MLP++, CSN,
 CoNet and MiNet, for mixed batches of both domains.
 
 Every row belongs to one domain (the schema's ``domain`` feature: 0 = source, 1 =

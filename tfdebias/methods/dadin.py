@@ -1,5 +1,5 @@
 """DADIN: Domain Adversarial Deep Interest Network for cross-domain CTR prediction
-(Kong et al., 2023, arXiv 2305.12058, paper 002 in ``shared/papers``).
+(Kong et al., 2023, arXiv 2305.12058).
 
 The model (Sec. 3, Fig. 3), one forward pass of :meth:`DADIN.forward_all`:
 
@@ -570,8 +570,7 @@ _register_protocol()
 
 # -- tfdebias reproduce dadin -------------------------------------------------------------
 #
-# The table is an evidence table (tfdebias.evaluation.evidence, shared/reference/
-# evidence.md): every row is trained for the same fixed number of optimizer steps on each
+# The table is an evidence table (tfdebias.evaluation.evidence): every row is trained for the same fixed number of optimizer steps on each
 # of several simulator draws (data seeds) and scored on the target-domain test split,
 # with 95% intervals from a paired two-level bootstrap over data seeds and test users.
 #
@@ -909,7 +908,7 @@ def reproduce(args) -> str:
                 f"{budget['single']['batch_size']} single-domain, {batch} cross-domain), no "
                 "early stopping")
     out = write_evidence(
-        Path(args.out), records, title=f"DADIN on {data} (paper 002, Tables 3-4): evidence",
+        Path(args.out), records, title=f"DADIN on {data} (the paper's Tables 3-4): evidence",
         metric="test/auc", main_baseline=FLOOR, method=METHOD, stopping=stopping,
         metrics=["test/auc", "test/auc/cold", "test/auc/warm", "test/logloss"], notes=notes,
         extra={"budget": budget_name, "budget_settings": budget, "overrides": overrides,
@@ -955,7 +954,7 @@ def _register_reproducer():
 
     register_reproducer(Reproducer(
         name="dadin",
-        help="DADIN (paper 002): evidence table of the baselines, DADIN1-9 and DADIN++ on a "
+        help="DADIN: evidence table of the baselines, DADIN1-9 and DADIN++ on a "
              "cross-domain CTR log (headroom, gap closed, CIs over data seeds)",
         run=reproduce, add_arguments=_reproduce_arguments, default_data="cross_domain_ctr",
         default_seeds=None))

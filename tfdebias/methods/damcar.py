@@ -1,4 +1,4 @@
-"""DAMCAR (paper 001: Lin et al., "Mitigating Sample Selection Bias with Robust Domain
+"""DAMCAR (Lin et al., "Mitigating Sample Selection Bias with Robust Domain
 Adaption in Multimedia Recommendation", ACM MM 2024) and its baselines on a two-stage
 cascade (DSSM retrieval -> DeepFM / DCN ranking).
 
@@ -58,8 +58,7 @@ Choices where the paper is silent or ambiguous (also in ``docs/methods/damcar.md
 * Baselines TL, AR and MUDA use the same unexposed rows ``S_sam`` as DAMCAR, so the
   comparison isolates the labels; MUDA binarises ranker scores at 0.5.
 * The paper's Table 4 grid is lambda1 in {0.5, ..., 0.9}, lambda2, lambda3 in
-  {0.1, ..., 0.5} (the issue's "0.5 ... 9" / "0.1 ... 5" read 5e-1 ... 9e-1 as
-  0.5 ... 9); registered with the tuner as :data:`SEARCH_SPACE`.
+  {0.1, ..., 0.5}; registered with the tuner as :data:`SEARCH_SPACE`.
 """
 
 from __future__ import annotations
@@ -138,6 +137,9 @@ class ADANetwork(keras.layers.Layer):
         from tfdebias.layers.feature_embedding import FeatureEmbedding, as_schema
 
         self.schema = as_schema(schema)
+        self._config = {"embedding_dim": int(embedding_dim),
+                        "encoder_units": [int(u) for u in encoder_units],
+                        "transform_units": [int(u) for u in transform_units]}
         self.embed = FeatureEmbedding(self.schema, embedding_dim, name="embed")
         self.encoder = MLP(encoder_units, name="encoder")  # E, Eq. (4)
         self.transform = MLP(transform_units, name="transform")  # g, Eq. (5)
@@ -158,6 +160,17 @@ class ADANetwork(keras.layers.Layer):
 
     def call(self, features, source: bool = False, training=False):
         return self.heads(self.encode(features, training), source, training)
+
+    def get_config(self):
+        return {**super().get_config(), "schema": self.schema.to_dict(), **self._config}
+
+    @classmethod
+    def from_config(cls, config):
+        from tfdebias.schema import Schema
+
+        config = dict(config)
+        config["schema"] = Schema.from_dict(config["schema"])
+        return cls(**config)
 
 
 @register("damcar_label_generator")

@@ -1,4 +1,4 @@
-"""DADIN's toy check (paper 002, Sec. 4.1, Fig. 4-6): inter-twinning moons, target
+"""DADIN's toy check (the DADIN paper, Sec. 4.1, Fig. 4-6): inter-twinning moons, target
 domain rotated by 35 degrees.
 
 * Data (:func:`rotated_moons`): 300 source and 300 target points; the target is the
@@ -269,7 +269,7 @@ def reproduce_toy(args) -> str:
              "scored on all 300 target points. `probe_auc/*` = how well a linear probe "
              "separates the domains in that representation (0.5 = not at all). "
              "Figure: `moons.png` (seed 0).")
-    write_results(out, records, title="DADIN toy check: rotated moons (paper 002, Sec. 4.1)",
+    write_results(out, records, title="DADIN toy check: rotated moons (the DADIN paper, Sec. 4.1)",
                   metrics=["target/accuracy", "target/auc", "probe_auc/h_spec", "probe_auc/h_da"],
                   bold_best={"target/accuracy": "max", "target/auc": "max"}, notes=notes,
                   plot_metric="target/accuracy")
