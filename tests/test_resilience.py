@@ -43,7 +43,7 @@ DRIVER = textwrap.dedent("""
 
 def _train_cmd(out):
     return [sys.executable, "-c", DRIVER, "train", "--data", "confounded_ctr", "--model", "deepfm",
-            "--epochs", "5", "--batch-size", "1024", "--lr", "0.005", "--seed", "3",
+            "--epochs", "5", "--batch-size", "1024", "--lr", "0.02", "--seed", "3",
             "--model-arg", "embedding_dim=8", "--model-arg", "dropout=0.3", "--out", str(out)]
 
 
