@@ -139,6 +139,7 @@ def test_phase_two_leaves_the_imputation_model_alone(data):
     assert any(id(w) in pids for w in m.phase_variables(2))
 
 
+@pytest.mark.slow
 def test_fit_alternates_and_scores(data):
     import keras
 

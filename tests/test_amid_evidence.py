@@ -129,6 +129,7 @@ def _tiny_model(schema, name="sasrec", **kw):
                         bank_size=8, backbone_args={"num_blocks": 1, "hidden_units": [8]}, **kw)
 
 
+@pytest.mark.slow
 def test_every_row_takes_exactly_the_budget_counting_both_optimizers(tiny):
     import keras
 
@@ -151,6 +152,7 @@ def test_every_row_takes_exactly_the_budget_counting_both_optimizers(tiny):
             assert out["steps_r"] == 0
 
 
+@pytest.mark.slow
 def test_fit_without_steps_keeps_the_epoch_schedule(tiny):
     splits, schema = tiny
     m = _tiny_model(schema, "amid", mim=False, estimator="ips")
@@ -323,6 +325,7 @@ def test_reproduce_refuses_snips_stopping_and_bad_budgets(tmp_path, tiny_draws):
     assert not tiny_draws  # refused before any data was drawn or row trained
 
 
+@pytest.mark.slow
 def test_reproduce_trains_real_rows_for_the_same_steps(tmp_path, tiny_draws):
     """Floor, skyline and AMID really trained (3 steps each) on one tiny draw."""
     out = amid.reproduce(_args(tmp_path / "r", data_seeds=1, steps=3, rows="SASRec + AMID"))

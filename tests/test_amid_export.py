@@ -1,6 +1,7 @@
 """AMID exports its serving endpoints: next-item scores for a two-domain history and top-K."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from tfdebias import models
@@ -11,6 +12,7 @@ from tfdebias.methods import amid
 PARAMS = dict(n_users=200, n_items_a=40, n_items_b=30, dim=8, max_len=8)
 
 
+@pytest.mark.slow
 def test_export_next_item_scores_and_top_k(tmp_path):
     splits, schema = cds.simulate(PARAMS), cds.schema(PARAMS)
     b = {k: tf.constant(v[:5]) for k, v in splits["test"].items()}

@@ -73,6 +73,7 @@ def test_evaluate_missing_run(tmp_path, capsys):
     assert_one_line_error(capsys, "does not exist")
 
 
+@pytest.mark.slow
 def test_train_evaluate_and_mismatched_config(tmp_path, data_dir):
     out = tmp_path / "lr"
     p = run_cli("train", "--data", "confounded_ctr", "--model", "lr", "--epochs", "1",
@@ -144,6 +145,7 @@ def test_datasets_list_and_prepare(data_dir, capsys):
     assert main(["datasets", "prepare", "nope", "--data-dir", data_dir]) == 2
 
 
+@pytest.mark.slow
 def test_datasets_list_prints_only_its_own_lines():
     """TensorFlow's start-up chatter (oneDNN, CUDA probes, cuInit errors) stays hidden
     unless asked for with --verbose."""

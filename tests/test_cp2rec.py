@@ -200,6 +200,7 @@ def test_proj_model_feeds_f_with_purified_z():
     assert np.abs(cos).max() < 1e-4
 
 
+@pytest.mark.slow
 def test_fit_and_export_serves_y_u(tmp_path):
     from tfdebias.data import make_dataset
     from tfdebias.export import export_saved_model
@@ -272,6 +273,7 @@ def test_reproduce_bad_arguments_exit_2(capsys):
     assert len(err) == 1 and "--backbones" in err[0]
 
 
+@pytest.mark.slow
 def test_reproduce_writes_an_evidence_table(tmp_path, data_dir):
     from tfdebias.cli import main
 

@@ -234,6 +234,7 @@ def test_domain_gradient_reaches_embeddings_reversed():
     np.testing.assert_allclose(c_rev, c_plain, rtol=1e-6)  # the classifier itself is not reversed
 
 
+@pytest.mark.slow
 def test_fit_trains_with_its_own_loss_and_roundtrips_config():
     from tfdebias.optimizers import make_optimizer
     from tfdebias.training.engine import compile_model, uses_custom_loss

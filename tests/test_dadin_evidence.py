@@ -144,6 +144,7 @@ def test_paired_ablations_share_initial_weights():
     assert three["dnn_layers"][0].shape != full["dnn_layers"][0].shape
 
 
+@pytest.mark.slow
 def test_train_row_takes_exactly_the_budgeted_steps():
     from tfdebias.methods import dadin as D
 
@@ -174,6 +175,7 @@ def test_evidence_scores_match_plain_metrics(small):
 
 # -- end to end ----------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_reproduce_writes_the_evidence_table(tmp_path, data_dir, capsys):
     from tfdebias import cli
 

@@ -250,6 +250,7 @@ def test_retrieval_export_serves_towers_and_retrieve(tmp_path):
                                atol=1e-5)
 
 
+@pytest.mark.slow
 def test_cascade_export_checks_ranker_and_retriever_in_clean_processes(tmp_path):
     from tfdebias import models
 

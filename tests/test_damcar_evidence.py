@@ -156,6 +156,7 @@ def test_fixed_steps_run_exactly_that_many_optimizer_steps():
 
 
 # -- reproduce end to end --------------------------------------------------------------
+@pytest.mark.slow
 def test_reproduce_quick_writes_the_evidence_table(tmp_path, data_dir, monkeypatch):
     from tfdebias import cli
 

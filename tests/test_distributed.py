@@ -156,6 +156,7 @@ def _h5_weights(path):
     return out
 
 
+@pytest.mark.slow
 def test_two_workers_match_a_mirrored_run(data_dir, tmp_path):
     from tfdebias import data as tdata
     from tfdebias.training import read_json

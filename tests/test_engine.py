@@ -44,6 +44,7 @@ def test_biased_valid_differs_from_unbiased_test(run):
     assert abs(run.metrics["valid/auc"] - run.metrics["test/auc"]) > 0.03
 
 
+@pytest.mark.slow
 def test_mirrored_on_two_logical_cpus(data_dir, tmp_path):
     code = textwrap.dedent(f"""
         import tfdebias

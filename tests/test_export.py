@@ -194,6 +194,7 @@ def test_quickstart_ends_with_a_tf_serving_export(quickstart_run, capsys):
     assert os.path.exists(os.path.join(os.path.dirname(os.path.dirname(export)), "models.config"))
 
 
+@pytest.mark.slow
 def test_cli_export_verify_and_refusal(quickstart_run, data_dir, tmp_path, capsys):
     from tfdebias.cli import main
     from tfdebias.export.verify import clean_sys_path

@@ -88,6 +88,7 @@ def test_build_errors_are_usage_errors():
 
 
 # -- every model ----------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ALL)
 def test_model_fits_roundtrips_and_runs_on_another_schema(name):
     model = build(name, SCHEMA_A)

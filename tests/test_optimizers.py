@@ -323,6 +323,7 @@ _MIRRORED = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_lazy_adam_under_mirrored_strategy(tmp_path):
     # Logical devices must be set before TensorFlow initialises, so this runs in a
     # fresh process and leaves this one (and the other test files) untouched.

@@ -74,6 +74,7 @@ def test_models_with_their_own_loss_are_float32_only():
     assert keras.config.dtype_policy().name == "float32"
 
 
+@pytest.mark.slow
 def test_train_and_evaluate_a_mixed_bfloat16_run(data_dir, tmp_path):
     cfg = TrainConfig(data="confounded_ctr", model="deepfm", epochs=1, patience=0,
                       model_args={"embedding_dim": 4}, precision="mixed_bfloat16")
@@ -113,6 +114,7 @@ CROSS_DOMAIN = {"conet", "csn", "din", "minet", "mlp_plus_plus", "mv_dnn"}
 @pytest.mark.parametrize("name", ["conet", "csn", "dcn", "deepfm", "din", "dssm", "fm", "lr",
                                   "minet", "mlp", "mlp_plus_plus", "mv_dnn", "ncf", "nfm",
                                   "wide_deep", "xdeepfm"])
+@pytest.mark.slow
 def test_every_engine_loss_model_trains_in_mixed_bfloat16(name, data_dir):
     from tfdebias import data as tdata
     from tfdebias.optimizers import make_optimizer

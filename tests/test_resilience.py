@@ -65,6 +65,7 @@ def _finish(procs, timeout=480):
     return outs
 
 
+@pytest.mark.slow
 def test_kill_9_in_epoch_3_resumes_and_matches(data_dir, tmp_path):
     from tfdebias import data as tdata
     from tfdebias.training import read_json

@@ -59,6 +59,7 @@ def probe(policy, when="early", env=None):
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_fresh_process_gets_the_pools():
     got = probe("auto")
     assert (got["inter"], got["intra"]) == auto_sizes(got["cores"], False)
@@ -67,6 +68,7 @@ def test_fresh_process_gets_the_pools():
     assert (got["inter"], got["intra"]) == (3, 2) and got["first"]["reason"] == "as given"
 
 
+@pytest.mark.slow
 def test_tensorflow_policy_and_env_variables_are_left_alone():
     got = probe("tensorflow")
     assert (got["inter"], got["intra"]) == (0, 0) and not got["first"]["applied"]
@@ -75,6 +77,7 @@ def test_tensorflow_policy_and_env_variables_are_left_alone():
     assert got["intra"] == 0  # the variable's size, which TF applies itself
 
 
+@pytest.mark.slow
 def test_too_late_changes_nothing():
     got = probe("2,1", when="late")
     assert not got["first"]["applied"] and "already started" in got["first"]["reason"]

@@ -118,6 +118,7 @@ TINY = {"learning_rate": [3e-3, 1e-2, 3e-2], "batch_size": [2048, 4096],
         "embedding_dim": [4, 8], "hidden_units": [[16]]}
 
 
+@pytest.mark.slow
 def test_search_resumes_and_best_trial_is_a_run(data_dir, tmp_path):
     from keras_tuner.src.engine import trial as trial_module
 
@@ -164,6 +165,7 @@ def test_search_resumes_and_best_trial_is_a_run(data_dir, tmp_path):
     assert len(completed) == 3
 
 
+@pytest.mark.slow
 def test_bayesian_and_hyperband_run_and_grid_enumerates(data_dir, tmp_path):
     from tfdebias.training import TrainConfig
     from tfdebias.tuning import tune

@@ -159,6 +159,7 @@ def test_cli_prepare_dummy_data(tmp_path, capsys, config):
     assert f"amazon_reviews/{config}/1.0.0" in out and ("unobserved" in out) == (config != "movies_music")
 
 
+@pytest.mark.slow
 def test_cli_bad_gzip_exits_2(tmp_path):
     manual = corrupt_copy("amazon_reviews", tmp_path, "reviews_Sports_and_Outdoors_5.json.gz", lambda t: t)
     (manual / "reviews_Sports_and_Outdoors_5.json.gz").write_bytes(b"not gzip at all")

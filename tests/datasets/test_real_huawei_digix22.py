@@ -94,6 +94,7 @@ def test_cli_prepare_dummy_data(tmp_path, capsys):
     assert "huawei_digix22/dadin/1.0.0" in out
 
 
+@pytest.mark.slow
 def test_cli_missing_manual_dir_exits_2(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -87,6 +87,7 @@ def test_cli_prepare_dummy_data(tmp_path, capsys):
     assert "kuairec/cp2rec/1.0.0" in out and "test" in out and "23" in out
 
 
+@pytest.mark.slow
 def test_cli_bad_input_exits_2(tmp_path):
     manual = corrupt_copy("kuairec", tmp_path, f"{DATA}/small_matrix.csv", set_field(2, 1, "x"))
     line = cli_rejects("kuairec", manual, tmp_path / "bad")

@@ -84,6 +84,7 @@ def test_cli_prepare_dummy_data(tmp_path, capsys):
     assert "train" in out and "valid" in out and "test" in out
 
 
+@pytest.mark.slow
 def test_cli_bad_input_exits_2(tmp_path):
     manual = corrupt_copy("tiktok_icme19", tmp_path, "track2_title.txt",
                           replace_line(2, lambda s: s.replace('{"', '{"x', 1).replace("title_features", "t")))

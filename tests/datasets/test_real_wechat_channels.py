@@ -99,6 +99,7 @@ def test_cli_prepare_dummy_data(tmp_path, capsys):
     assert "train" in out and "valid" in out and "test" in out
 
 
+@pytest.mark.slow
 def test_cli_bad_input_exits_2(tmp_path):
     manual = corrupt_copy("wechat_channels", tmp_path, f"{D}/user_action.csv", set_field(3, 0, "u7"))
     line = cli_rejects("wechat_channels", manual, tmp_path / "bad")

@@ -546,13 +546,17 @@ def to_markdown(ev: dict, metrics: Sequence[str]) -> str:
         cells = [r["name"], r["role"], f"{r['n_data_seeds']}×{r['n_seeds'] // max(r['n_data_seeds'], 1)}"]
         cells += [_fmt_ci(r["mean"].get(k, math.nan), r["ci95"].get(k)) for k in metrics]
         gc = r.get("gap_closed")
-        cells.append(_fmt_ci(gc["mean"], gc["ci95"], 2) if gc else "—")
+        if gc and (h["measurable"] or r["name"] in (ev["floor"], ev["skyline"])):
+            cells.append(_fmt_ci(gc["mean"], gc["ci95"], 2))
+        else:  # no gap to close: a ratio to it would be noise (results.json keeps it)
+            cells.append("—")
         if base:
             vb = r.get("vs_baseline")
             cell = _fmt_ci(vb["mean"], vb["ci95"]) if vb else "—"
             dl = r.get("delong")
             if dl and dl.get("p") is not None and math.isfinite(dl["p"]):
-                cell += f" (DeLong p = {dl['p']:.2g})"
+                shown_p = "< 1e-300" if dl["p"] < 1e-300 else f"= {dl['p']:.2g}"
+                cell += f" (DeLong p {shown_p})"
             cells.append(cell)
         cells.append(", ".join(r.get("flags", [])))
         lines.append("| " + " | ".join(cells) + " |")
