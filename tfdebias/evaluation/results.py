@@ -16,6 +16,7 @@ import math
 import os
 import sys
 import tempfile
+import textwrap
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -115,7 +116,13 @@ def plot_rows(rows: Sequence[dict], metric: str, path: str | os.PathLike, title:
         pad = max((b - a) * 0.15, 1e-3)
         ax.set_xlim(a - pad, b + pad)
     ax.set_xlabel(metric)
-    ax.set_title(title or metric)
+    for role, style in (("floor", ":"), ("skyline", "--")):  # the headroom band, where there is one
+        at = [r["mean"][metric] for r in shown if r.get("role") == role]
+        if at:
+            ax.axvline(at[0], color=colors[role], linestyle=style, linewidth=1, label=role)
+    if any(r.get("role") in ("floor", "skyline") for r in shown):
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
+    ax.set_title(textwrap.fill(title or metric, 70), fontsize=10)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, format="png")
