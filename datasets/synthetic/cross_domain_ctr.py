@@ -258,11 +258,9 @@ def simulate(params: Mapping | None = None) -> _base.Splits:
         keep = (dd == 0) & click  # uu is sorted, impressions in time order
         hist[name] = _base.pad_right_aligned(uu[keep], ii[keep] + 1, nu, p["max_len"])
 
-    log = []
-    for domain, (uu, dd, ii, rel, click) in enumerate((src, tgt)):
-        keep = dd > 0
-        uu, ii = uu[keep], ii[keep]
-        log.append({
+    def rows(uu, ii, domain, history_target, day, click, rel):
+        """Log rows of users ``uu`` (0-based) on items ``ii`` (0-based)."""
+        return {
             "user_id": uu + 1,
             "user_age": age[uu],
             "user_gender": gender[uu],
@@ -271,11 +269,17 @@ def simulate(params: Mapping | None = None) -> _base.Splits:
             "item_category": item_cat[ii],
             "domain": np.full(len(uu), domain),
             "history_source": hist["history_source"][uu],
-            "history_target": hist["history_target"][uu],
-            "day": dd[keep],
-            "click": click[keep],
-            "relevance": rel[keep],
-        })
+            "history_target": history_target,
+            "day": day,
+            "click": click,
+            "relevance": rel,
+        }
+
+    log = []
+    for domain, (uu, dd, ii, rel, click) in enumerate((src, tgt)):
+        keep = dd > 0
+        uu, ii = uu[keep], ii[keep]
+        log.append(rows(uu, ii, domain, hist["history_target"][uu], dd[keep], click[keep], rel[keep]))
     cols = _base.concat(log)
 
     # 6. DADIN's Algorithm 2, then cold-start users lose their target history
@@ -301,18 +305,7 @@ def simulate(params: Mapping | None = None) -> _base.Splits:
     h_t = hist["history_target"][uu]
     h_t[cold_user[uu]] = 0
     splits["train_unbiased"] = {
-        "user_id": uu + 1,
-        "user_age": age[uu],
-        "user_gender": gender[uu],
-        "user_activity": activity[uu],
-        "item_id": ii + 1,
-        "item_category": item_cat[ii],
-        "domain": np.ones(len(uu)),
-        "history_source": hist["history_source"][uu],
-        "history_target": h_t,
-        "day": np.full(len(uu), n_days),
-        "click": rng.random(len(uu)) < rel,
-        "relevance": rel,
+        **rows(uu, ii, 1, h_t, np.full(len(uu), n_days), rng.random(len(uu)) < rel, rel),
         "cold_start": cold_user[uu].astype(np.float32),
     }
     return {k: _base.cast_to_schema(sch, v) for k, v in splits.items()}
