@@ -147,6 +147,8 @@ class ADANetwork(keras.layers.Layer):
         self.grl = GradientReversal(1.0, name="grl")
         self.domain_head = keras.layers.Dense(1, name="domain_head")  # Psi
 
+    build = build_on_first_call  # the sub-layers build on the first call of each path
+
     def encode(self, features, training=False):
         e = self.embed(features)
         return self.encoder(Backbone.flat_inputs(e), training=training)
