@@ -303,8 +303,10 @@ def test_reproduce_full_row_set_adds_the_cross_domain_baselines():
                      "SASRec + AMID"]
     both = amid.experiment_rows(["sasrec", "gru4rec"], quick=True)
     assert [r[3] for r in both].count("floor") == 1 and [r[3] for r in both].count("skyline") == 1
-    assert amid.default_config("cross_domain_sequences") == "cross_domain_sequences/medium"
-    assert amid.default_config("cross_domain_sequences/small") == "cross_domain_sequences/small"
+    from tfdebias import data as tdata
+
+    assert tdata.evidence_data("cross_domain_sequences") == "cross_domain_sequences/medium"
+    assert tdata.evidence_data("cross_domain_sequences/small") == "cross_domain_sequences/small"
 
 
 def test_reproduce_fails_a_row_with_another_step_count(tmp_path, tiny_draws, monkeypatch):

@@ -198,7 +198,10 @@ def test_reproduce_quick_writes_the_evidence_table(tmp_path, data_dir, monkeypat
 
 
 def test_default_data_is_the_medium_config():
-    assert D._data_name(None) == "cascade_exposure/medium"
-    assert D._data_name("cascade_exposure") == "cascade_exposure/medium"
-    assert D._data_name("cascade_exposure/small") == "cascade_exposure/small"
-    assert D._data_name("wechat_channels/damcar") == "wechat_channels/damcar"
+    from tfdebias import data as tdata
+
+    assert tdata.evidence_data("cascade_exposure") == "cascade_exposure/medium"
+    assert tdata.evidence_data("cascade_exposure:1.1.0") == "cascade_exposure/medium:1.1.0"
+    assert tdata.evidence_data("cascade_exposure/small") == "cascade_exposure/small"
+    assert tdata.evidence_data("wechat_channels/damcar") == "wechat_channels/damcar"
+    assert tdata.evidence_data("kuairec") == "kuairec"

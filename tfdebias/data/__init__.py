@@ -3,6 +3,7 @@
 from tfdebias.data.pipeline import (  # noqa: F401
     available,
     data_seeds,
+    evidence_data,
     default_data_dir,
     features_only,
     get_builder,

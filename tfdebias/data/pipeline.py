@@ -107,6 +107,21 @@ def is_simulator(name: str) -> bool:
     return issubclass(_tfds().builder_cls(base), SimulatorBuilder)
 
 
+#: the simulator config an evidence table runs when ``--data`` names no config
+EVIDENCE_CONFIG = "medium"
+
+
+def evidence_data(name: str) -> str:
+    """``name`` as a ``reproduce`` table reads it: a simulator named without a config
+    means its :data:`EVIDENCE_CONFIG` (sized for the tables' power); anything else as
+    given (``confounded_ctr`` -> ``confounded_ctr/medium``; ``kuairec`` stays)."""
+    base, sep, rest = name.partition("/")
+    plain, colon, version = base.partition(":")
+    if sep or not is_simulator(plain):
+        return name
+    return f"{plain}/{EVIDENCE_CONFIG}" + (f":{version}" if colon else "")
+
+
 def data_seeds(name: str, n: int) -> list[int | None]:
     """The ``data_seed`` of each draw of an evidence table: ``0..n-1`` for a simulator,
     ``[None]`` for a real data set, which has one draw whatever ``n`` says."""

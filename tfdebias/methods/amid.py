@@ -760,14 +760,6 @@ def experiment_rows(backbones: Sequence[str], *, quick: bool = False):
     return sorted(rows, key=lambda r: order.get(r[3], 2))  # stable: floor, skyline, the rest
 
 
-def default_config(data: str) -> str:
-    """``cross_domain_sequences`` without a config means ``cross_domain_sequences/medium``."""
-    base, _, config = data.partition("/")
-    if base == "cross_domain_sequences" and not config:
-        return f"{base}/medium"
-    return data
-
-
 def step_budget(splits, epochs: int, batch_size: int) -> int:
     """Optimizer steps every row of a table gets: ``epochs`` passes of Algorithm 1, i.e.
     per pass ``ceil(|train| / bs)`` ``L_c`` steps plus ``ceil(|train + unobserved| / bs)``
@@ -921,10 +913,11 @@ def reproduce(args):
     one scenario, over data seeds x model seeds (see ``docs/methods/amid.md``)."""
     from pathlib import Path
 
+    from tfdebias import data as tdata
     from tfdebias.evaluation import evidence
     from tfdebias.evaluation.results import write_results
 
-    data = default_config(args.data or "cross_domain_sequences")
+    data = tdata.evidence_data(args.data or "cross_domain_sequences")
     if getattr(args, "stopping", "fixed") != "fixed":
         raise UsageError(
             "amid: --stopping snips does not apply: the rows' labels are all positive "
@@ -956,7 +949,6 @@ def reproduce(args):
             raise UsageError(f"--rows: unknown rows {unknown}; rows are {optional}")
         rows = [r for r in rows if r[3] in ("floor", "skyline") or r[0] in wanted]
     seeds = list(range(args.seeds or 1))
-    from tfdebias import data as tdata
 
     n_data = getattr(args, "data_seeds", None) or (3 if args.quick else 5)
     data_seeds = tdata.data_seeds(data, n_data)  # [None]: a real data set, one draw

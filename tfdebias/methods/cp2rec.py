@@ -694,8 +694,6 @@ _register_space()
 # scored on the unbiased test block; tfdebias.evaluation.evidence turns the records into
 # headroom (skyline - floor), gap closed and paired bootstrap intervals.
 
-#: the config ``--data confounded_ctr`` means (``small`` stays the tests' default)
-DEFAULT_CONFIG = "medium"
 #: the rows ``--quick`` trains per backbone: the floor, the main baseline, the method
 QUICK_ROWS = ("{b}", "IPS-{b}", "CP2Rec-PROJ-{b}")
 #: the skyline row: the plain backbone trained on the simulator's ``train_unbiased``
@@ -950,9 +948,7 @@ def _resolve(args):
         hidden = [int(u) for u in args.hidden_units.split(",") if u.strip()]
     except ValueError:
         raise UsageError(f"--hidden-units: expected comma-separated integers, got {args.hidden_units!r}") from None
-    data = args.data or "confounded_ctr"
-    if "/" not in data and tdata.is_simulator(data):
-        data = f"{data}/{DEFAULT_CONFIG}"
+    data = tdata.evidence_data(args.data or "confounded_ctr")
     n_data = getattr(args, "data_seeds", None) or (3 if args.quick else 5)
     seeds = args.seeds or (1 if args.quick else 2)
     return dict(backbones=backbones, epochs=epochs, batch_size=batch_size, patience=patience,

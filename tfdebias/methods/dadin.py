@@ -801,11 +801,6 @@ def _simple_rows(splits: dict, schema, data_seed) -> list[dict]:
     return out
 
 
-def _data_name(data: str) -> str:
-    """``--data cross_domain_ctr`` means its ``medium`` config (sized for power)."""
-    return "cross_domain_ctr/medium" if data == "cross_domain_ctr" else data
-
-
 def reproduce(args) -> str:
     """``tfdebias reproduce dadin``: an evidence table of Table 3 (baselines) and Table 4
     (DADIN1-9, DADIN++) over data seeds x model seeds (see the comment above
@@ -838,7 +833,7 @@ def reproduce(args) -> str:
     rows = [r for r in TABLE_ROWS if not wanted or r[0] in wanted]
     rows += [(SKYLINE, "dadin", VARIANTS["dadin9"], "skyline")]
     overrides = {"embedding_dim": args.embedding_dim}
-    data = _data_name(args.data)
+    data = tdata.evidence_data(args.data)
 
     records, t0 = [], time.time()
     seeds_of_data = tdata.data_seeds(data, data_seeds)

@@ -1267,17 +1267,6 @@ def _sweep_points(quick, radius, walks):
     return [(5, 10), (15, 30), (radius, walks), (35, 70), (45, 90)]
 
 
-def _data_name(arg: str | None) -> str:
-    """``--data``; a simulator named without a config runs its ``medium`` config."""
-    name = arg or "cascade_exposure"
-    from tfdebias.datasets.synthetic import SIMULATORS
-
-    base = name.split(":")[0]
-    if "/" not in base and base in SIMULATORS and "medium" in SIMULATORS[base].CONFIGS:
-        return f"{base}/medium" + name[len(base):]
-    return name
-
-
 def _histories(users_sorted: np.ndarray, u: np.ndarray, i: np.ndarray) -> np.ndarray:
     """``[len(users_sorted), L]`` 0-padded item histories of ``users_sorted`` from pairs
     ``(u, i)`` (pairs of other users are dropped)."""
@@ -1374,7 +1363,7 @@ def run_reproduce(args) -> Path:
     from tfdebias.evaluation import evidence
 
     _check_args(args)
-    name = _data_name(args.data)
+    name = tdata.evidence_data(args.data or "cascade_exposure")
     tiktok = "tiktok" in name
     radius = args.radius or (30 if tiktok else 25)
     walks = args.walks or (60 if tiktok else 50)
