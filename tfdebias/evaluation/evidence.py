@@ -584,7 +584,8 @@ def summary_lines(ev: dict) -> list[str]:
     for r in ev["rows"]:
         gc = r.get("gap_closed") or {}
         line = f"  {r['name']:34s} {r['role']:8s} {m} {_fmt_ci(r['mean'].get(m, math.nan), r['ci95'].get(m))}"
-        if gc.get("mean") is not None and math.isfinite(gc["mean"]) and r["role"] in ("method", "baseline"):
+        if (h["measurable"] and gc.get("mean") is not None and math.isfinite(gc["mean"])
+                and r["role"] in ("method", "baseline")):
             line += f"  gap closed {_fmt_ci(gc['mean'], gc['ci95'], 2)}"
         if r.get("flags"):
             line += f"  ({', '.join(r['flags'])})"
