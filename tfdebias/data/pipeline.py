@@ -84,13 +84,12 @@ def get_builder(name: str, *, data_dir: str | None = None, data_seed: int | None
     try:
         if data_seed is None:
             return tfds.builder(name, data_dir=data_dir or default_data_dir())
-        from tfdebias.datasets.synthetic import SimulatorBuilder
         from tfdebias.datasets.synthetic._base import seeded_config
 
-        cls = tfds.builder_cls(base)
-        if not issubclass(cls, SimulatorBuilder):
+        if not is_simulator(base):
             raise UsageError(f"data set {name!r} is real data with one draw; data seeds apply to "
                              "the simulators only (use one data seed)")
+        cls = tfds.builder_cls(base)
         config = name.split("/")[1].split(":")[0] if "/" in name else None
         return cls(config=seeded_config(cls, config, data_seed), data_dir=data_dir or default_data_dir())
     except (ValueError, KeyError) as e:  # unknown config name, bad version

@@ -187,6 +187,21 @@ def row_auc(y_true, y_score, units) -> RowAUC:
                   positive, y_score)
 
 
+def ctr_scores(y_true, y_prob, units, groups: Mapping[str, np.ndarray] | None = None,
+               prefix: str = "test") -> dict:
+    """The scores of a CTR table from predicted click probabilities: ``<prefix>/auc``
+    and ``<prefix>/logloss`` over all rows, and ``<prefix>/auc/<group>`` over each
+    group's rows (``groups`` maps a name to a boolean row mask)."""
+    y = np.asarray(y_true, np.float64).reshape(-1)
+    p = np.clip(np.asarray(y_prob, np.float64).reshape(-1), 1e-7, 1 - 1e-7)
+    units = np.asarray(units).astype(np.int64).reshape(-1)
+    loss = -(y * np.log(p) + (1 - y) * np.log1p(-p))
+    out = {f"{prefix}/auc": row_auc(y, p, units), f"{prefix}/logloss": row_mean(loss, units)}
+    for name, mask in (groups or {}).items():
+        out[f"{prefix}/auc/{name}"] = row_auc(y[mask], p[mask], units[mask])
+    return out
+
+
 # -- DeLong's paired test ----------------------------------------------------------------
 
 
@@ -661,5 +676,5 @@ class Progress:
               file=self.stream, flush=True)
 
 
-__all__ = ["HOW_TO_READ", "MDE_Z", "Progress", "ROLES", "RowAUC", "RowMean", "analyse", "delong",
+__all__ = ["HOW_TO_READ", "MDE_Z", "Progress", "ROLES", "RowAUC", "RowMean", "analyse", "ctr_scores", "delong",
            "row_auc", "row_mean", "snips_logloss", "summary_lines", "to_markdown", "write_evidence"]

@@ -873,15 +873,9 @@ def evaluation_design(splits: dict, schema) -> dict:
 def score_predictions(design: dict, p) -> tuple[dict, dict]:
     """``(metrics, scores)`` of test predictions ``p``: ``test/auc`` (headline, rows
     clustered by test user), ``test/logloss`` and ``test/auc/<group>``."""
-    from tfdebias.evaluation.evidence import row_auc, row_mean
+    from tfdebias.evaluation.evidence import ctr_scores
 
-    y, units = design["y"], design["units"]
-    p = np.clip(np.asarray(p, np.float64).reshape(-1), 1e-7, 1 - 1e-7)
-    ll = -(y * np.log(p) + (1 - y) * np.log1p(-p))
-    scores = {"test/auc": row_auc(y, p, units), "test/logloss": row_mean(ll, units)}
-    for g in GROUPS:
-        m = design["groups"][g]
-        scores[f"test/auc/{g}"] = row_auc(y[m], p[m], units[m])
+    scores = ctr_scores(design["y"], p, design["units"], {g: design["groups"][g] for g in GROUPS})
     return {k: v.point() for k, v in scores.items()}, scores
 
 

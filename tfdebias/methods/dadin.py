@@ -749,19 +749,14 @@ def evidence_scores(test: dict, prob, label: str = "click") -> dict:
     users. Units = test user ids, so a bootstrap replicate draws whole users."""
     import numpy as np
 
-    from tfdebias.evaluation.evidence import row_auc, row_mean
+    from tfdebias.evaluation.evidence import ctr_scores
 
     y = np.asarray(test[label], np.float64).reshape(-1)
-    p = np.clip(np.asarray(prob, np.float64).reshape(-1), 1e-7, 1 - 1e-7)
-    units = np.asarray(test["user_id"]).astype(np.int64)
-    ll = -(y * np.log(p) + (1 - y) * np.log(1 - p))
-    out = {"test/auc": row_auc(y, p, units), "test/logloss": row_mean(ll, units)}
+    groups = {}
     if "cold_start" in test:
         cold = np.asarray(test["cold_start"]) > 0.5
-        for group, mask in (("cold", cold), ("warm", ~cold)):
-            if mask.any() and 0 < y[mask].mean() < 1:
-                out[f"test/auc/{group}"] = row_auc(y[mask], p[mask], units[mask])
-    return out
+        groups = {g: m for g, m in (("cold", cold), ("warm", ~cold)) if m.any() and 0 < y[m].mean() < 1}
+    return ctr_scores(y, prob, test["user_id"], groups)
 
 
 def _record(name: str, role: str, data_seed, seed: int, scores: dict, **extra) -> dict:
