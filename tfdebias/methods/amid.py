@@ -771,12 +771,6 @@ def step_budget(splits, epochs: int, batch_size: int) -> int:
     return epochs * (math.ceil(n / batch_size) + math.ceil(n_d / batch_size))
 
 
-def ranking_ranks(scores: np.ndarray) -> np.ndarray:
-    """Rank of column 0 (the positive) among each row's candidates, 0 = first;
-    pessimistic ties (a tie never helps the positive)."""
-    return (scores[:, 1:] >= scores[:, :1]).sum(axis=1)
-
-
 def user_groups(columns) -> dict[str, np.ndarray]:
     """Masks of the test rows of each group in :data:`GROUPS`."""
     overlap = np.asarray(columns["overlap"]) > 0.5
@@ -791,8 +785,9 @@ def ranking_evidence(scores: np.ndarray, columns, *, k: int = 10):
     (``test/A/ndcg@10/unobserved_non_overlapping``); ``scores`` hold the per-row values as
     :func:`tfdebias.evaluation.evidence.row_mean` with the user id as the unit."""
     from tfdebias.evaluation.evidence import row_mean
+    from tfdebias.evaluation.metrics import sampled_rank
 
-    rank = ranking_ranks(scores)
+    rank = sampled_rank(scores)  # pessimistic ties: a tie never helps the positive
     hit = (rank < k).astype(np.float64)
     values = {f"ndcg@{k}": hit / np.log2(rank + 2.0), f"hr@{k}": hit}
     units = np.asarray(columns["user_id"], np.int64)
