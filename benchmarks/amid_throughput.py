@@ -65,7 +65,7 @@ def main(argv=None):
                           repeat=True)
         ds = samplers.add_negatives(ds, sampler, seed=0, count=count)
         if count == 2:
-            ds = ds.map(amid._split_negatives)
+            ds = ds.map(amid.split_negatives)
         return [b for b, _ in zip(ds, range(n))]
 
     train_b = batches(splits["train"], args.steps)

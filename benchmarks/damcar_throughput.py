@@ -59,7 +59,9 @@ def main(argv=None):
 
     import keras
 
+    from tfdebias.data import make_dataset
     from tfdebias.methods import damcar as D
+    from tfdebias.optimizers import make_optimizer
     from tfdebias.schema import Feature, Schema
 
     schema = Schema([
@@ -87,6 +89,10 @@ def main(argv=None):
     }
     from tfdebias.training.engine import compile_model
 
+    def dataset(cols, label, seed):  # the batches damcar's training loops use
+        return make_dataset(cols, schema, batch_size=args.batch_size, shuffle=True, seed=seed,
+                            label=label, repeat=False, drop_remainder=False)
+
     class Timer(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
             self.t = time.perf_counter()
@@ -97,11 +103,11 @@ def main(argv=None):
     out = {}
     for name, (cols, lam3) in sets.items():
         rows = len(cols["_target"])
-        ds = D._dataset(cols, schema, D.TARGET, args.batch_size, True, 0)
+        ds = dataset(cols, D.TARGET, 0)
         m = D.HybridRetrieval(schema, lambda3=lam3, user_features=["user_id"],
                               item_features=item_names)
         m(next(iter(ds))[0])
-        compile_model(m, D._optimizer(budget))
+        compile_model(m, make_optimizer(budget.optimizer, budget.learning_rate))
         timer = Timer()
         timer.times = []
         m.fit(ds, epochs=1 + args.epochs, verbose=0, callbacks=[timer])  # epoch 1: tracing
@@ -112,13 +118,13 @@ def main(argv=None):
               flush=True)
         keras.backend.clear_session()
     # the label generator: paired source/target batches, Eq. (11) + the EMA update
-    s_ds = D._dataset({**src, "_y": y}, schema, "_y", args.batch_size, True, 0)
-    t_ds = D._dataset({**{k: np.resize(v, (n, *v.shape[1:])) for k, v in tgt.items()},
-                       "_y": np.zeros(n, "float32")}, schema, "_y", args.batch_size, True, 1)
+    s_ds = dataset({**src, "_y": y}, "_y", 0)
+    t_ds = dataset({**{k: np.resize(v, (n, *v.shape[1:])) for k, v in tgt.items()},
+                    "_y": np.zeros(n, "float32")}, "_y", 1)
     lg = D.LabelGenerator(schema)
     lg(next(iter(s_ds))[0])
     lg.init_teacher()
-    compile_model(lg, D._optimizer(budget))
+    compile_model(lg, make_optimizer(budget.optimizer, budget.learning_rate))
     timer = Timer()
     timer.times = []
     lg.fit(tf.data.Dataset.zip((s_ds, t_ds)), epochs=1 + args.epochs, verbose=0,

@@ -15,6 +15,7 @@ import numpy as np  # noqa: E402
 
 from tfdebias import data  # noqa: E402
 from tfdebias.methods import damcar  # noqa: E402
+from tfdebias.models import predict  # noqa: E402
 
 splits, schema = data.load("cascade_exposure")
 cascade = damcar.prepare_cascade(splits, schema)  # scaled dense inputs + the item table
@@ -36,8 +37,8 @@ print("target domain:", stats)
 # 3. pseudo-labels from the label generator (Eq. 4-11)
 gen = damcar.train_label_generator(cascade, exposed, y, target, lambda1=0.5, lambda2=0.2,
                                    budget=budget)
-pseudo_s = damcar.predict_batched(lambda b: gen.pseudo_labels(b, True), exposed)
-pseudo_t = damcar.predict_batched(lambda b: gen.pseudo_labels(b, False), target)
+pseudo_s = predict(lambda b: gen.pseudo_labels(b, True), exposed)
+pseudo_t = predict(lambda b: gen.pseudo_labels(b, False), target)
 y_mpl = damcar.modified_pseudo_labels(y, np.ones(len(y), bool), pseudo_s)  # Eq. 12
 
 # 4. hybrid training of the retriever (Eq. 13-17) vs BC

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tfdebias.cli import command, int_at_least
+from tfdebias.commands import command, int_at_least
 
 
 _version = int_at_least(0, "integer version")

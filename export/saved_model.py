@@ -28,27 +28,16 @@ requests, ``models.config``) on top of :func:`write_saved_model`.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
+from tfdebias.atomic import staging_dir
 from tfdebias.errors import UsageError
+from tfdebias.models.predict import serving_specs
 
 #: the signature TF Serving uses when a request names none
 DEFAULT_SIGNATURE = "serving_default"
 #: the output key of ``serving_default``
 PREDICTION = "prediction"
-
-
-def serving_specs(schema, names=None) -> dict:
-    """``tf.TensorSpec`` per model-input feature (or per name in ``names``), batch ``None``.
-
-    The spec's ``name`` is the feature name, so it is also the signature's input key.
-    """
-    import tensorflow as tf
-
-    feats = schema.inputs if names is None else [schema[n] for n in names]
-    return {f.name: tf.TensorSpec((None, *f.shape), f.dtype, name=f.name) for f in feats}
 
 
 def default_endpoint(model, schema):
@@ -113,28 +102,6 @@ def export_saved_model(model, schema, path: str | os.PathLike, *, endpoints: dic
     path = Path(path).absolute()
     if path.exists() and not overwrite:
         raise UsageError(f"{path} already exists; pass overwrite=True to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-{os.getpid()}-"))
-    try:
+    with staging_dir(path) as tmp:
         write_saved_model(model, schema, tmp, endpoints=endpoints)
-        replace_dir(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
-
-
-def replace_dir(src: Path, dst: Path) -> None:
-    """Move the finished directory ``src`` to ``dst``, replacing ``dst`` if it exists.
-
-    ``os.replace`` cannot replace a non-empty directory, so an existing ``dst`` is first
-    renamed aside and deleted after the new one is in place: at every moment ``dst`` is
-    either the old complete directory, absent for an instant, or the new complete one.
-    """
-    if dst.exists():
-        trash = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-        os.replace(dst, trash)
-        os.replace(src, dst)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(src, dst)

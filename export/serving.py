@@ -25,14 +25,13 @@ import dataclasses
 import json
 import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from tfdebias.atomic import remove_stale, staging_dir, write_text
 from tfdebias.errors import UsageError
-from tfdebias.export.saved_model import (DEFAULT_SIGNATURE, PREDICTION, replace_dir,
+from tfdebias.export.saved_model import (DEFAULT_SIGNATURE, PREDICTION,
                                          write_saved_model)
 
 WARMUP_FILE = "tf_serving_warmup_requests"
@@ -69,25 +68,6 @@ def _check_name(name: str) -> str:
     if not _NAME_RE.match(name or ""):
         raise UsageError(f"model name {name!r}: use letters, digits, '_', '-' or '.'")
     return name
-
-
-def _clean_stale_temps(model_dir: Path) -> None:
-    """Remove ``.VERSION.tmp-PID-*`` (and ``.VERSION.old-PID`` from an interrupted
-    overwrite) left by exports whose process no longer runs."""
-    for p in [*model_dir.glob(".*.tmp-*"), *model_dir.glob(".*.old-*")]:
-        m = re.search(r"\.(?:tmp|old)-(\d+)", p.name)
-        if not m:
-            continue
-        pid = int(m.group(1))
-        alive = True
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            alive = False
-        except PermissionError:
-            pass
-        if not alive:
-            shutil.rmtree(p, ignore_errors=True)
 
 
 # -- signatures -------------------------------------------------------------------------
@@ -246,16 +226,7 @@ def write_models_config(models_dir) -> Path:
     """(Re)write ``models_dir/models.config`` atomically."""
     models_dir = Path(models_dir).absolute()
     path = models_dir / MODELS_CONFIG
-    fd, tmp = tempfile.mkstemp(dir=models_dir, prefix=f".{MODELS_CONFIG}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(models_config_text(models_dir))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return write_text(path, models_config_text(models_dir))
 
 
 # -- the export -------------------------------------------------------------------------
@@ -300,13 +271,9 @@ def export_model(model, schema, models_dir, *, name: str, version: int | None = 
     do_warmup = columns is not None and (warmup is True or (warmup == "auto" and _serving_api_available()))
 
     model_dir.mkdir(parents=True, exist_ok=True)
-    _clean_stale_temps(model_dir)
-    tmp = Path(tempfile.mkdtemp(dir=model_dir, prefix=f".{version}.tmp-{os.getpid()}-"))
-    _umask = os.umask(0)
-    os.umask(_umask)
-    os.chmod(tmp, 0o777 & ~_umask)  # mkdtemp makes it 0700; TF Serving may run as another user
+    remove_stale(model_dir)
     verified = None
-    try:
+    with staging_dir(target) as tmp:
         write_saved_model(model, schema, tmp, endpoints=endpoints)
         sigs = read_signatures(tmp)
         n_warm = 0
@@ -328,16 +295,12 @@ def export_model(model, schema, models_dir, *, name: str, version: int | None = 
             sample={k: v[0] for k, v in sample.items()} if sample else None, source=source))
         if verify:
             from tfdebias.export.verify import tolerance, verify_in_clean_process
-            from tfdebias.training.engine import predict
+            from tfdebias.models import predict
 
             feed = _rows({k: inputs[k] for k in sigs[DEFAULT_SIGNATURE]["inputs"]},
                          min(verify_rows, len(next(iter(inputs.values())))))
             expected = predict(model, feed)
             verified = verify_in_clean_process(tmp, feed, expected, atol=tolerance(model))
-        replace_dir(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     cfg = write_models_config(models_dir)
     return ExportResult(target, name, version, cfg, n_warm, verified)
 

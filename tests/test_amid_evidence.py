@@ -242,7 +242,7 @@ def tiny_draws(monkeypatch):
         params = dict(TINY, seed=data_seed or 0)
         return cds.simulate(params), cds.schema(params)
 
-    monkeypatch.setattr(amid, "_load_draw", load)
+    monkeypatch.setattr(amid.reproduce, "_load_draw", load)
     return seen
 
 
@@ -261,8 +261,8 @@ def _fake_run_row(calls, skew=None):
 
 def test_reproduce_quick_rows_roles_records_and_evidence(tmp_path, tiny_draws, monkeypatch):
     calls = []
-    monkeypatch.setattr(amid, "run_row", _fake_run_row(calls))
-    out = amid.reproduce(_args(tmp_path / "q"))
+    monkeypatch.setattr(amid.reproduce, "run_row", _fake_run_row(calls))
+    out = amid.run_reproduce(_args(tmp_path / "q"))
     res = json.loads((out / "results.json").read_text())
     assert [n for n, d in tiny_draws] == ["cross_domain_sequences/small"] * 2
     assert [d for _, d in tiny_draws] == [0, 1]
@@ -314,25 +314,25 @@ def test_reproduce_full_row_set_adds_the_cross_domain_baselines():
 def test_reproduce_fails_a_row_with_another_step_count(tmp_path, tiny_draws, monkeypatch):
     calls = []
     skew = lambda name, args, steps: steps + (1 if args.get("estimator") == "dr" else 0)  # noqa: E731
-    monkeypatch.setattr(amid, "run_row", _fake_run_row(calls, skew))
+    monkeypatch.setattr(amid.reproduce, "run_row", _fake_run_row(calls, skew))
     with pytest.raises(RuntimeError, match="optimizer steps"):
-        amid.reproduce(_args(tmp_path / "x", data_seeds=1))
+        amid.run_reproduce(_args(tmp_path / "x", data_seeds=1))
 
 
 def test_reproduce_refuses_snips_stopping_and_bad_budgets(tmp_path, tiny_draws):
     with pytest.raises(UsageError, match="snips"):
-        amid.reproduce(_args(tmp_path / "s", stopping="snips"))
+        amid.run_reproduce(_args(tmp_path / "s", stopping="snips"))
     with pytest.raises(UsageError, match="--steps"):
-        amid.reproduce(_args(tmp_path / "s", steps=0))
+        amid.run_reproduce(_args(tmp_path / "s", steps=0))
     with pytest.raises(UsageError, match="--rows"):
-        amid.reproduce(_args(tmp_path / "s", rows="SASRec + DANN"))
+        amid.run_reproduce(_args(tmp_path / "s", rows="SASRec + DANN"))
     assert not tiny_draws  # refused before any data was drawn or row trained
 
 
 @pytest.mark.slow
 def test_reproduce_trains_real_rows_for_the_same_steps(tmp_path, tiny_draws):
     """Floor, skyline and AMID really trained (3 steps each) on one tiny draw."""
-    out = amid.reproduce(_args(tmp_path / "r", data_seeds=1, steps=3, rows="SASRec + AMID"))
+    out = amid.run_reproduce(_args(tmp_path / "r", data_seeds=1, steps=3, rows="SASRec + AMID"))
     res = json.loads((out / "results.json").read_text())
     trained = [r for r in res["records"] if r["role"] != "simple"]
     assert {r["name"] for r in trained} == {"SASRec", "SASRec on train_unbiased", "SASRec + AMID"}

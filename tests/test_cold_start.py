@@ -1,9 +1,9 @@
-"""DADIN's Algorithm 2 (tfdebias.data.cold_start): the properties the paper states."""
+"""DADIN's Algorithm 2 (tfdebias.datasets.cold_start): the properties the paper states."""
 
 import numpy as np
 import pytest
 
-from tfdebias.data.cold_start import resample_cold_start
+from tfdebias.datasets.cold_start import resample_cold_start
 from tfdebias.errors import DataError, UsageError
 
 N_USERS, N_TARGET_USERS, LAST = 300, 200, 5

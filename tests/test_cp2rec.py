@@ -2,14 +2,13 @@
 
 import json
 
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
-keras = pytest.importorskip("keras")
-tf = pytest.importorskip("tensorflow")
-
-from tfdebias.methods import cp2rec  # noqa: E402
-from tfdebias.schema import Feature, Schema  # noqa: E402
+from tfdebias.methods import cp2rec
+from tfdebias.schema import Feature, Schema
 
 SCHEMA = Schema([
     Feature("user_id", "categorical", vocab_size=21),
@@ -260,7 +259,8 @@ def test_missing_propensity_column_is_a_clear_error():
 
 
 def test_search_space_is_registered():
-    tuning = pytest.importorskip("tfdebias.tuning")
+    from tfdebias import tuning
+
     space = tuning.get_space("cp2rec")
     assert set(space) >= {"lambda_reg", "learning_rate", "batch_size", "gamma", "beta"}
 

@@ -10,12 +10,10 @@ import numpy as np
 import pytest
 
 from tfdebias.datasets.synthetic import confounded_ctr
-
-keras = pytest.importorskip("keras")
-
-from tfdebias.evaluation import baselines, evidence  # noqa: E402
-from tfdebias.evaluation import metrics as tm  # noqa: E402
-from tfdebias.methods import cp2rec  # noqa: E402
+from tfdebias.evaluation import baselines, evidence
+from tfdebias.evaluation import metrics as tm
+from tfdebias.methods import cp2rec
+from tfdebias.methods.cp2rec import reproduce as cp2rec_reproduce
 
 #: sha256[:16] of every column of the 1.0.0 splits, computed from the generator before
 #: ``train_unbiased``, ``test_density`` and the new configs existed
@@ -166,24 +164,24 @@ def _args(**kw):
 
 
 def test_rows_and_roles():
-    cfg = cp2rec._resolve(_args(quick=True))
+    cfg = cp2rec_reproduce._resolve(_args(quick=True))
     assert cfg["data"] == "confounded_ctr/medium" and cfg["data_seeds"] == [0, 1, 2]
     assert cfg["backbones"] == ["ncf"] and cfg["seeds"] == 1 and cfg["stopping"] == "fixed"
-    quick = cp2rec._trained_rows("ncf", cfg, _args(quick=True), oracle=False)
+    quick = cp2rec_reproduce._trained_rows("ncf", cfg, _args(quick=True), oracle=False)
     labels = [r[0] for r in quick]
     assert labels == ["NCF", "NCF on uniform log (skyline)", "IPS-NCF", "CP2Rec-PROJ-NCF"]
     assert [r[3] for r in quick] == ["train", "train_unbiased", "train", "train"]
     assert quick[0][1:3] == quick[1][1:3]  # the skyline is the floor's model and budget
     assert [cp2rec.row_role(x, "ncf") for x in labels] == ["floor", "skyline", "baseline", "method"]
-    full = cp2rec._trained_rows("dcn", cp2rec._resolve(_args()), _args(), oracle=True)
+    full = cp2rec_reproduce._trained_rows("dcn", cp2rec_reproduce._resolve(_args()), _args(), oracle=True)
     roles = [cp2rec.row_role(r[0], "dcn") for r in full]
     assert roles.count("floor") == 1 and roles.count("skyline") == 1
     assert {r[0] for r, role in zip(full, roles) if role == "method"} == {
         "CP2Rec-COS-DCN", "CP2Rec-PROJ-DCN", "CP2Rec-SOLVE-DCN"}
-    full_cfg = cp2rec._resolve(_args())
+    full_cfg = cp2rec_reproduce._resolve(_args())
     assert full_cfg["data_seeds"] == [0, 1, 2, 3, 4] and full_cfg["backbones"] == ["ncf", "dcn"]
     # --rows filters the trained rows but keeps the floor and the skyline
-    some = cp2rec._trained_rows("ncf", cfg, _args(quick=True, rows="PROJ"), oracle=False)
+    some = cp2rec_reproduce._trained_rows("ncf", cfg, _args(quick=True, rows="PROJ"), oracle=False)
     assert [r[0] for r in some] == ["NCF", "NCF on uniform log (skyline)", "CP2Rec-PROJ-NCF"]
 
 
@@ -205,7 +203,7 @@ def test_scores_units_and_groups(small):
 
 
 def test_fixed_and_snips_budgets(small):
-    from tfdebias.training.engine import predict
+    from tfdebias.models import predict
 
     schema = confounded_ctr.schema({})
     splits = cp2rec.add_propensity(small, schema)
@@ -214,7 +212,7 @@ def test_fixed_and_snips_budgets(small):
     model, info = cp2rec.train_row("ncf", args, splits["train"], schema, seed=0, epochs=2, batch_size=4096,
                                    learning_rate=1e-2)
     assert info["steps"] == 2 * per_epoch and info["epochs_run"] == 2
-    np.testing.assert_allclose(cp2rec.predict_rows(model, splits["test"], schema),
+    np.testing.assert_allclose(predict(model, splits["test"], inputs=[f.name for f in schema.inputs]),
                                predict(model, splits["test"]), atol=1e-6)
     model, info = cp2rec.train_row("ncf", args, splits["train"], schema, seed=0, epochs=4, batch_size=4096,
                                    learning_rate=5e-2, valid_cols=splits["valid"], stopping="snips",
@@ -223,6 +221,6 @@ def test_fixed_and_snips_budgets(small):
     assert info["steps"] == info["epochs_trained"] * per_epoch
     # the kept weights are the best epoch's: their SNIPS loss is the best the callback saw
     valid = splits["valid"]
-    kept = evidence.snips_logloss(valid["click"], cp2rec.predict_rows(model, valid, schema),
+    kept = evidence.snips_logloss(valid["click"], predict(model, valid, inputs=[f.name for f in schema.inputs]),
                                   np.clip(valid[cp2rec.PROPENSITY_HAT], cp2rec.PROPENSITY_CLIP, 1))
     assert kept == pytest.approx(info["valid/snips_best"], rel=1e-5)

@@ -117,6 +117,7 @@ def _schema_and_splits():
 
 def test_paired_ablations_share_initial_weights():
     from tfdebias.methods import dadin as D
+    from tfdebias.methods.dadin import train as DT
 
     schema, sp = _schema_and_splits()
     sample = {k: v[:8] for k, v in sp["train"].items() if k != "click"}
@@ -124,7 +125,7 @@ def test_paired_ablations_share_initial_weights():
 
     def weights(variant, seed):
         m = D.build_row_model("dadin", {**args, **D.VARIANTS[variant]}, schema, sample, seed)
-        return {a: [w.numpy() for w in getattr(m, a).weights] for a in D._DADIN_LAYERS
+        return {a: [w.numpy() for w in getattr(m, a).weights] for a in DT._DADIN_LAYERS
                 if getattr(m, a, None) is not None}
 
     # identical weights and dropout masks: the same training-mode forward pass

@@ -6,7 +6,6 @@ from tfdebias import cli
 
 
 @pytest.mark.parametrize("extra, needle", [
-    (["--radius", "0"], "--radius"),
     (["--lambda1", "-1"], "--lambda1"),
     (["--data", "no_such_data"], "no_such_data"),
     (["--stopping", "snips"], "--stopping snips"),
@@ -18,6 +17,14 @@ def test_bad_arguments_exit_2_with_one_line(extra, needle, capsys, tmp_path, dat
     assert cli.main(argv + extra) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("tfdebias: error:") and needle in err[0]
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_walk_radius_below_one_is_refused_by_the_parser(capsys, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["reproduce", "damcar", "--quick", "--radius", "0", "--out", str(tmp_path / "o")])
+    assert e.value.code == 2
+    assert "argument --radius: expected an integer >= 1, got 0" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
 

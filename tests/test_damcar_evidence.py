@@ -159,8 +159,9 @@ def test_fixed_steps_run_exactly_that_many_optimizer_steps():
 @pytest.mark.slow
 def test_reproduce_quick_writes_the_evidence_table(tmp_path, data_dir, monkeypatch):
     from tfdebias import cli
+    from tfdebias.methods.damcar import reproduce
 
-    monkeypatch.setattr(D, "_budget", lambda quick: D.Budget(
+    monkeypatch.setattr(reproduce, "_budget", lambda quick: D.Budget(
         ranker_steps=4, label_steps=3, retrieval_steps=5, batch_size=256))
     out = tmp_path / "r"
     rc = cli.main(["reproduce", "damcar", "--data", "cascade_exposure/small", "--quick",

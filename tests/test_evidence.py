@@ -4,6 +4,8 @@ import json
 
 import numpy as np
 import pytest
+
+from tfdebias.progress import Progress
 from sklearn.metrics import roc_auc_score
 
 from tfdebias.errors import UsageError
@@ -223,7 +225,7 @@ def test_snips_logloss_weights_rare_rows_up():
 
 
 def test_progress_prints_counts_and_an_estimate(capsys):
-    p = ev.Progress(2)
+    p = Progress(2)
     p.step("row A")
     p.step("row B")
     out = capsys.readouterr().out.splitlines()

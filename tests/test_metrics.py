@@ -16,6 +16,7 @@ RANKING = {
     "ndcg": M.ndcg_at_k,
     "mrr": M.mrr_at_k,
     "hit": M.hit_rate_at_k,
+    "map": M.map_at_k,
 }
 
 
@@ -45,6 +46,7 @@ def ref_row(rel, score, k, ties="pessimistic"):
         "ndcg": dcg / idcg,
         "mrr": 0.0 if first is None else 1.0 / (first + 1),
         "hit": float(any(hits)),
+        "map": sum(sum(hits[:i + 1]) / (i + 1) for i, h in enumerate(hits) if h) / min(n_rel, kk),
     }
 
 
@@ -107,11 +109,45 @@ def test_logloss_equals_sklearn():
 def test_ranking_with_ties_matches_brute_force(name, k):
     rel, score = tied_data(seed=k)
     expected = ref_mean(name, rel, score, k)
-    # mean (keras_rs where it fits) and per-query numpy path agree with the reference
+    # the mean and the per-query values agree with the reference
     assert RANKING[name](rel, score, k=k) == pytest.approx(expected, abs=1e-6)
     per_query = RANKING[name](rel, score, k=k, per_query=True)
     assert np.isnan(per_query[0])
     assert np.nanmean(per_query) == pytest.approx(expected, abs=1e-12)
+
+
+KERAS_RS = {"recall": "RecallAtK", "precision": "PrecisionAtK", "ndcg": "NDCG",
+            "mrr": "MeanReciprocalRank", "map": "MeanAveragePrecision"}
+
+
+@pytest.mark.parametrize("name", sorted(KERAS_RS))
+@pytest.mark.parametrize("k", [1, 5])
+def test_ranking_matches_keras_rs_without_ties(name, k):
+    """keras_rs' ranking metrics are the independent check of the one implementation
+    (distinct scores: keras_rs breaks ties its own way)."""
+    import keras_rs
+
+    rng = np.random.default_rng(k)
+    rel, _ = tied_data(seed=k)
+    score = rng.random(rel.shape)
+    keep = rel.any(axis=1)  # keras_rs counts a query without relevant items as 0
+    metric = getattr(keras_rs.metrics, KERAS_RS[name])(k=k)
+    metric.update_state(rel[keep].astype(np.float32), score[keep].astype(np.float32))
+    ours = RANKING[name](rel, score, k=k, per_query=True)[keep]
+    if name == "map":  # keras_rs divides by R, MAP@k (ours, DAMCAR's) by min(R, k)
+        n_rel = (rel[keep] > 0).sum(axis=1)
+        ours = ours * np.minimum(n_rel, k) / n_rel
+    assert ours.mean() == pytest.approx(float(metric.result()), abs=1e-5)
+
+
+def test_per_row_metrics_from_a_rank():
+    score = np.array([[0.9, 0.1, 0.2], [0.1, 0.9, 0.5], [0.5, 0.5, 0.1]])
+    rank = M.sampled_rank(score)
+    assert rank.tolist() == [0, 2, 1]  # the tie counts against the positive
+    np.testing.assert_allclose(M.ndcg_at_rank(rank, k=2), [1.0, 0.0, 1 / np.log2(3)])
+    np.testing.assert_allclose(M.hit_at_rank(rank, k=2), [1.0, 0.0, 1.0])
+    assert M.ndcg_at_rank(rank, k=2).mean() == pytest.approx(M.ndcg_at_k(None, score, k=2))
+    assert M.hit_at_rank(rank, k=2).mean() == pytest.approx(M.hit_rate_at_k(None, score, k=2))
 
 
 @pytest.mark.parametrize("ties", ["optimistic", "first"])

@@ -1,7 +1,8 @@
 import pytest
 
 from tfdebias.errors import UsageError
-from tfdebias.training.run_dir import RunDir, open_finished, read_json, write_json
+from tfdebias.atomic import write_json
+from tfdebias.training.run_dir import RunDir, open_finished, read_json
 
 
 def test_run_is_partial_until_finished(tmp_path):

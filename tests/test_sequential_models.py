@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from tfdebias import models
 from tfdebias.datasets.synthetic import cross_domain_sequences as cds
-from tfdebias.models._sequential import attention_mask
+from tfdebias.models.sequential import attention_mask
 
 PARAMS = dict(n_users=200, n_items_a=40, n_items_b=30, dim=8, max_len=8)
 

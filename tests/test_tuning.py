@@ -119,7 +119,7 @@ TINY = {"learning_rate": [3e-3, 1e-2, 3e-2], "batch_size": [2048, 4096],
 
 
 @pytest.mark.slow
-def test_search_resumes_and_best_trial_is_a_run(data_dir, tmp_path):
+def test_search_resumes_and_best_trial_is_a_run(data_dir, tmp_path, capsys):
     from keras_tuner.src.engine import trial as trial_module
 
     from tfdebias.export import export_run
@@ -130,12 +130,18 @@ def test_search_resumes_and_best_trial_is_a_run(data_dir, tmp_path):
     d = tmp_path / "search"
     first = tune("deepfm", base, d, tuner="random", max_trials=2, space=TINY, data_dir=data_dir)
     assert first.trials_completed == 2 and first.trials_run_now == 2
+    progress = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[")]
+    assert [line.split("]")[0] for line in progress] == ["[1/2", "[2/2"]
+    assert "val_auc 0." in progress[0] and "(best 0." in progress[1]
     trial_files = {p: p.read_text() for p in (d / "search").glob("trial_*/trial.json")}
     assert len(trial_files) == 2
 
     # The same command with --max-trials 3 keeps both trials and runs exactly one more.
     again = tune("deepfm", base, d, tuner="random", max_trials=3, space=TINY, data_dir=data_dir)
     assert again.trials_completed == 3 and again.trials_run_now == 1
+    # the resumed search counts the two trials it found as done
+    assert [line.split("]")[0] for line in capsys.readouterr().err.splitlines()
+            if line.startswith("[")] == ["[3/3"]
     assert all(p.read_text() == text for p, text in trial_files.items())
     oracle = read_json(d / "search" / "oracle.json")
     assert len(oracle["end_order"]) == 3

@@ -9,89 +9,16 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import sys
 from pathlib import Path
-from typing import Callable
 
+from tfdebias.commands import (COMMANDS, add_data_args, add_fit_args, command, keras_verbosity,
+                               positive_float, positive_int, print_metrics)
 from tfdebias.errors import TfdebiasError, UsageError
 from tfdebias.precision import PRECISIONS
 
-#: name -> (help, add_arguments(parser), run(args) -> exit code)
-COMMANDS: dict[str, tuple[str, Callable, Callable]] = {}
 #: modules that add more sub-commands when they are importable (export, tune, ...)
 PLUGIN_MODULES = ("tfdebias.export.cli", "tfdebias.tuning.cli")
-
-
-def command(name: str, help: str):
-    def deco(add_arguments):
-        def wrap(run):
-            COMMANDS[name] = (help, add_arguments, run)
-            return run
-
-        return wrap
-
-    return deco
-
-
-def _verbose():
-    return 1 if sys.stdout.isatty() else 2
-
-
-def int_at_least(minimum: int, what: str = "integer"):
-    """An argparse ``type``: an integer ``>= minimum``, else one clear message."""
-
-    def parse(s: str) -> int:
-        try:
-            v = int(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an {what}, got {s!r}") from None
-        if v < minimum:
-            raise argparse.ArgumentTypeError(f"expected an {what} >= {minimum}, got {v}")
-        return v
-
-    return parse
-
-
-#: an integer >= 1 (counts: epochs, seeds, trials)
-_positive_int = int_at_least(1, "integer")
-
-
-def _positive_float(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {s!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {v}")
-    return v
-
-
-def _model_arg(s: str):
-    if "=" not in s:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (VALUE as JSON), got {s!r}")
-    k, v = s.split("=", 1)
-    try:
-        return k, json.loads(v)
-    except json.JSONDecodeError:
-        return k, v
-
-
-def add_data_args(p: argparse.ArgumentParser, *, required_data=False, default_data=None):
-    p.add_argument("--data", required=required_data, default=default_data,
-                   help="data set name, e.g. confounded_ctr or amazon_reviews/cloth_sport")
-    p.add_argument("--data-dir", help="TFDS data directory (default $TFDEBIAS_DATA_DIR or ~/tensorflow_datasets)")
-    p.add_argument("--manual-dir", help="folder with the raw files of a real data set")
-
-
-def _print_metrics(metrics: dict) -> None:
-    split_metrics = {k: v for k, v in metrics.items() if "/" in k}
-    splits = sorted({k.split("/")[0] for k in split_metrics}, key=lambda s: (s != "valid", s != "test", s))
-    names = sorted({k.split("/", 1)[1] for k in split_metrics})
-    print("| split | " + " | ".join(names) + " |")
-    print("|---|" + "---:|" * len(names))
-    for s in splits:
-        print(f"| {s} | " + " | ".join(f"{split_metrics.get(f'{s}/{n}', float('nan')):.4f}" for n in names) + " |")
 
 
 # -- datasets -------------------------------------------------------------------------
@@ -143,23 +70,18 @@ def _train_args(p):
     add_data_args(p, required_data=True)
     p.add_argument("--model", required=True, help="model or method name (e.g. deepfm, dcn, ncf)")
     p.add_argument("--out", help="run directory (default runs/<data>-<model>-s<seed>)")
-    p.add_argument("--epochs", type=_positive_int, default=20)
-    p.add_argument("--batch-size", type=_positive_int, default=1024)
-    p.add_argument("--lr", type=_positive_float, default=1e-3, help="learning rate")
-    p.add_argument("--optimizer", default="lazy_adam", help="lazy_adam (default), adam, adagrad, sgd")
-    p.add_argument("--patience", type=int, default=5, help="early-stopping patience in epochs")
-    p.add_argument("--steps-per-execution", type=_positive_int, default=8,
+    p.add_argument("--epochs", type=positive_int, default=20)
+    p.add_argument("--batch-size", type=positive_int, default=1024)
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="learning rate")
+    p.add_argument("--steps-per-execution", type=positive_int, default=8,
                    help="training steps per compiled call (default 8; 1 = one call per step)")
     p.add_argument("--precision", choices=PRECISIONS, default="float32",
                    help="float32 (default) or mixed_bfloat16: bfloat16 compute with float32 "
                         "variables and loss, for backbones on hardware with bfloat16 "
                         "arithmetic (see tfdebias.precision)")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--strategy", default="auto", help="auto, default, mirrored, multi-worker")
-    p.add_argument("--protocol", default="ctr", help="evaluation protocol (default ctr)")
-    p.add_argument("--model-arg", action="append", type=_model_arg, default=[], metavar="KEY=VALUE",
-                   help="a model constructor argument, VALUE as JSON (repeatable)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    add_fit_args(p, model_arg_help="a model constructor argument, VALUE as JSON (repeatable)",
+                 overwrite_help="replace an existing run directory")
 
 
 @command("train", "train a model on a data set and write a run directory")(_train_args)
@@ -181,9 +103,9 @@ def _train(args) -> int:
                                     overwrite=args.overwrite)
     else:
         result = train(cfg, args.out, data_dir=args.data_dir, manual_dir=args.manual_dir,
-                       overwrite=args.overwrite, verbose=_verbose())
+                       overwrite=args.overwrite, verbose=keras_verbosity())
     if result.metrics:  # non-chief multi-worker processes have none
-        _print_metrics(result.metrics)
+        print_metrics(result.metrics)
     print(f"Run directory: {result.run_dir}")
     return 0
 
@@ -198,14 +120,14 @@ def _evaluate(args) -> int:
     from tfdebias.training import evaluate_run
 
     metrics = evaluate_run(args.run_dir, data_dir=args.data_dir)
-    _print_metrics(metrics)
+    print_metrics(metrics)
     return 0
 
 
 def _quickstart_args(p):
     p.add_argument("--out", default="runs/quickstart", help="where to write the runs (default runs/quickstart)")
     p.add_argument("--data-dir", help="TFDS data directory")
-    p.add_argument("--epochs", type=_positive_int, default=8)
+    p.add_argument("--epochs", type=positive_int, default=8)
     p.add_argument("--overwrite", action="store_true")
 
 
@@ -214,7 +136,7 @@ def _quickstart(args) -> int:
     from tfdebias import quickstart
 
     quickstart.run(out=args.out, data_dir=args.data_dir, epochs=args.epochs,
-                   overwrite=args.overwrite, verbose=_verbose())
+                   overwrite=args.overwrite, verbose=keras_verbosity())
     return 0
 
 
@@ -228,10 +150,10 @@ def _reproduce_args(p):
     for name, rep in sorted(methods.REPRODUCERS.items()):
         mp = sub.add_parser(name, help=rep.help, description=rep.help)
         add_data_args(mp, default_data=rep.default_data)
-        mp.add_argument("--seeds", type=_positive_int, default=None,
+        mp.add_argument("--seeds", type=positive_int, default=None,
                         help="model seeds per row and data seed (default: 1 with --quick, else "
                              "the paper's count)")
-        mp.add_argument("--data-seeds", type=_positive_int, default=None,
+        mp.add_argument("--data-seeds", type=positive_int, default=None,
                         help="simulator draws: each data seed regenerates the simulator and "
                              "trains every row on it (default 3 with --quick, else 5; real "
                              "data sets have one draw)")

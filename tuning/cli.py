@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from tfdebias.cli import _model_arg, _positive_int, _print_metrics, _verbose, add_data_args, command
+from tfdebias.commands import (add_data_args, add_fit_args, command, keras_verbosity, positive_int,
+                               print_metrics)
 
 
 def _tune_args(p):
@@ -11,19 +12,14 @@ def _tune_args(p):
     p.add_argument("--tuner", default="bayesian", choices=["bayesian", "random", "grid", "hyperband"],
                    help="bayesian (default; Gaussian-process BO, the closest keras-tuner has to the "
                         "papers' Optuna searches), random, grid or hyperband")
-    p.add_argument("--max-trials", type=_positive_int, default=10, help="trials in total (default 10)")
+    p.add_argument("--max-trials", type=positive_int, default=10, help="trials in total (default 10)")
     p.add_argument("--dir", default=None, help="search folder (default runs/tune-<method>-<data>); "
                    "rerun the same command to resume")
     p.add_argument("--out", help="best run directory (default DIR/best)")
-    p.add_argument("--epochs", type=_positive_int, default=20, help="epochs per trial (hyperband: the most)")
-    p.add_argument("--patience", type=int, default=5, help="early-stopping patience inside a trial (default 5)")
+    p.add_argument("--epochs", type=positive_int, default=20, help="epochs per trial (hyperband: the most)")
     p.add_argument("--monitor", default="val_auc", help="objective and early-stopping metric (default val_auc)")
-    p.add_argument("--optimizer", default="lazy_adam")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--protocol", default="ctr", help="evaluation protocol of the best run")
-    p.add_argument("--model-arg", action="append", type=_model_arg, default=[], metavar="KEY=VALUE",
-                   help="a fixed (not searched) model constructor argument, VALUE as JSON")
-    p.add_argument("--overwrite", action="store_true", help="discard an existing search in --dir")
+    add_fit_args(p, model_arg_help="a fixed (not searched) model constructor argument, VALUE as JSON",
+                 overwrite_help="discard an existing search in --dir")
 
 
 @command("tune", "search hyper-parameters with keras-tuner; the best trial becomes a run directory")(_tune_args)
@@ -37,9 +33,9 @@ def _tune(args) -> int:
     directory = args.dir or f"runs/tune-{args.method}-{args.data.replace('/', '_')}"
     res = tune(args.method, base, directory, tuner=args.tuner, max_trials=args.max_trials,
                out=args.out, data_dir=args.data_dir, manual_dir=args.manual_dir,
-               overwrite=args.overwrite, verbose=_verbose())
+               overwrite=args.overwrite, verbose=keras_verbosity())
     print(f"Trials completed: {res.trials_completed} ({res.trials_run_now} in this session)")
     print(f"Best {base.monitor}: {res.best_score:.4f} with {res.best_values}")
-    _print_metrics(res.metrics)
+    print_metrics(res.metrics)
     print(f"Best run directory: {res.run_dir}")
     return 0

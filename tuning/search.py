@@ -27,12 +27,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from tfdebias.errors import UsageError
+from tfdebias.atomic import jsonable, write_json, write_text
 from tfdebias.training import run_dir as rd
 from tfdebias.tuning import spaces as sp
 
@@ -111,7 +110,7 @@ def make_hypermodel(space: dict, base, splits: dict, schema, *, verbose=0):
             tcb = next((cb for cb in callbacks if hasattr(cb, "trial") and hasattr(cb, "tuner")), None)
             if tcb is not None:
                 trial_dir = Path(tcb.tuner.get_trial_dir(tcb.trial.trial_id))
-                rd.write_json(trial_dir / TRIAL_HISTORY,
+                write_json(trial_dir / TRIAL_HISTORY,
                               {k: [float(x) for x in v] for k, v in history.history.items()})
             return history
 
@@ -131,17 +130,7 @@ def atomic_tuner_writes():
         path = str(path)
         if "://" in path:  # remote file systems: keras-tuner's own writer
             return original(path, obj)
-        d = os.path.dirname(path) or "."
-        os.makedirs(d, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=d, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_text(path, text)
         return text
 
     kt_utils.save_json = save_json
@@ -201,10 +190,11 @@ def tune(method: str, base, directory, *, tuner: str = "bayesian", max_trials: i
       space: search this space instead of the one registered for ``method``.
     """
     from tfdebias import data as tdata
+    from tfdebias import plugins
     from tfdebias.evaluation import protocols
+    from tfdebias.training.engine import check_trainable, prepare_splits
 
-    import tfdebias.methods  # noqa: F401  (imports draw from Python's RNG: before seeding)
-    from tfdebias.training.engine import check_trainable
+    plugins.load()  # imports draw from Python's RNG: before seeding
 
     check_trainable(method)  # a model the engine cannot fit is refused before any work
     space = sp.get_space(method) if space is None else sp._validate(method, dict(space))
@@ -217,30 +207,27 @@ def tune(method: str, base, directory, *, tuner: str = "bayesian", max_trials: i
     record_path = directory / TUNE_JSON
     if record_path.exists() and not overwrite:
         old = rd.read_json(record_path)
-        if old != json.loads(json.dumps(record, default=rd._jsonable)):
+        if old != json.loads(json.dumps(record, default=jsonable)):
             diff = sorted(k for k in set(old) | set(record) if old.get(k) != json.loads(
-                json.dumps(record.get(k), default=rd._jsonable)))
+                json.dumps(record.get(k), default=jsonable)))
             raise UsageError(f"{directory} holds a search with other settings ({', '.join(diff)}); "
                              "use another --dir, or --overwrite to start afresh")
     if overwrite and (directory / SEARCH).exists():
         shutil.rmtree(directory / SEARCH)
     directory.mkdir(parents=True, exist_ok=True)
-    rd.write_json(record_path, record)
+    write_json(record_path, record)
 
     splits, schema = tdata.load(base.data, data_dir=data_dir, manual_dir=manual_dir)
-    from tfdebias.training.engine import prepare_splits
 
-    splits = prepare_splits(base, splits, schema)  # model-derived columns (CP2Rec's propensities)
     for s in (base.train_split, base.valid_split):
         if s not in splits:
             raise UsageError(f"data set {base.data!r} has no split {s!r}; it has {sorted(splits)}")
-    from tfdebias.training.engine import prepare_splits
-
-    splits = prepare_splits(base, splits, schema)
+    splits = prepare_splits(base, splits, schema)  # model-derived columns (CP2Rec's propensities)
     hypermodel = make_hypermodel(space, base, splits, schema, verbose=verbose)
     with atomic_tuner_writes():
         kt_tuner = make_tuner(tuner, hypermodel, base, directory, max_trials=max_trials, space=space)
         before = _completed(kt_tuner)
+        report_trials(kt_tuner, max_trials, len(before), base.monitor)
         kt_tuner.search(verbose=1 if verbose else 0)
         after = _completed(kt_tuner)
     best = kt_tuner.oracle.get_best_trials(1)
@@ -256,6 +243,26 @@ def tune(method: str, base, directory, *, tuner: str = "bayesian", max_trials: i
         return TuneResult(out, metrics, values, float(best.score), len(after), 0)
     result = write_best_run(kt_tuner, best, base, splits, schema, protocol, out, record)
     return TuneResult(result[0], result[1], result[2], float(best.score), len(after), len(after - before))
+
+
+def report_trials(kt_tuner, max_trials: int, done: int, objective: str, stream=None) -> None:
+    """Print ``[trial/total] trial ID: OBJECTIVE 0.7123 (best 0.7210)  elapsed, about ... left``
+    on standard error as each trial ends (trials finished before a resume count as done)."""
+    import sys
+
+    from tfdebias.progress import Progress
+
+    progress = Progress(max_trials, stream=stream or sys.stderr, done=done)
+    on_trial_end = kt_tuner.on_trial_end
+
+    def report(trial):
+        on_trial_end(trial)
+        best = kt_tuner.oracle.get_best_trials(1)
+        score = "failed" if trial.score is None else f"{objective} {trial.score:.4f}"
+        best_txt = f" (best {best[0].score:.4f})" if best and best[0].score is not None else ""
+        progress.step(f"trial {trial.trial_id}: {score}{best_txt}")
+
+    kt_tuner.on_trial_end = report
 
 
 def _completed(kt_tuner) -> set:
@@ -290,11 +297,11 @@ def write_best_run(kt_tuner, best, base, splits, schema, protocol, out: Path, re
     run.path(rd.HISTORY).write_text("\n".join(lines) + "\n")
     metrics = protocol(model, splits, schema, cfg)
     metrics["epochs_trained"] = n
-    rd.write_json(run.path(rd.METRICS), metrics)
+    write_json(run.path(rd.METRICS), metrics)
     trials = [{"trial_id": t.trial_id, "status": t.status, "score": t.score,
                "values": {k: sp.decode(v) for k, v in t.hyperparameters.values.items()}}
               for t in kt_tuner.oracle.trials.values()]
-    rd.write_json(run.path("tuning.json"), {
+    write_json(run.path("tuning.json"), {
         **record, "best_trial": best.trial_id, "best_score": best.score, "best_values": values,
         "objective": base.monitor, "trials": trials})
     final = run.finish()

@@ -22,14 +22,14 @@ Names that are :class:`~tfdebias.training.TrainConfig` fields (:data:`CONFIG_KEY
 other name is a constructor argument of the model (``embedding_dim``, ``hidden_units``,
 a method's loss weight, ...). Use ``"log": True`` where the paper searches powers of ten.
 
-A method module registers its paper's table once, beside the model:
+A backbone's space is registered here with :func:`register_space`; a method declares its
+paper's table as data on its ``tfdebias reproduce`` entry, and :func:`get_space` reads it
+from there (the methods never import the tuner)::
 
->>> from tfdebias.tuning import register_space, BACKBONE_COMMON       # doctest: +SKIP
->>> register_space("cp2rec", {**BACKBONE_COMMON,                       # doctest: +SKIP
-...     "lambda_c": {"min": 1e-3, "max": 1.0, "log": True, "step": 10}})
+    register_reproducer(Reproducer("cp2rec", ..., search_space={
+        "lambda_c": {"min": 1e-3, "max": 1.0, "log": True, "step": 10}}))
 
-This module imports neither keras-tuner nor TensorFlow, so method modules can register
-spaces without the ``tune`` extra installed.
+This module imports neither keras-tuner nor TensorFlow.
 """
 
 from __future__ import annotations
@@ -82,22 +82,30 @@ def register_space(name: str, space: dict[str, Any], *, replace: bool = True) ->
     return SEARCH_SPACES[key]
 
 
+def _method_spaces() -> None:
+    """Register the paper grid each method declares on its ``tfdebias reproduce`` entry
+    (``Reproducer.search_space``) under the method's name, unless already registered."""
+    from tfdebias import methods
+
+    for rep in methods.REPRODUCERS.values():
+        if rep.search_space and rep.name not in SEARCH_SPACES:
+            register_space(rep.name, rep.search_space)
+
+
 def get_space(name: str) -> dict[str, Any]:
-    """The space registered as ``name``; method modules are imported first so they can
-    register theirs."""
+    """The space registered as ``name`` (a backbone's, or a method's paper grid)."""
     key = str(name).strip().lower().replace("-", "_")
     if key not in SEARCH_SPACES:
-        try:
-            import tfdebias.methods  # noqa: F401  (methods register their spaces)
-        except ImportError:
-            pass
+        _method_spaces()
     if key not in SEARCH_SPACES:
         raise UsageError(f"no search space for {name!r}; registered: {', '.join(sorted(SEARCH_SPACES))} "
-                         "(methods call tfdebias.tuning.register_space)")
+                         "(a method declares its grid as Reproducer.search_space)")
     return copy.deepcopy(SEARCH_SPACES[key])
 
 
 def available() -> list[str]:
+    """Every name with a search space: the backbones' and the methods'."""
+    _method_spaces()
     return sorted(SEARCH_SPACES)
 
 

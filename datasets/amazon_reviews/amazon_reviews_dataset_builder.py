@@ -6,7 +6,7 @@ Two kinds of configs, each the real-data counterpart of a simulator:
   Movies_and_TV, target domain CDs_and_Vinyl ("music"), the users reviewing in both
   ("the overlapped part of users is captured as the total dataset"), a binary click from
   the rating, click histories of both domains, and DADIN's cold-start resampling
-  (Algorithm 2, :func:`tfdebias.data.cold_start.resample_cold_start`).
+  (Algorithm 2, :func:`tfdebias.datasets.cold_start.resample_cold_start`).
 * ``cloth_sport``, ``phone_elec`` (K_u = 25%) and ``cloth_sport_ku75``,
   ``phone_elec_ku75`` (K_u = 75%) (AMID, Sec. 5.1; official_code_notes.md
   §1.5) -> ``cross_domain_sequences``: per-user review sequences of two domains, the last
@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import json
 from pathlib import Path
 
@@ -60,6 +61,7 @@ import numpy as np
 
 from tfdebias.datasets import _real
 from tfdebias.datasets._real import DataError, Feature, Schema
+from tfdebias.datasets.cold_start import resample_cold_start
 
 PAGE_2014 = "http://jmcauley.ucsd.edu/data/amazon/ (2014 release, 5-core reviews and metadata)"
 PAGE_2018 = "https://nijianmo.github.io/amazon/index.html (2018 release, 5-core reviews and metadata)"
@@ -141,33 +143,32 @@ class Builder(_real.RealDataBuilder):
 
     def schema(self, sizes: dict | None = None) -> Schema:
         cfg = self.builder_config
-        s = sizes or {}
-        items = s.get("item_id", 1)
+        cat = functools.partial(_real.categorical, sizes)
+        items = (sizes or {}).get("item_id", 1)
         if cfg.task == "sequences":
             return Schema([
-                Feature("user_id", "categorical", vocab_size=s.get("user_id", 1), description="reviewerID"),
+                cat("user_id", "reviewerID"),
                 Feature("history_a", "sequence", vocab_size=items, max_len=cfg.max_len, vocab="item_id",
                         description=f"{cfg.source} items before the target, right-aligned"),
                 Feature("history_b", "sequence", vocab_size=items, max_len=cfg.max_len, vocab="item_id",
                         description=f"{cfg.target} items before the target, right-aligned"),
                 Feature("domain", "domain", vocab_size=2, description=f"target's domain: 0 = {cfg.source}, 1 = {cfg.target}"),
-                Feature("item_id", "categorical", vocab_size=items, description="target asin; domain A first"),
+                cat("item_id", "target asin; domain A first"),
                 Feature("label", "label", description="1.0 (a positive next item)"),
                 Feature("observed", "label", description="1 if the user is observed in training"),
                 Feature("overlap", "truth", description="1 if the user has both domains"),
             ])
         return Schema([
-            Feature("user_id", "categorical", vocab_size=s.get("user_id", 1), description="reviewerID"),
-            Feature("item_id", "categorical", vocab_size=items, description="asin; source items first"),
-            Feature("item_category", "categorical", vocab_size=s.get("item_category", 1),
-                    description="second-level category; source categories first"),
-            Feature("item_brand", "categorical", vocab_size=s.get("item_brand", 1), description="brand"),
+            cat("user_id", "reviewerID"),
+            cat("item_id", "asin; source items first"),
+            cat("item_category", "second-level category; source categories first"),
+            cat("item_brand", "brand"),
             Feature("domain", "domain", vocab_size=2, description=f"0 = {cfg.source} (source), 1 = {cfg.target} (target)"),
             Feature("history_source", "sequence", vocab_size=items, max_len=cfg.max_len, vocab="item_id",
                     description="source items clicked before the review, right-aligned"),
             Feature("history_target", "sequence", vocab_size=items, max_len=cfg.max_len, vocab="item_id",
                     description="target items clicked before the review (empty for cold-start users)"),
-            Feature("day", "categorical", vocab_size=s.get("day", 1), description="review day, 1 = the first"),
+            cat("day", "review day, 1 = the first"),
             Feature("click", "label", description=f"overall >= {cfg.click_threshold}"),
             Feature("rating", "label", description="overall (1-5 stars)"),
             Feature("cold_start", "truth", description="1 if the user has no target row in train"),
@@ -199,8 +200,6 @@ class Builder(_real.RealDataBuilder):
         return self._ctr(revs, metas)
 
     def _ctr(self, revs, metas):
-        from tfdebias.data.cold_start import resample_cold_start
-
         cfg = self.builder_config
         # overlapping users only
         both = np.intersect1d(np.unique(revs[0]["user"]), np.unique(revs[1]["user"]))
@@ -250,13 +249,7 @@ class Builder(_real.RealDataBuilder):
                     "rating": cols["overall"][rows].astype(np.float32),
                     "cold_start": cold.astype(np.float32)}
 
-        step = _real.block_rows(schema)
-
-        def blocks(part):
-            for s in range(0, len(part["row"]), step):
-                yield encode(part["row"][s:s + step], part["cold_start"][s:s + step])
-
-        return schema, {k: blocks(v) for k, v in splits.items()}
+        return schema, {k: _real.row_blocks(schema, encode, v["row"], v["cold_start"]) for k, v in splits.items()}
 
     def _sequences(self, revs):
         cfg = self.builder_config

@@ -3,7 +3,7 @@
 Paper 002 (DADIN), Sec. 4.2: the ads log is the **target** domain, the news-feeds log the
 **source** domain; 50% of the users are kept ("Huawei has too much data and has resampled
 an 50% of all data additionally"), then the cold-start resampling of Algorithm 2
-(:func:`tfdebias.data.cold_start.resample_cold_start`). The real-data counterpart of the
+(:func:`tfdebias.datasets.cold_start.resample_cold_start`). The real-data counterpart of the
 ``cross_domain_ctr`` simulator: the same fields ``user_id``, ``user_age``,
 ``user_gender``, ``user_activity``, ``item_id`` (source items first), ``item_category``,
 ``domain`` (0 = feeds, 1 = ads), ``history_source``, ``history_target``, ``day``, the
@@ -55,12 +55,14 @@ Preprocessing (every choice is a config field):
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 
 import numpy as np
 
 from tfdebias.datasets import _real
 from tfdebias.datasets._real import Col, DataError, Feature, Schema
+from tfdebias.datasets.cold_start import resample_cold_start
 
 PAGE = ("https://developer.huawei.com/consumer/cn/activity/starAI2022/algo/competition.html "
         "(DIGIX 2022 task 3, 2022_3_data.zip; Kaggle mirror xiaojiu1414/digix-global-ai-challenge)")
@@ -128,7 +130,7 @@ class Builder(_real.RealDataBuilder):
     def schema(self, sizes: dict | None = None) -> Schema:
         cfg = self.builder_config
         s = sizes or {}
-        cat = lambda name, desc: Feature(name, "categorical", vocab_size=s.get(name, 1), description=desc)  # noqa: E731
+        cat = functools.partial(_real.categorical, sizes)
         feats = [
             cat("user_id", "user_id / u_userId"),
             cat("user_age", "age"),
@@ -159,12 +161,10 @@ class Builder(_real.RealDataBuilder):
         return Schema(feats)
 
     def generate(self, manual_dir: Path):
-        from tfdebias.data.cold_start import resample_cold_start
-
         cfg = self.builder_config
         if not 0.0 < cfg.user_fraction <= 1.0:
             raise DataError(f"user_fraction must be in (0, 1], got {cfg.user_fraction}")
-        paths = {f: _real.find_file(manual_dir, f, page=PAGE) for f in FILES}
+        paths = self.required_paths(manual_dir)
         ads = _read(paths[FILES[0]], "ads", cfg)
         feeds = _read(paths[FILES[1]], "feeds", cfg)
         n_f, n_a = len(feeds["user"]), len(ads["user"])
@@ -268,13 +268,7 @@ class Builder(_real.RealDataBuilder):
             out["cold_start"] = cold.astype(np.float32)
             return out
 
-        step = _real.block_rows(schema)
-
-        def blocks(part):
-            for s in range(0, len(part["row"]), step):
-                yield encode(part["row"][s:s + step], part["cold_start"][s:s + step])
-
-        return schema, {k: blocks(v) for k, v in splits.items()}
+        return schema, {k: _real.row_blocks(schema, encode, v["row"], v["cold_start"]) for k, v in splits.items()}
 
 
 def _nonzero(m: np.ndarray) -> np.ndarray:

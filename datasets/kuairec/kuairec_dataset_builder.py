@@ -54,6 +54,7 @@ Preprocessing (config ``cp2rec``, the default; every choice is a config field):
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -138,22 +139,16 @@ class Builder(_real.RealDataBuilder):
 
     def schema(self, sizes: dict | None = None) -> Schema:
         cfg = self.builder_config
-        s = sizes or {}
-        feats = [
-            Feature("user_id", "categorical", vocab_size=s.get("user_id", 1), description="user"),
-            Feature("item_id", "categorical", vocab_size=s.get("item_id", 1), description="video"),
-        ]
-        feats += [Feature(c, "categorical", vocab_size=s.get(c, 1), description=f"user {c}")
-                  for c in USER_CATEGORICAL]
+        cat = functools.partial(_real.categorical, sizes)
+        feats = [cat("user_id", "user"), cat("item_id", "video")]
+        feats += [cat(c, f"user {c}") for c in USER_CATEGORICAL]
         feats += [Feature(c, "dense", description=f"log(1 + user {c})") for c in USER_DENSE]
         feats += [
-            Feature("item_category", "categorical", vocab_size=s.get("item_category", 1),
-                    vocab="item_tag", description="first tag of the video (item_categories.csv)"),
-            Feature("item_tags", "sequence", vocab_size=s.get("item_category", 1),
+            cat("item_category", "first tag of the video (item_categories.csv)", vocab="item_tag"),
+            Feature("item_tags", "sequence", vocab_size=(sizes or {}).get("item_category", 1),
                     max_len=cfg.max_tags, vocab="item_tag", description="the video's tags"),
         ]
-        feats += [Feature(c, "categorical", vocab_size=s.get(c, 1), description=f"video {c}")
-                  for c in ITEM_CATEGORICAL]
+        feats += [cat(c, f"video {c}") for c in ITEM_CATEGORICAL]
         feats += [
             Feature("video_duration", "dense", description="log(1 + video length in seconds)"),
             Feature("video_width", "dense", description="video width in pixels / 1000"),
@@ -176,7 +171,7 @@ class Builder(_real.RealDataBuilder):
         cfg = self.builder_config
         if not 0.0 < cfg.valid_fraction < 1.0:
             raise DataError(f"valid_fraction must be in (0, 1), got {cfg.valid_fraction}")
-        paths = {f: _real.find_file(manual_dir, f, page=PAGE) for f in FILES}
+        paths = self.required_paths(manual_dir)
         big = _read_matrix(paths["big_matrix.csv"])
         small = _read_matrix(paths["small_matrix.csv"])
         users = _read_users(paths["user_features.csv"])
@@ -274,16 +269,10 @@ class Builder(_real.RealDataBuilder):
         del perm
         schema = self.schema(sizes)
 
-        step = _real.block_rows(schema)
-
-        def blocks(m, rows):
-            for start in range(0, len(rows), step):
-                yield encode(m, rows[start:start + step])
-
         return schema, {
-            "train": blocks(big, train_rows),
-            "valid": blocks(big, valid_rows),
-            "test": blocks(small, np.arange(len(small["user_id"]))),
+            "train": _real.row_blocks(schema, functools.partial(encode, big), train_rows),
+            "valid": _real.row_blocks(schema, functools.partial(encode, big), valid_rows),
+            "test": _real.row_blocks(schema, functools.partial(encode, small), np.arange(len(small["user_id"]))),
         }
 
 

@@ -23,7 +23,7 @@ Blocks of whole users (:func:`user_blocks`) bound memory in the ``paper`` config
 each block is vectorised.
 
 A *data seed* is a config with another ``seed``: :func:`seeded_config` makes it, and
-``tfdebias.data.load(name, data_seed=d)`` builds and caches it as ``<config>-seed<d>``.
+the data pipeline's ``load(name, data_seed=d)`` builds and caches it as ``<config>-seed<d>``.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from tensorflow_datasets.core.dataset_builder import FileReaderBuilder
 from tfdebias.errors import SchemaError, UsageError
 from tfdebias.schema import Schema
 
-from .._real import PackedFeatures, PrepareMessages, rank_within_groups, write_split  # noqa: F401
+from .._real import PackedFeatures, PrepareMessages, check_block, rank_within_groups, write_split  # noqa: F401
 
 Columns = dict[str, np.ndarray]
 Splits = dict[str, Columns]
@@ -191,36 +191,6 @@ def cast_to_schema(schema: Schema, cols: Mapping[str, np.ndarray]) -> Columns:
     return {f.name: np.ascontiguousarray(cols[f.name], dtype=f.dtype) for f in schema}
 
 
-def check_columns(schema: Schema, cols: Mapping[str, np.ndarray], where: str) -> int:
-    """Raise :class:`SchemaError` unless ``cols`` matches ``schema`` exactly; return #rows.
-
-    Checks names, dtypes, per-example shapes, equal lengths, and that ids lie in
-    ``[0, vocab_size)``.
-    """
-    names, expected = set(cols), {f.name for f in schema}
-    if names != expected:
-        raise SchemaError(
-            f"{where}: columns {sorted(names ^ expected)} differ from the schema "
-            f"(missing {sorted(expected - names)}, extra {sorted(names - expected)})"
-        )
-    lengths = {len(v) for v in cols.values()}
-    if len(lengths) != 1:
-        raise SchemaError(f"{where}: columns have different lengths {sorted(lengths)}")
-    for f in schema:
-        v = cols[f.name]
-        if str(v.dtype) != f.dtype or tuple(v.shape[1:]) != f.shape:
-            raise SchemaError(
-                f"{where}: column {f.name!r} is {v.dtype}{list(v.shape[1:])}, "
-                f"the schema says {f.dtype}{list(f.shape)}"
-            )
-        if f.vocab_size and v.size and (v.min() < 0 or v.max() >= f.vocab_size):
-            raise SchemaError(
-                f"{where}: column {f.name!r} has ids in [{v.min()}, {v.max()}], "
-                f"outside [0, {f.vocab_size})"
-            )
-    return lengths.pop()
-
-
 # -- TFDS builder ----------------------------------------------------------------------
 class SimulatorBuilder(PrepareMessages, FileReaderBuilder, skip_registration=True):
     """Base TFDS builder of a simulator: ``simulate(params)`` in, packed TFDS splits out.
@@ -276,7 +246,7 @@ class SimulatorBuilder(PrepareMessages, FileReaderBuilder, skip_registration=Tru
         infos = []
         for split, cols in data.items():
             where = f"{self.name}/{self.builder_config.name} {split}"
-            if check_columns(schema, cols, where) == 0:
+            if check_block(schema, cols, where) == 0:
                 raise SchemaError(f"{where}: the simulator produced an empty split")
             infos.append(write_split(self, split, [cols], schema))
         self.info.set_splits(tfds.core.SplitDict(infos))

@@ -31,7 +31,7 @@ Generative story (one draw per ``seed``):
    in the target); her clicked items, in order, are
    ``history_source`` / ``history_target`` (right-aligned, last ``max_len``). They are
    fixed per user, so no logged label leaks into them.
-6. Cold start: DADIN's Algorithm 2 (:func:`tfdebias.data.cold_start.resample_cold_start`)
+6. Cold start: DADIN's Algorithm 2 (:func:`tfdebias.datasets.cold_start.resample_cold_start`)
    with ``a_train``/``a_cross`` splits the log into train / valid / test, valid and test
    being last-day target-domain rows. A user with no target row left in train is a
    cold-start user; she is new to the target domain, so her ``history_target`` is
@@ -78,7 +78,7 @@ from typing import Mapping
 
 import numpy as np
 
-from tfdebias.data.cold_start import resample_cold_start
+from tfdebias.datasets.cold_start import resample_cold_start
 from tfdebias.errors import UsageError
 from tfdebias.schema import Feature, Schema
 

@@ -97,13 +97,11 @@ class Builder(_real.RealDataBuilder):
 
     def schema(self, sizes: dict | None = None) -> Schema:
         cfg = self.builder_config
-        s = sizes or {}
-        feats = [Feature(name, "categorical", vocab_size=s.get(name, 1), description=f"{raw} (remapped)")
-                 for raw, name in CATEGORICAL.items()]
+        feats = [_real.categorical(sizes, name, f"{raw} (remapped)") for raw, name in CATEGORICAL.items()]
         feats += [
             Feature("item_visual", "vector", width=WIDTH, description="video_feature_dim_128"),
             Feature("item_acoustic", "vector", width=WIDTH, description="audio_feature_128_dim"),
-            Feature("item_title", "sequence", vocab_size=s.get("word", 1), max_len=cfg.max_title_len,
+            Feature("item_title", "sequence", vocab_size=(sizes or {}).get("word", 1), max_len=cfg.max_title_len,
                     vocab="word", description="title word ids"),
             Feature("duration", "dense", description="video_duration (seconds)"),
             Feature("finish", "label", description="watched to the end"),
@@ -113,7 +111,7 @@ class Builder(_real.RealDataBuilder):
 
     def generate(self, manual_dir: Path):
         cfg = self.builder_config
-        paths = {f: _real.find_file(manual_dir, f, page=PAGE) for f in FILES}
+        paths = self.required_paths(manual_dir)
         main = paths["final_track2_train.txt"]
         cols = [Col(c) for c in COLUMNS if c != "creat_time"]
         act = {c.name: [] for c in cols}
@@ -165,13 +163,8 @@ class Builder(_real.RealDataBuilder):
             })
             return cols
 
-        step = _real.block_rows(schema)
-
-        def blocks(sel):
-            for s in range(0, len(sel), step):
-                yield encode(sel[s:s + step])
-
-        return schema, {name: blocks(rows[part == i]) for i, name in enumerate(("train", "valid", "test"))}
+        return schema, {name: _real.row_blocks(schema, encode, rows[part == i])
+                        for i, name in enumerate(("train", "valid", "test"))}
 
 
 _INT = r"-?\d+"

@@ -39,6 +39,7 @@ Preprocessing (every choice is a config field):
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -102,15 +103,14 @@ class Builder(_real.RealDataBuilder):
     def schema(self, sizes: dict | None = None) -> Schema:
         cfg = self.builder_config
         s = sizes or {}
+        cat = functools.partial(_real.categorical, sizes)
         return Schema([
-            Feature("user_id", "categorical", vocab_size=s.get("user_id", 1), description="userid"),
-            Feature("item_id", "categorical", vocab_size=s.get("item_id", 1), description="feedid"),
-            Feature("author_id", "categorical", vocab_size=s.get("author_id", 1), description="authorid"),
-            Feature("bgm_song_id", "categorical", vocab_size=s.get("bgm_song_id", 1),
-                    description="background music"),
-            Feature("bgm_singer_id", "categorical", vocab_size=s.get("bgm_singer_id", 1),
-                    description="background music singer"),
-            Feature("device", "categorical", vocab_size=s.get("device", 1), description="device type"),
+            cat("user_id", "userid"),
+            cat("item_id", "feedid"),
+            cat("author_id", "authorid"),
+            cat("bgm_song_id", "background music"),
+            cat("bgm_singer_id", "background music singer"),
+            cat("device", "device type"),
             Feature("feed_embedding", "vector", width=cfg.embedding_dims,
                     description="released multimodal feed embedding" +
                     ("" if cfg.embedding_dims == EMBEDDING_WIDTH else
@@ -126,7 +126,7 @@ class Builder(_real.RealDataBuilder):
             Feature("tags", "sequence", vocab_size=s.get("tag", 1), max_len=cfg.max_tags,
                     vocab="tag", description="manual tags, then machine tags by probability"),
             Feature("duration", "dense", description="videoplayseconds (video length, seconds)"),
-            Feature("day", "categorical", vocab_size=s.get("day", 1), description="date_ (day 1..14)"),
+            cat("day", "date_ (day 1..14)"),
             Feature("finish", "label", description="play >= videoplayseconds * 1000"),
             Feature("play_seconds", "label", description="play / 1000 (watch time, seconds)"),
             *(Feature(a, "label", description=f"the competition's {a} action") for a in ACTIONS),
@@ -136,7 +136,7 @@ class Builder(_real.RealDataBuilder):
         cfg = self.builder_config
         if cfg.embedding_dims < 1 or cfg.embedding_dims > EMBEDDING_WIDTH:
             raise DataError(f"embedding_dims must be in 1..{EMBEDDING_WIDTH}, got {cfg.embedding_dims}")
-        paths = {f: _real.find_file(manual_dir, f"wechat_algo_data1/{f}", page=PAGE) for f in FILES}
+        paths = {Path(f).name: p for f, p in self.required_paths(manual_dir).items()}
         act = _read_actions(paths["user_action.csv"])
         feeds = _read_feeds(paths["feed_info.csv"], cfg)
         sizes: dict[str, int] = {}
@@ -204,13 +204,8 @@ class Builder(_real.RealDataBuilder):
             cols.update({a: act[a][r].astype(np.float32) for a in ACTIONS})
             return cols
 
-        step = _real.block_rows(schema)
-
-        def blocks(sel):
-            for s in range(0, len(sel), step):
-                yield encode(sel[s:s + step])
-
-        return schema, {name: blocks(rows[part == i]) for i, name in enumerate(("train", "valid", "test"))}
+        return schema, {name: _real.row_blocks(schema, encode, rows[part == i])
+                        for i, name in enumerate(("train", "valid", "test"))}
 
 
 

@@ -1,13 +1,10 @@
-"""The shared machinery of the real-data builders (``datasets/_real.py``), and helpers the
-per-builder tests use: corrupted copies of dummy data, the CLI in a subprocess."""
+"""The shared machinery of the real-data builders (``datasets/_real/``), and helpers the
+per-builder tests use: corrupted copies of dummy data, the CLI run in this process."""
 
 from __future__ import annotations
 
 import gzip
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -100,12 +97,6 @@ def expect_data_error(name: str, manual: Path, data_dir: Path, *fragments: str) 
     return msg
 
 
-def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run([sys.executable, "-m", "tfdebias.cli", *args], capture_output=True,
-                          text=True, env=env, timeout=timeout, cwd=str(REPO))
-
-
 def cli_main(capsys, *args: str) -> tuple[int, str, str]:
     """``tfdebias ...`` in this process (no new TensorFlow import): ``(exit code, out, err)``."""
     from tfdebias.cli import main
@@ -140,12 +131,19 @@ def cli_prepare_dummy(capsys, name: str, data_dir: Path) -> str:
 
 
 def cli_rejects(name: str, manual: Path, data_dir: Path) -> str:
-    """``tfdebias datasets prepare NAME`` on bad raw files, in a subprocess: asserts exit 2,
+    """``tfdebias datasets prepare NAME`` on bad raw files, in this process: asserts exit 2,
     exactly one error line and no data set folder left behind; returns the error line."""
-    bad = run_cli("datasets", "prepare", name, "--manual-dir", str(manual),
-                  "--data-dir", str(data_dir))
-    assert bad.returncode == 2, bad.stderr[-2000:]
-    (line,) = error_lines(bad.stderr)
+    import contextlib
+    import io
+
+    from tfdebias.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(["datasets", "prepare", name, "--manual-dir", str(manual),
+                     "--data-dir", str(data_dir)])
+    assert code == 2, err.getvalue()[-2000:]
+    (line,) = error_lines(err.getvalue())
     assert not (data_dir / name.split("/")[0]).exists()
     return line
 
@@ -249,6 +247,24 @@ def test_write_split_shards_read_back(tmp_path):
     assert n == 50
     one = _real.write_split(builder, "valid", blocks, schema)  # small blocks share one shard
     assert one.shard_lengths == [50]
+
+
+def test_row_blocks_and_categorical():
+    """The builders' shared helpers: lazy blocks of block_rows rows over parallel arrays, and
+    categorical features sized by the data (1 before it is read)."""
+    schema = Schema([Feature("x", "categorical", vocab_size=3), Feature("y", "label")])
+    step = _real.block_rows(schema)
+    rows, cold = np.arange(2 * step + 5), np.arange(2 * step + 5) % 2
+    calls = []
+    gen = _real.row_blocks(schema, lambda r, c: calls.append((r.copy(), c.copy())) or len(r), rows, cold)
+    assert calls == []  # nothing is encoded before the writer asks
+    assert list(gen) == [step, step, 5]
+    np.testing.assert_array_equal(np.concatenate([r for r, _ in calls]), rows)
+    np.testing.assert_array_equal(np.concatenate([c for _, c in calls]), cold)
+    assert list(_real.row_blocks(schema, len, np.arange(0))) == []
+    assert _real.categorical(None, "x", "d").vocab_size == 1
+    f = _real.categorical({"x": 7}, "x", "d", vocab="t")
+    assert (f.role, f.vocab_size, f.vocab, f.description) == ("categorical", 7, "t", "d")
 
 
 # -- reading helpers ---------------------------------------------------------------------------

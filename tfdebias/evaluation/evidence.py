@@ -58,8 +58,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
-import time
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -653,28 +651,5 @@ def write_evidence(out_dir, records: Sequence[dict], *, title: str, metric: str,
 # -- progress ---------------------------------------------------------------------------
 
 
-class Progress:
-    """``[k/total] label  elapsed 1m05s, about 3m10s left`` lines for a long reproduce run."""
-
-    def __init__(self, total: int, stream=None):
-        self.total = max(int(total), 1)
-        self.done = 0
-        self.t0 = time.monotonic()
-        self.stream = stream or sys.stdout
-
-    @staticmethod
-    def _clock(s: float) -> str:
-        s = int(round(s))
-        return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
-
-    def step(self, label: str) -> None:
-        self.done += 1
-        el = time.monotonic() - self.t0
-        left = el / self.done * (self.total - self.done)
-        tail = f", about {self._clock(left)} left" if self.done < self.total else ""
-        print(f"[{self.done}/{self.total}] {label}  elapsed {self._clock(el)}{tail}",
-              file=self.stream, flush=True)
-
-
-__all__ = ["HOW_TO_READ", "MDE_Z", "Progress", "ROLES", "RowAUC", "RowMean", "analyse", "ctr_scores", "delong",
+__all__ = ["HOW_TO_READ", "MDE_Z", "ROLES", "RowAUC", "RowMean", "analyse", "ctr_scores", "delong",
            "row_auc", "row_mean", "snips_logloss", "summary_lines", "to_markdown", "write_evidence"]

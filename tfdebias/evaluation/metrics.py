@@ -37,12 +37,19 @@ Definitions, with ``rel_i`` the relevance at rank i (1-based) of the top ``k`` a
                    ideal order (binary relevance: the usual 1 / log2(i + 1) gain)
 ``mrr_at_k``       1 / rank of the first relevant item in the top-k, else 0
 ``hit_rate_at_k``  1 if any relevant item is in the top-k
+
+``map_at_k``       sum_i P@i rel_i / min(R, k)
 =================  ===============================================================
 
-In case 1 the means of recall, precision, nDCG and MRR are computed by ``keras_rs``
-metrics (``RecallAtK``, ``PrecisionAtK``, ``NDCG``, ``MeanReciprocalRank``) on
-tie-broken ranks; the numpy path (``per_query=True``, and cases 2 and 3) gives the same
-numbers and the tests hold both to a brute-force reference.
+Each metric has one implementation: the ranking is turned into a (queries, k) gain
+matrix once, and every metric is a vectorised reduction of it, so per-query values (the
+evidence tables' resampling units) and means come from the same code. The tests hold it
+to a brute-force reference and to ``keras_rs.metrics`` (``RecallAtK``, ``PrecisionAtK``,
+``NDCG``, ``MeanReciprocalRank``, ``MeanAveragePrecision``) on score matrices.
+
+For the sampled-candidates protocol the rank of the positive is often wanted per row
+(:func:`sampled_rank`); :func:`ndcg_at_rank` and :func:`hit_at_rank` turn such ranks
+into per-row NDCG@k and HR@k.
 
 Example:
 
@@ -64,9 +71,6 @@ import numpy as np
 from tfdebias.errors import UsageError
 
 TIES = ("pessimistic", "optimistic", "first")
-
-# Rows x columns fed to a keras_rs metric per update (bounds its temporary memory).
-_CHUNK_ELEMENTS = 1 << 22
 
 
 # -- classification -----------------------------------------------------------------
@@ -246,50 +250,10 @@ def _discounts(k):
     return 1.0 / np.log2(np.arange(2, k + 2, dtype=np.float64))
 
 
-# -- ranking: keras_rs path (score matrix, mean) --------------------------------------------
-def _keras_rs_mean(metric_name, y_true, y_score, k, ties):
-    import keras_rs
-
-    rel = np.asarray(y_true, dtype=np.float64)
-    s = np.asarray(y_score, dtype=np.float64)
-    if rel.ndim != 2 or rel.shape != s.shape:
-        raise UsageError(
-            f"y_true and y_score must both be (queries, candidates); got {rel.shape} and {s.shape}"
-        )
-    keep = (rel > 0).any(axis=1)
-    if not keep.any():
-        return float("nan")
-    rel, s = rel[keep], s[keep]
-    # Distinct scores that encode the tie-broken order, so keras_rs cannot reshuffle ties.
-    order = tie_broken_order(s, rel, ties)
-    rank = np.empty_like(order)
-    np.put_along_axis(rank, order, np.arange(order.shape[1])[None, :], axis=1)
-    scores = -rank.astype(np.float32)
-    labels = rel if metric_name == "ndcg" else (rel > 0).astype(np.float64)
-    metric = {
-        "recall": keras_rs.metrics.RecallAtK,
-        "precision": keras_rs.metrics.PrecisionAtK,
-        "ndcg": keras_rs.metrics.NDCG,
-        "mrr": keras_rs.metrics.MeanReciprocalRank,
-    }[metric_name](k=k, shuffle_ties=False)
-    rows = max(1, _CHUNK_ELEMENTS // max(1, rel.shape[1]))
-    for start in range(0, rel.shape[0], rows):
-        metric.update_state(
-            labels[start:start + rows].astype(np.float32), scores[start:start + rows]
-        )
-    return float(metric.result())
-
-
-def _use_keras_rs(y_true, y_score, top_ids, per_query):
-    return not per_query and top_ids is None and y_true is not None and y_score is not None
-
-
 # -- ranking metrics ------------------------------------------------------------------
 def recall_at_k(y_true, y_score=None, k: int = 10, *, top_ids=None,
                 ties: str = "pessimistic", per_query: bool = False):
     """#relevant in the top-k / #relevant. See the module doc for the input forms."""
-    if _use_keras_rs(y_true, y_score, top_ids, per_query):
-        return _keras_rs_mean("recall", y_true, y_score, _check_k(k), ties)
     gains, n_rel, _, _ = _ranked(y_true, y_score, k, top_ids, ties)
     hits = (gains > 0).sum(axis=1)
     return _finish(hits / np.maximum(n_rel, 1), n_rel, per_query)
@@ -298,8 +262,6 @@ def recall_at_k(y_true, y_score=None, k: int = 10, *, top_ids=None,
 def precision_at_k(y_true, y_score=None, k: int = 10, *, top_ids=None,
                    ties: str = "pessimistic", per_query: bool = False):
     """#relevant in the top-k / min(k, #candidates)."""
-    if _use_keras_rs(y_true, y_score, top_ids, per_query):
-        return _keras_rs_mean("precision", y_true, y_score, _check_k(k), ties)
     gains, n_rel, _, k_eff = _ranked(y_true, y_score, k, top_ids, ties)
     return _finish((gains > 0).sum(axis=1) / k_eff, n_rel, per_query)
 
@@ -323,8 +285,6 @@ def f1_at_k(y_true, y_score=None, k: int = 10, *, top_ids=None, ties: str = "pes
 def ndcg_at_k(y_true, y_score=None, k: int = 10, *, top_ids=None,
               ties: str = "pessimistic", per_query: bool = False):
     """Normalised DCG with gain ``2^rel - 1`` and discount ``1 / log2(rank + 1)``."""
-    if _use_keras_rs(y_true, y_score, top_ids, per_query):
-        return _keras_rs_mean("ndcg", y_true, y_score, _check_k(k), ties)
     gains, n_rel, ideal, k_eff = _ranked(y_true, y_score, k, top_ids, ties)
     disc = _discounts(k_eff)
     dcg = ((2.0 ** gains - 1.0) * disc).sum(axis=1)
@@ -335,8 +295,6 @@ def ndcg_at_k(y_true, y_score=None, k: int = 10, *, top_ids=None,
 def mrr_at_k(y_true, y_score=None, k: int = 10, *, top_ids=None,
              ties: str = "pessimistic", per_query: bool = False):
     """1 / rank of the first relevant item within the top-k (0 if none)."""
-    if _use_keras_rs(y_true, y_score, top_ids, per_query):
-        return _keras_rs_mean("mrr", y_true, y_score, _check_k(k), ties)
     gains, n_rel, _, k_eff = _ranked(y_true, y_score, k, top_ids, ties)
     rr = ((gains > 0) / np.arange(1, k_eff + 1)[None, :]).max(axis=1, initial=0.0)
     return _finish(rr, n_rel, per_query)
@@ -351,13 +309,38 @@ def hit_rate_at_k(y_true, y_score=None, k: int = 10, *, top_ids=None,
     return _finish((gains > 0).any(axis=1).astype(np.float64), n_rel, per_query)
 
 
+def map_at_k(y_true, y_score=None, k: int = 10, *, top_ids=None,
+             ties: str = "pessimistic", per_query: bool = False):
+    """Average precision in the top-k: ``sum_i P@i rel_i / min(R, k)`` (binary relevance)."""
+    gains, n_rel, _, k_eff = _ranked(y_true, y_score, k, top_ids, ties)
+    hits = (gains > 0).astype(np.float64)
+    precision = np.cumsum(hits, axis=1) / np.arange(1, k_eff + 1)[None, :]
+    ap = (precision * hits).sum(axis=1) / np.maximum(np.minimum(n_rel, k_eff), 1)
+    return _finish(ap, n_rel, per_query)
+
+
+def ndcg_at_rank(rank, k: int = 10) -> np.ndarray:
+    """Per-row NDCG@k of one relevant item at 0-based ``rank`` (e.g. from
+    :func:`sampled_rank`): ``1 / log2(rank + 2)`` inside the top-k, else 0."""
+    rank = np.asarray(rank, dtype=np.float64)
+    return np.where(rank < _check_k(k), 1.0 / np.log2(rank + 2.0), 0.0)
+
+
+def hit_at_rank(rank, k: int = 10) -> np.ndarray:
+    """Per-row HR@k of one relevant item at 0-based ``rank``: 1 inside the top-k, else 0."""
+    return (np.asarray(rank) < _check_k(k)).astype(np.float64)
+
+
 __all__ = [
     "TIES",
     "auc",
     "f1_at_k",
+    "hit_at_rank",
     "hit_rate_at_k",
     "logloss",
+    "map_at_k",
     "mrr_at_k",
+    "ndcg_at_rank",
     "ndcg_at_k",
     "precision_at_k",
     "recall_at_k",

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 
-def _plt():
+def pyplot():
+    """``matplotlib.pyplot`` on the file-only Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -42,7 +43,7 @@ def plot_learning_curves(history_csv: str | os.PathLike, out_png: str | os.PathL
         return
     h = read_history(history_csv)
     metrics = [k for k in h if k != "epoch" and not k.startswith("val_") and k != "learning_rate"]
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.2), squeeze=False)
     epochs = np.array(h["epoch"]) + 1
     for ax, k in zip(axes[0], metrics):
@@ -74,7 +75,7 @@ def calibration_by_propensity(pred, label, propensity, n_buckets: int = 10):
 
 def plot_calibration(curves: dict[str, tuple], out_png, title="Calibration by true propensity"):
     """``curves``: split name → (propensity, prediction, click rate) per bucket."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for i, (split, (p, pred, rate)) in enumerate(curves.items()):
         c = f"C{i}"
@@ -94,7 +95,7 @@ def plot_calibration(curves: dict[str, tuple], out_png, title="Calibration by tr
 def plot_run_calibration(model, splits: dict, schema, out_png) -> bool:
     """Calibration plot for a run when the data carries true propensities."""
     from tfdebias.evaluation.protocols import scored_splits
-    from tfdebias.training.engine import predict
+    from tfdebias.models import predict
 
     exp = schema.exposure
     if exp is None:

@@ -12,6 +12,7 @@ from typing import Callable
 
 import numpy as np
 
+from tfdebias import plugins
 from tfdebias.errors import UsageError
 
 PROTOCOLS: dict[str, Callable] = {}
@@ -27,7 +28,7 @@ def register(name: str):
 
 def get(name: str) -> Callable:
     if name not in PROTOCOLS:
-        import tfdebias.methods  # noqa: F401  (methods register their protocols)
+        plugins.load()  # method packages register their protocols
     if name not in PROTOCOLS:
         raise UsageError(f"unknown evaluation protocol {name!r}; expected one of {sorted(PROTOCOLS)}")
     return PROTOCOLS[name]
@@ -50,7 +51,7 @@ def ctr_protocol(model, splits: dict, schema, config=None, *, batch_size: int = 
     so the gap between them is the bias the method removes.
     """
     from tfdebias.evaluation import metrics as m
-    from tfdebias.training.engine import predict
+    from tfdebias.models import predict
 
     label = schema.label.name
     out: dict[str, float] = {}

@@ -15,14 +15,13 @@ import datetime as _dt
 import math
 import os
 import sys
-import tempfile
 import textwrap
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 
-from tfdebias.training.run_dir import write_json
+from tfdebias.atomic import write_json, write_with
 
 
 def summarize(records: Iterable[dict]) -> list[dict]:
@@ -86,10 +85,9 @@ def to_markdown(rows: Sequence[dict], metrics: Sequence[str] | None = None, *,
 def plot_rows(rows: Sequence[dict], metric: str, path: str | os.PathLike, title: str = "") -> None:
     """A horizontal bar chart of ``metric``: 95% CIs as error bars where rows carry
     ``ci95`` (evidence tables), else ±std."""
-    import matplotlib
+    from tfdebias.evaluation.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     shown = [r for r in rows if r["mean"].get(metric) is not None]
     names = [r["name"] for r in shown]
@@ -129,18 +127,6 @@ def plot_rows(rows: Sequence[dict], metric: str, path: str | os.PathLike, title:
     plt.close(fig)
 
 
-def _replace_file(path: Path, write) -> None:
-    """Write ``path`` through a temporary sibling and rename it into place (atomic)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_results(out_dir: str | os.PathLike, records: Sequence[dict], *, title: str,
                   metrics: Sequence[str] | None = None, plot_metric: str | None = None,
                   bold_best: dict[str, str] | None = None, notes: str = "",
@@ -164,10 +150,10 @@ def write_results(out_dir: str | os.PathLike, records: Sequence[dict], *, title:
     md = [f"# {title}", "", f"Produced by `{command}`.", "",
           table_md if table_md is not None else to_markdown(rows, metrics, bold_best=bold_best)]
     if plot_metric:
-        _replace_file(out / "results.png", lambda p: plot_rows(rows, plot_metric, p, title=title))
+        write_with(out / "results.png", lambda p: plot_rows(rows, plot_metric, p, title=title))
         md += ["", f"![{plot_metric}](results.png)"]
     if notes:
         md += ["", notes.strip()]
-    _replace_file(out / "results.md", lambda p: p.write_text("\n".join(md) + "\n"))
+    write_with(out / "results.md", lambda p: p.write_text("\n".join(md) + "\n"))
     write_json(out / "results.json", payload)  # atomic too
     return out

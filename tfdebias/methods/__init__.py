@@ -29,6 +29,8 @@ class Reproducer:
     add_arguments: Callable = lambda parser: None
     default_data: str | None = None
     default_seeds: int = 5
+    #: the paper's hyper-parameter grid for ``tfdebias tune NAME`` (see tfdebias.tuning.spaces)
+    search_space: dict | None = None
 
 
 REPRODUCERS: dict[str, Reproducer] = {}

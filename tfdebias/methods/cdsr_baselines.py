@@ -1,6 +1,6 @@
 """Cross-domain baselines of AMID's Tables 1-2: Pi-Net, C2DSR (CDSR) and STAR (multi-domain).
 
-Each is a :class:`~tfdebias.models._sequential.SequentialBackbone` (same embedding,
+Each is a :class:`~tfdebias.models.sequential.SequentialBackbone` (same embedding,
 encoders, Eq. (7)-style head, training pairs and ranking interface as the backbones),
 so the ranking protocol and ``fit_amid`` treat them alike. They are compact
 re-implementations of each paper's *core* idea, sized for the simulator, not line-by-line
@@ -29,7 +29,7 @@ import keras
 import tensorflow as tf
 
 from tfdebias.models import register
-from tfdebias.models._sequential import TransformerBlock, attention_mask, masked_mean
+from tfdebias.models.sequential import TransformerBlock, attention_mask, masked_mean
 from tfdebias.models.gru4rec import GRU4Rec
 from tfdebias.models.sasrec import SASRec
 

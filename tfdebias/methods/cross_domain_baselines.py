@@ -43,7 +43,7 @@ from keras import ops
 from tfdebias.errors import SchemaError
 from tfdebias.layers.attention_pooling import AttentionPooling
 from tfdebias.layers.mlp import MLP
-from tfdebias.methods.dadin import InterestAttention, _names
+from tfdebias.methods.dadin import InterestAttention, field_names
 from tfdebias.models import register
 from tfdebias.models.base import Backbone
 
@@ -59,8 +59,8 @@ class _CrossDomain(Backbone):
                  embedding_l2=0.0, **kwargs):
         super().__init__(schema, embedding_dim, embedding_l2, **kwargs)
         sch = self.schema
-        self.user_features = _names(sch, user_features, "user", "user_features")
-        self.item_features = _names(sch, item_features, "item", "item_features")
+        self.user_features = field_names(sch, user_features, "user", "user_features")
+        self.item_features = field_names(sch, item_features, "item", "item_features")
         self.histories = list(histories) if histories is not None else sch.names("sequence")
         if domain_feature is None:
             doms = sch.by_role("domain")

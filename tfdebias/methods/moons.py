@@ -27,6 +27,8 @@ import functools
 
 import numpy as np
 
+from tfdebias.commands import positive_int
+
 #: rotation of the target domain (degrees), the paper's 35
 ROTATION = 35.0
 
@@ -205,10 +207,9 @@ def run_toy(seed: int, steps: int) -> tuple[list[dict], dict]:
 
 def plot_toy(fig: dict, path) -> None:
     """Fig. 4 (decision boundaries on the target) and Fig. 6 (PCA of h_spec vs h_DA)."""
-    import matplotlib
+    from tfdebias.evaluation.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     data = fig["data"]
     x, y, d = data["x"], data["y"], data["domain"]
@@ -280,7 +281,7 @@ def reproduce_toy(args) -> str:
 
 
 def _toy_arguments(parser):
-    parser.add_argument("--steps", type=int, default=None, help="full-batch training steps")
+    parser.add_argument("--steps", type=positive_int, default=None, help="full-batch training steps")
 
 
 def _register():

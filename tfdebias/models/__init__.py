@@ -8,11 +8,13 @@ True
 Every model is a :class:`~tfdebias.models.base.Backbone`: ``call(features)`` returns
 probabilities (B, 1), ``logits(features)`` (B,), ``representation(features)`` (B, h).
 A new model registers itself with ``@register("name")``; every module of this package
-is imported on first use, and method models register from ``tfdebias.methods``.
+is imported on first use; method models register when :mod:`tfdebias.plugins` loads
+the method packages.
 """
 
 from __future__ import annotations
 
+from tfdebias import plugins
 from tfdebias.errors import UsageError
 
 #: name -> Backbone subclass
@@ -46,7 +48,7 @@ def get(name: str) -> type:
     """The class registered as ``name``; :class:`UsageError` naming the choices if none."""
     key = _normalise(name)
     if key not in MODELS:
-        import tfdebias.methods  # noqa: F401  (method modules register their models)
+        plugins.load()  # method packages register their models
     if key not in MODELS:
         raise UsageError(f"unknown model {name!r}; available models: {', '.join(available())}")
     return MODELS[key]
@@ -66,14 +68,16 @@ def build(name: str, schema, **kwargs):
             raise
         import inspect
 
-        params = [
-            p for p in inspect.signature(cls.__init__).parameters
+        params = list(dict.fromkeys(
+            p for c in cls.__mro__ if "__init__" in vars(c) and c.__module__.startswith("tfdebias")
+            for p in inspect.signature(c.__init__).parameters
             if p not in ("self", "schema", "kwargs")
-        ]
+        ))
         raise UsageError(f"model {cls.model_name!r}: {e}; it takes {params}") from None
 
 
 from tfdebias.models.base import Backbone, split_sides  # noqa: E402
+from tfdebias.models.predict import predict, serving_specs  # noqa: E402
 
 
 def _import_all():
@@ -82,10 +86,10 @@ def _import_all():
     import pkgutil
 
     for m in pkgutil.iter_modules(__path__):
-        if m.name not in ("base",) and not m.name.startswith("_"):
+        if m.name not in ("base", "predict") and not m.name.startswith("_"):
             importlib.import_module(f"{__name__}.{m.name}")
 
 
 _import_all()
 
-__all__ = ["MODELS", "Backbone", "available", "build", "get", "register", "split_sides"]
+__all__ = ["MODELS", "Backbone", "available", "build", "get", "predict", "register", "serving_specs", "split_sides"]

@@ -157,6 +157,36 @@ class Backbone(keras.Model):
         return ops.sigmoid(logits)[:, None]
 
 
+class DeepBackbone(Backbone):
+    """A backbone with a deep part: the MLP options every such model takes, in one place.
+
+    Args:
+      schema, embedding_dim, embedding_l2: see :class:`Backbone`.
+      hidden_units: MLP widths.
+      activation, dropout, batch_norm, dnn_l2: MLP options (see :class:`~tfdebias.layers.MLP`;
+        ``dnn_l2`` is its ``l2``).
+
+    Subclasses build their MLPs with :meth:`deep_network` and read the options from
+    ``self.mlp_options``.
+    """
+
+    def __init__(self, schema, embedding_dim: int = 16, hidden_units: Sequence[int] = (256, 128),
+                 activation: str = "relu", dropout: float = 0.0, batch_norm: bool = False,
+                 dnn_l2: float = 0.0, embedding_l2: float = 0.0, **kwargs):
+        super().__init__(schema, embedding_dim, embedding_l2, **kwargs)
+        #: the :class:`~tfdebias.layers.MLP` arguments of this model's deep part
+        self.mlp_options = dict(hidden_units=[int(u) for u in hidden_units], activation=activation,
+                                dropout=float(dropout), batch_norm=bool(batch_norm), l2=float(dnn_l2))
+        self.remember(hidden_units=self.mlp_options["hidden_units"], activation=activation,
+                      dropout=float(dropout), batch_norm=bool(batch_norm), dnn_l2=float(dnn_l2))
+
+    def deep_network(self, name: str = "dnn", **overrides):
+        """An :class:`~tfdebias.layers.MLP` with this model's options (``overrides`` win)."""
+        from tfdebias.layers.mlp import MLP
+
+        return MLP(**{**self.mlp_options, **overrides}, name=name)
+
+
 def build_on_first_call(self, input_shape=None):
     """A ``build`` for a model whose first call builds its sub-layers (some through
     helpers such as ``amid.build_amid`` or ``LabelGenerator.build_all``, since one call

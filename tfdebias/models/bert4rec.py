@@ -3,7 +3,7 @@
 The sequential information encoder ``F`` of AMID Sec. 3.3 realised as ``num_blocks``
 transformer blocks **without** the causal mask: every real position attends to every
 real position (padding hidden by the key mask,
-:func:`~tfdebias.models._sequential.attention_mask` with ``causal=False``).
+:func:`~tfdebias.models.sequential.attention_mask` with ``causal=False``).
 
 As in BERT4Rec's next-item inference, the history is shifted left by one and the
 [MASK] token (id ``n_items``, one row past the vocabulary) is appended at the most

@@ -15,20 +15,17 @@ parallel on the same ``x_0`` (the "stacked" variant of V2 is not built).
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import keras
 from keras import ops
 
 from tfdebias.layers.cross_network import CrossNetwork
-from tfdebias.layers.mlp import MLP
 from tfdebias.models import register
-from tfdebias.models.base import Backbone
+from tfdebias.models.base import DeepBackbone
 
 
 @register("dcn")
 @keras.saving.register_keras_serializable(package="tfdebias")
-class DeepCrossNetwork(Backbone):
+class DeepCrossNetwork(DeepBackbone):
     """Cross network in parallel with a deep network, combined by one dense layer.
 
     Args:
@@ -43,27 +40,18 @@ class DeepCrossNetwork(Backbone):
     def __init__(
         self,
         schema,
-        embedding_dim: int = 16,
         num_cross_layers: int = 3,
         projection_dim: int | None = None,
-        hidden_units: Sequence[int] = (256, 128),
-        activation: str = "relu",
-        dropout: float = 0.0,
-        batch_norm: bool = False,
-        dnn_l2: float = 0.0,
-        embedding_l2: float = 0.0,
         **kwargs,
     ):
-        super().__init__(schema, embedding_dim, embedding_l2, **kwargs)
+        super().__init__(schema, **kwargs)
         self.remember(
             num_cross_layers=int(num_cross_layers),
             projection_dim=None if projection_dim is None else int(projection_dim),
-            hidden_units=[int(u) for u in hidden_units], activation=activation,
-            dropout=float(dropout), batch_norm=bool(batch_norm), dnn_l2=float(dnn_l2),
         )
         self.embed = self.feature_embedding(name="embed")
-        self.cross = CrossNetwork(num_cross_layers, projection_dim, l2=dnn_l2, name="cross")
-        self.dnn = MLP(hidden_units, activation, dropout, batch_norm, dnn_l2, name="dnn")
+        self.cross = CrossNetwork(num_cross_layers, projection_dim, l2=self.mlp_options["l2"], name="cross")
+        self.dnn = self.deep_network("dnn")
         self.head = keras.layers.Dense(1, name="head")
 
     def forward(self, features, training=False):

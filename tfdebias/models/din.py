@@ -22,14 +22,13 @@ import keras
 from keras import ops
 
 from tfdebias.layers.attention_pooling import AttentionPooling
-from tfdebias.layers.mlp import MLP
 from tfdebias.models import register
-from tfdebias.models.base import Backbone
+from tfdebias.models.base import DeepBackbone
 
 
 @register("din")
 @keras.saving.register_keras_serializable(package="tfdebias")
-class DIN(Backbone):
+class DIN(DeepBackbone):
     """DIN: attention pooling of each behaviour sequence against the candidate, then an MLP.
 
     Args:
@@ -48,22 +47,13 @@ class DIN(Backbone):
     def __init__(
         self,
         schema,
-        embedding_dim: int = 16,
-        hidden_units: Sequence[int] = (256, 128),
-        activation: str = "relu",
-        dropout: float = 0.0,
-        batch_norm: bool = False,
-        dnn_l2: float = 0.0,
         attention_units: Sequence[int] = (80, 40),
         attention_activation: str = "sigmoid",
         attention_normalize: bool = False,
-        embedding_l2: float = 0.0,
         **kwargs,
     ):
-        super().__init__(schema, embedding_dim, embedding_l2, **kwargs)
+        super().__init__(schema, **kwargs)
         self.remember(
-            hidden_units=[int(u) for u in hidden_units], activation=activation,
-            dropout=float(dropout), batch_norm=bool(batch_norm), dnn_l2=float(dnn_l2),
             attention_units=[int(u) for u in attention_units],
             attention_activation=attention_activation,
             attention_normalize=bool(attention_normalize),
@@ -81,7 +71,7 @@ class DIN(Backbone):
                                 normalize=attention_normalize, name=f"attention_{s}")
             for s in self.sequence_names if self.queries[s] is not None
         }
-        self.dnn = MLP(hidden_units, activation, dropout, batch_norm, dnn_l2, name="dnn")
+        self.dnn = self.deep_network("dnn")
         self.head = keras.layers.Dense(1, name="head")
 
     def interests(self, features, training=False):

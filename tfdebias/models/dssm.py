@@ -29,14 +29,13 @@ import keras
 import keras_rs
 from keras import ops
 
-from tfdebias.layers.mlp import MLP
 from tfdebias.models import register
-from tfdebias.models.base import Backbone, split_sides
+from tfdebias.models.base import DeepBackbone, split_sides
 
 
 @register("dssm")
 @keras.saving.register_keras_serializable(package="tfdebias")
-class DSSM(Backbone):
+class DSSM(DeepBackbone):
     """Two towers, cosine similarity times a temperature, plus a bias.
 
     Args:
@@ -53,25 +52,16 @@ class DSSM(Backbone):
     def __init__(
         self,
         schema,
-        embedding_dim: int = 16,
-        hidden_units: Sequence[int] = (256, 128),
-        activation: str = "relu",
-        dropout: float = 0.0,
-        batch_norm: bool = False,
-        dnn_l2: float = 0.0,
         temperature: float = 5.0,
         use_bias: bool = True,
         user_features: Sequence[str] | None = None,
         item_features: Sequence[str] | None = None,
-        embedding_l2: float = 0.0,
         **kwargs,
     ):
-        super().__init__(schema, embedding_dim, embedding_l2, **kwargs)
-        if not hidden_units:
+        super().__init__(schema, **kwargs)
+        if not self.mlp_options["hidden_units"]:
             raise ValueError("DSSM needs at least one tower layer (hidden_units)")
         self.remember(
-            hidden_units=[int(u) for u in hidden_units], activation=activation,
-            dropout=float(dropout), batch_norm=bool(batch_norm), dnn_l2=float(dnn_l2),
             temperature=float(temperature), use_bias=bool(use_bias),
             user_features=None if user_features is None else list(user_features),
             item_features=None if item_features is None else list(item_features),
@@ -79,12 +69,8 @@ class DSSM(Backbone):
         self.temperature = float(temperature)
         self.user_names, self.item_names = split_sides(self.schema, user_features, item_features)
         self.embed = self.feature_embedding(include=self.user_names + self.item_names, name="embed")
-        tower = dict(
-            hidden_units=hidden_units, activation=activation, dropout=dropout,
-            batch_norm=batch_norm, l2=dnn_l2, output_activation="linear",
-        )
-        self.user_mlp = MLP(name="user_mlp", **tower)
-        self.item_mlp = MLP(name="item_mlp", **tower)
+        self.user_mlp = self.deep_network("user_mlp", output_activation="linear")
+        self.item_mlp = self.deep_network("item_mlp", output_activation="linear")
         self.bias = None
         if use_bias:
             self.bias = self.add_weight(name="bias", shape=(), initializer="zeros")

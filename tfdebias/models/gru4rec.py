@@ -4,7 +4,7 @@ The sequential information encoder ``F`` of AMID Sec. 3.3 realised as a GRU: pad
 positions are masked (Keras skips them and carries the state), so a left-padded
 history starts from the zero state at its first real item. ``h_t`` is the GRU output
 after item ``t``; the user is ``Mean`` of the outputs over real positions and the score
-is Eq. (7) of AMID (see :mod:`tfdebias.models._sequential`). Used alone it is the
+is Eq. (7) of AMID (see :mod:`tfdebias.models.sequential`). Used alone it is the
 single-domain baseline (the target domain's history only).
 
 >>> model = build("gru4rec", schema, embedding_dim=32)    # doctest: +SKIP
@@ -15,7 +15,7 @@ from __future__ import annotations
 import keras
 
 from tfdebias.models import register
-from tfdebias.models._sequential import SequentialBackbone
+from tfdebias.models.sequential import SequentialBackbone
 
 
 @keras.saving.register_keras_serializable(package="tfdebias")

@@ -5,19 +5,16 @@
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import keras
 from keras import ops
 
-from tfdebias.layers.mlp import MLP
 from tfdebias.models import register
-from tfdebias.models.base import Backbone
+from tfdebias.models.base import DeepBackbone
 
 
 @register("mlp")
 @keras.saving.register_keras_serializable(package="tfdebias")
-class DeepNetwork(Backbone):
+class DeepNetwork(DeepBackbone):
     """Embedding + MLP.
 
     Args:
@@ -35,22 +32,13 @@ class DeepNetwork(Backbone):
     def __init__(
         self,
         schema,
-        embedding_dim: int = 16,
-        hidden_units: Sequence[int] = (256, 128),
-        activation: str = "relu",
-        dropout: float = 0.0,
-        batch_norm: bool = False,
-        dnn_l2: float = 0.0,
-        embedding_l2: float = 0.0,
         **kwargs,
     ):
-        super().__init__(schema, embedding_dim, embedding_l2, **kwargs)
+        super().__init__(schema, **kwargs)
         self.remember(
-            hidden_units=[int(u) for u in hidden_units], activation=activation,
-            dropout=float(dropout), batch_norm=bool(batch_norm), dnn_l2=float(dnn_l2),
         )
         self.embed = self.feature_embedding(name="embed", first_order=self.first_order_ids)
-        self.dnn = MLP(hidden_units, activation, dropout, batch_norm, dnn_l2, name="dnn")
+        self.dnn = self.deep_network("dnn")
         self.head = keras.layers.Dense(1, name="head")
 
     def forward(self, features, training=False):

@@ -29,14 +29,13 @@ from typing import Sequence
 import keras
 from keras import ops
 
-from tfdebias.layers.mlp import MLP
 from tfdebias.models import register
-from tfdebias.models.base import Backbone, split_sides
+from tfdebias.models.base import DeepBackbone, split_sides
 
 
 @register("ncf")
 @keras.saving.register_keras_serializable(package="tfdebias")
-class NeuMF(Backbone):
+class NeuMF(DeepBackbone):
     """GMF and MLP over user-side and item-side features, fused by one output layer.
 
     Args:
@@ -50,21 +49,12 @@ class NeuMF(Backbone):
     def __init__(
         self,
         schema,
-        embedding_dim: int = 16,
-        hidden_units: Sequence[int] = (256, 128),
-        activation: str = "relu",
-        dropout: float = 0.0,
-        batch_norm: bool = False,
-        dnn_l2: float = 0.0,
         user_features: Sequence[str] | None = None,
         item_features: Sequence[str] | None = None,
-        embedding_l2: float = 0.0,
         **kwargs,
     ):
-        super().__init__(schema, embedding_dim, embedding_l2, **kwargs)
+        super().__init__(schema, **kwargs)
         self.remember(
-            hidden_units=[int(u) for u in hidden_units], activation=activation,
-            dropout=float(dropout), batch_norm=bool(batch_norm), dnn_l2=float(dnn_l2),
             user_features=None if user_features is None else list(user_features),
             item_features=None if item_features is None else list(item_features),
         )
@@ -80,7 +70,7 @@ class NeuMF(Backbone):
                     self.embedding_dim, use_bias=False, name=f"gmf_{side}_dense"
                 )
                 self.gmf_dense[side] = proj
-        self.dnn = MLP(hidden_units, activation, dropout, batch_norm, dnn_l2, name="dnn")
+        self.dnn = self.deep_network("dnn")
         self.head = keras.layers.Dense(1, name="head")
 
     def _gmf_side(self, features, side, names):

@@ -14,20 +14,17 @@ only (as in DeepCTR). The paper's dropout on the bi-interaction vector is ``bi_d
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import keras
 from keras import ops
 
 from tfdebias.layers.bi_interaction import BiInteraction
-from tfdebias.layers.mlp import MLP
 from tfdebias.models import register
-from tfdebias.models.base import Backbone
+from tfdebias.models.base import DeepBackbone
 
 
 @register("nfm")
 @keras.saving.register_keras_serializable(package="tfdebias")
-class NFM(Backbone):
+class NFM(DeepBackbone):
     """NFM: linear part + MLP over bi-interaction pooling.
 
     Args:
@@ -45,27 +42,16 @@ class NFM(Backbone):
     def __init__(
         self,
         schema,
-        embedding_dim: int = 16,
-        hidden_units: Sequence[int] = (256, 128),
-        activation: str = "relu",
-        dropout: float = 0.0,
         bi_dropout: float = 0.0,
-        batch_norm: bool = False,
-        dnn_l2: float = 0.0,
-        embedding_l2: float = 0.0,
         **kwargs,
     ):
-        super().__init__(schema, embedding_dim, embedding_l2, **kwargs)
-        self.remember(
-            hidden_units=[int(u) for u in hidden_units], activation=activation,
-            dropout=float(dropout), bi_dropout=float(bi_dropout), batch_norm=bool(batch_norm),
-            dnn_l2=float(dnn_l2),
-        )
+        super().__init__(schema, **kwargs)
+        self.remember(bi_dropout=float(bi_dropout))
         self.embed = self.feature_embedding(name="embed", first_order=True)
         self.linear = self.shared_linear(self.embed)
         self.interaction = BiInteraction(name="bi_interaction")
         self.bi_drop = keras.layers.Dropout(float(bi_dropout), name="bi_dropout")
-        self.dnn = MLP(hidden_units, activation, dropout, batch_norm, dnn_l2, name="dnn")
+        self.dnn = self.deep_network("dnn")
         self.head = keras.layers.Dense(1, use_bias=False, name="head")
 
     def forward(self, features, training=False):

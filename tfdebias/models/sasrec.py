@@ -2,7 +2,7 @@
 
 The sequential information encoder ``F`` of AMID Sec. 3.3 realised as ``num_blocks``
 pre-LN transformer blocks with a learned position embedding. The attention mask
-(:func:`~tfdebias.models._sequential.attention_mask`, ``causal=True``) lets position
+(:func:`~tfdebias.models.sequential.attention_mask`, ``causal=True``) lets position
 ``t`` attend only to real (non-padding) items at positions ``<= t``, so no output sees
 a later item or a pad vector. The user is ``Mean`` of the outputs over real positions
 and the score is Eq. (7) of AMID. Used alone it is the single-domain baseline.
@@ -15,7 +15,7 @@ from __future__ import annotations
 import keras
 
 from tfdebias.models import register
-from tfdebias.models._sequential import (SequentialBackbone, TransformerBlock, attention_mask,
+from tfdebias.models.sequential import (SequentialBackbone, TransformerBlock, attention_mask,
                                          check_heads)
 
 

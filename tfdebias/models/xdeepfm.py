@@ -21,9 +21,8 @@ from typing import Sequence
 import keras
 from keras import ops
 
-from tfdebias.layers.mlp import MLP
 from tfdebias.models import register
-from tfdebias.models.base import Backbone
+from tfdebias.models.base import DeepBackbone
 
 
 @keras.saving.register_keras_serializable(package="tfdebias")
@@ -90,7 +89,7 @@ class CompressedInteraction(keras.layers.Layer):
 
 @register("xdeepfm")
 @keras.saving.register_keras_serializable(package="tfdebias")
-class XDeepFM(Backbone):
+class XDeepFM(DeepBackbone):
     """xDeepFM: linear + CIN + DNN over shared field embeddings (Eq. (9)).
 
     Args:
@@ -105,27 +104,18 @@ class XDeepFM(Backbone):
     def __init__(
         self,
         schema,
-        embedding_dim: int = 16,
         cin_layer_sizes: Sequence[int] = (128, 128),
         cin_split_half: bool = True,
-        hidden_units: Sequence[int] = (256, 128),
-        activation: str = "relu",
-        dropout: float = 0.0,
-        batch_norm: bool = False,
-        dnn_l2: float = 0.0,
-        embedding_l2: float = 0.0,
         **kwargs,
     ):
-        super().__init__(schema, embedding_dim, embedding_l2, **kwargs)
+        super().__init__(schema, **kwargs)
         self.remember(
             cin_layer_sizes=[int(u) for u in cin_layer_sizes], cin_split_half=bool(cin_split_half),
-            hidden_units=[int(u) for u in hidden_units], activation=activation,
-            dropout=float(dropout), batch_norm=bool(batch_norm), dnn_l2=float(dnn_l2),
         )
         self.embed = self.feature_embedding(name="embed", first_order=True)
         self.linear = self.shared_linear(self.embed)
         self.cin = CompressedInteraction(cin_layer_sizes, cin_split_half, name="cin")
-        self.dnn = MLP(hidden_units, activation, dropout, batch_norm, dnn_l2, name="dnn")
+        self.dnn = self.deep_network("dnn")
         self.cin_head = keras.layers.Dense(1, use_bias=False, name="cin_head")
         self.dnn_head = keras.layers.Dense(1, name="dnn_head")
 

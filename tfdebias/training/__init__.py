@@ -8,9 +8,8 @@ from tfdebias.training.engine import (  # noqa: F401
     evaluate_run,
     fit,
     load_run,
-    predict,
     train,
 )
-from tfdebias.training.run_dir import RunDir, read_json, write_json  # noqa: F401
+from tfdebias.training.run_dir import RunDir, read_json  # noqa: F401
 from tfdebias.training.strategy import get_strategy, split_cpu  # noqa: F401
 from tfdebias.training.threads import configure_cpu_threads  # noqa: F401

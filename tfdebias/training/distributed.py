@@ -43,19 +43,17 @@ every worker with ``TF_CONFIG`` set.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import json
-import os
 import shutil
-import sys
 import tempfile
 import time
-import weakref
 from pathlib import Path
 
 import numpy as np
 
 from tfdebias.errors import UsageError
+from tfdebias.atomic import save_npz, write_json
+from tfdebias.evaluation import metrics
+from tfdebias.models.predict import predict
 from tfdebias.training import run_dir as rd
 
 CHECKPOINTS = "checkpoints"
@@ -162,35 +160,12 @@ def steps_per_epoch(n_rows: int, global_batch_size: int) -> int:
 
 # -- validation -----------------------------------------------------------------------
 
-_PREDICT_FNS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def _predict_local(model, columns: dict, schema, batch_size: int = 8192) -> np.ndarray:
-    """The served prediction of every row, computed by this worker alone (cross-replica
-    context reads each variable's local copy; no collective)."""
-    import tensorflow as tf
-
-    names = [f.name for f in schema.inputs if f.name in columns]
-    fn = _PREDICT_FNS.get(model)
-    if fn is None:
-        fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-        _PREDICT_FNS[model] = fn
-    n = len(columns[names[0]])
-    out = []
-    for s in range(0, n, batch_size):
-        out.append(np.asarray(fn({k: tf.constant(columns[k][s:s + batch_size]) for k in names})))
-    return np.concatenate(out).reshape(n, -1)[:, 0].astype(np.float64)
-
-
 def validation_logs(model, columns: dict, schema) -> dict:
     """``{"val_auc", "val_loss"}`` of the served prediction on ``columns``."""
-    from sklearn.metrics import roc_auc_score
-
-    y = np.asarray(columns[schema.label.name], np.float64)
-    p = np.clip(_predict_local(model, columns, schema), 1e-7, 1 - 1e-7)
-    loss = float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
-    auc = float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan")
-    return {"val_auc": auc, "val_loss": loss}
+    y = columns[schema.label.name]
+    p = predict(model, columns, inputs=[f.name for f in schema.inputs if f.name in columns],
+                compiled=True)
+    return {"val_auc": metrics.auc(y, p), "val_loss": metrics.logloss(y, p)}
 
 
 # -- the loop -------------------------------------------------------------------------
@@ -200,18 +175,6 @@ def _better(mode: str, a: float, b: float) -> bool:
     if np.isnan(a):
         return False
     return np.isnan(b) or (a > b if mode == "max" else a < b)
-
-
-def _atomic_savez(path: Path, arrays: list) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp.npz")
-    os.close(fd)
-    try:
-        np.savez(tmp, *arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def fit_distributed(model, strategy, train_columns: dict, schema, config, *,
@@ -321,7 +284,7 @@ def fit_distributed(model, strategy, train_columns: dict, schema, config, *,
                     state["wait"].assign(0)
                     best_weights = [np.array(w) for w in model.get_weights()]
                     if is_chief and checkpoint_dir is not None:
-                        _atomic_savez(checkpoint_dir / BEST_WEIGHTS, best_weights)
+                        save_npz(checkpoint_dir / BEST_WEIGHTS, {f"arr_{i}": w for i, w in enumerate(best_weights)})
                 else:
                     state["wait"].assign_add(1)
                     stop = int(state["wait"].numpy()) >= config.patience
@@ -331,7 +294,7 @@ def fit_distributed(model, strategy, train_columns: dict, schema, config, *,
             if is_chief and checkpoint_dir is not None:
                 rows = [{k: history[k][i] for k in history if i < len(history[k])}
                         for i in range(epoch + 1)]
-                rd.write_json(checkpoint_dir / HISTORY_JSON, rows)
+                write_json(checkpoint_dir / HISTORY_JSON, rows)
             if manager is not None:
                 manager.save(checkpoint_number=epoch + 1)
             if verbose:
@@ -432,7 +395,7 @@ def train_multi_worker(config, out=None, *, data_dir: str | None = None,
     metrics["train_seconds"] = round(train_seconds, 3)
     metrics["epochs_trained"] = _count_rows(run.path(rd.HISTORY))
     metrics["num_replicas"] = strategy.num_replicas_in_sync
-    rd.write_json(run.path(rd.METRICS), metrics)
+    write_json(run.path(rd.METRICS), metrics)
     shutil.rmtree(run.path(CHECKPOINTS), ignore_errors=True)
     final = run.finish()
     return TrainResult(final, metrics, plain, history, resumed)

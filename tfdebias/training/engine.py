@@ -22,8 +22,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
+from tfdebias import plugins
+from tfdebias.atomic import write_json
 from tfdebias.errors import DataError, SchemaError, UsageError
 from tfdebias.precision import check as check_precision
 from tfdebias.precision import policy_scope
@@ -107,7 +108,7 @@ def check_trainable(name: str, precision: str = "float32"):
     """The model class registered as ``name``, if this engine can train it (one split's
     batches through ``fit``) in ``precision``; :class:`UsageError` naming the
     alternative otherwise (a model with its own loss trains in float32 only)."""
-    import tfdebias.methods  # noqa: F401  (methods register their models)
+    plugins.load()  # method packages register their models
     from tfdebias import models
 
     cls = models.get(name)
@@ -173,7 +174,7 @@ def prepare_splits(config: TrainConfig, splits: dict, schema) -> dict:
     classmethod) returning the splits with extra columns, e.g. CP2Rec's estimated
     propensities (``tfdebias.methods.cp2rec``); other models get ``splits`` unchanged.
     """
-    import tfdebias.methods  # noqa: F401  (methods register their models)
+    plugins.load()  # method packages register their models
     from tfdebias import models
 
     hook = getattr(models.get(config.model), "prepare_splits", None)
@@ -236,17 +237,6 @@ def fit(model, train_ds, valid_ds, config: TrainConfig, run: rd.RunDir | None = 
     return history
 
 
-def predict(model, columns: dict, batch_size: int = 8192) -> np.ndarray:
-    """Model outputs for every row of ``columns`` as a flat float array."""
-    import tensorflow as tf
-
-    n = len(next(iter(columns.values())))
-    ds = tf.data.Dataset.from_tensor_slices(dict(columns)).batch(batch_size)
-    out = model.predict(ds, verbose=0)
-    out = np.asarray(out, dtype=np.float64).reshape(n, -1)[:, 0]
-    return out
-
-
 # -- the whole run ------------------------------------------------------------------
 
 
@@ -306,7 +296,7 @@ def train(config: TrainConfig, out: str | Path | None = None, *, data_dir: str |
     metrics = protocol(model, splits, schema, config)
     metrics["train_seconds"] = round(train_seconds, 3)
     metrics["epochs_trained"] = len(history.history.get("loss", []))
-    rd.write_json(run.path(rd.METRICS), metrics)
+    write_json(run.path(rd.METRICS), metrics)
     if plots:
         from tfdebias.evaluation import plots as tplots
 
@@ -357,5 +347,5 @@ def evaluate_run(path: str | Path, *, data_dir: str | None = None) -> dict[str, 
     for k in ("train_seconds", "epochs_trained"):
         if k in old:
             metrics[k] = old[k]
-    rd.write_json(Path(path) / rd.METRICS, metrics)
+    write_json(Path(path) / rd.METRICS, metrics)
     return metrics

@@ -13,7 +13,7 @@ resumed run still differed from an unbroken one with the same seed:
   place, so a kill during the write could leave it unreadable.
 
 :class:`EpochBackup` replaces ``BackupAndRestore`` and ``CSVLogger``. At the end of every
-epoch it writes ``backup/.tmp-epoch-K-PID/`` with
+epoch it writes ``backup/.epoch-K.*.tmp/`` with
 
 * ``model.weights.h5``: weights and optimizer state (Keras ``save_weights``);
 * ``rng.npz``: the state of every seed generator of the model (and Keras' global one);
@@ -33,13 +33,13 @@ arithmetic: a kill costs at most the epoch in progress and changes no result
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from pathlib import Path
 
 import numpy as np
 
+from tfdebias.atomic import jsonable, staging_dir, write_text
 from tfdebias.training import run_dir as rd
 
 _SNAP = re.compile(r"^epoch-(\d+)$")
@@ -163,10 +163,7 @@ class EpochBackup(_callback_base()):
         model = self.model
         self.backup_dir.mkdir(parents=True, exist_ok=True)
         final = self.backup_dir / f"epoch-{epochs_done:06d}"
-        tmp = self.backup_dir / f".tmp-epoch-{epochs_done:06d}-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        try:
+        with staging_dir(final) as tmp:
             model.save_weights(str(tmp / rd.WEIGHTS))
             np.savez(tmp / "rng.npz", *[np.asarray(sg.state.numpy()) for sg in _seed_generators(model)])
             es_state = None
@@ -183,15 +180,9 @@ class EpochBackup(_callback_base()):
                     np.savez(tmp / "best.npz", *[np.asarray(w) for w in cb.best_weights])
             state = {"epoch": epochs_done, "early_stopping": es_state, "rows": self.rows}
             with open(tmp / "state.json", "w") as f:
-                json.dump(state, f, default=rd._jsonable)
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+                json.dump(state, f, default=jsonable)
         for p in self.backup_dir.iterdir():
-            if p != final and (_SNAP.match(p.name) or p.name.startswith(".tmp-epoch-")):
+            if p != final and (_SNAP.match(p.name) or p.name.startswith(".epoch-")):
                 shutil.rmtree(p, ignore_errors=True)
 
     def _write_history(self) -> None:
@@ -201,10 +192,7 @@ class EpochBackup(_callback_base()):
         lines = [",".join(["epoch"] + keys)]
         for r in self.rows:
             lines.append(",".join([str(r["epoch"])] + [repr(r[k]) if k in r else "" for k in keys]))
-        path = self.history_path
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text("\n".join(lines) + "\n")
-        os.replace(tmp, path)
+        write_text(self.history_path, "\n".join(lines) + "\n")
 
     def full_history(self) -> dict[str, list[float]]:
         """Every epoch's logs, those before the resume included (``History.history`` form)."""

@@ -21,43 +21,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
+from tfdebias.atomic import jsonable, publish_dir, write_json
 from tfdebias.errors import UsageError
 
 CONFIG = "config.json"
 METRICS = "metrics.json"
 HISTORY = "history.csv"
 WEIGHTS = "model.weights.h5"
-
-
-def write_json(path: str | os.PathLike, obj) -> None:
-    """Write JSON atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True, default=_jsonable)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _jsonable(o):
-    import numpy as np
-
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
 
 
 def read_json(path: str | os.PathLike):
@@ -127,7 +99,7 @@ class RunDir:
         resumed = False
         if run.work.exists():
             old = run.work / CONFIG
-            if old.exists() and read_json(old) == json.loads(json.dumps(config, default=_jsonable)):
+            if old.exists() and read_json(old) == json.loads(json.dumps(config, default=jsonable)):
                 resumed = (run.backup_dir.exists())
             else:
                 shutil.rmtree(run.work)
@@ -139,15 +111,7 @@ class RunDir:
         """Move the finished run into place and return its final path."""
         if self.backup_dir.exists():
             shutil.rmtree(self.backup_dir)
-        if self.final.exists():
-            trash = self.final.with_name(self.final.name + ".old")
-            if trash.exists():
-                shutil.rmtree(trash)
-            os.replace(self.final, trash)
-            os.replace(self.work, self.final)
-            shutil.rmtree(trash)
-        else:
-            os.replace(self.work, self.final)
+        publish_dir(self.work, self.final)
         return self.final
 
 

@@ -233,7 +233,7 @@ class SequentialBackbone(Backbone):
         ``top_k``: the 10 best items of the target domain (items seen by the model
         in that domain's histories at build time are not known here, so the whole
         catalogue minus the user's history is ranked)."""
-        from tfdebias.export.saved_model import serving_specs
+        from tfdebias.models.predict import serving_specs
 
         names = list(self.histories) + ([self.domain_feature] if self.domain_feature else [])
         specs = serving_specs(schema, names)

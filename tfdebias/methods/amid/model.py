@@ -1,0 +1,402 @@
+"""AMID's layers and model: MIM (Eq. 3-6), the pair heads ``g_phi``/``g_psi`` and the
+registered ``"amid"`` model (Eq. 7, the ``L_c``/``L_r`` terms of Eq. 13/15, the phases of
+Algorithm 1)."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfdebias.errors import UsageError
+from tfdebias.layers.mlp import MLP
+from tfdebias.methods.amid.losses import domain_mean, doubly_robust_estimate, ips_estimate
+from tfdebias.models import register
+from tfdebias.models.sequential import SequentialBackbone, masked_mean
+from tfdebias.models.base import Backbone, build_on_first_call
+
+ESTIMATORS = ("dr", "ips", "none")
+BACKBONES = ("gru4rec", "sasrec", "bert4rec")
+
+
+# -- MIM -------------------------------------------------------------------------------
+class MultiInterestModule(keras.layers.Layer):
+    """MIM, Eq. (3)-(6).
+
+    For a target sequence ``S_i`` (B, T, d) and the other-domain sequences ``S_j`` of
+    ``N`` sampled users (N, T, d) plus the user's own other-domain sequence (B, T, d):
+
+    * Eq. (3): ``a'_ij = max_{t,t'} [(S_i W1)(S_j W2)^T]_{t,t'}`` over real positions,
+      with the rows of ``S_i W1`` and ``S_j W2`` scaled to unit length (a cosine), so the
+      threshold ``k`` has a fixed scale in [-1, 1] (the raw product grows without bound
+      during training; the code normalises with a softmax over the batch instead);
+    * Eq. (4): ``a_ij = 1[a'_ij >= k]`` (straight-through sigmoid gradient, ``tau``);
+    * Eq. (5): ``m_{i<-j} = a_ij (S_j W_ip)``;
+    * Eq. (6): ``S*_i = Concat_time(S_i, Squeeze(m'_i W_C)) W_F`` with ``W_C`` (N+1, 1);
+      returned with its (B, 2T) mask (an aggregated position is real when some
+      selected user has a real item there).
+    """
+
+    def __init__(self, dim: int, n_sampled: int, threshold: float = 0.3, tau: float = 0.1,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.dim, self.n_sampled = int(dim), int(n_sampled)
+        self.threshold, self.tau = float(threshold), float(tau)
+        d = self.dim
+        self.w1 = keras.layers.Dense(d, use_bias=False, name="W1")
+        self.w2 = keras.layers.Dense(d, use_bias=False, name="W2")
+        self.w_ip = keras.layers.Dense(d, use_bias=False, name="W_ip")
+        self.w_f = keras.layers.Dense(d, use_bias=False, name="W_F")
+
+    def build(self, input_shape=None):
+        if getattr(self, "w_c", None) is not None:
+            return
+        self.w_c = self.add_weight(shape=(self.n_sampled + 1,), name="W_C",
+                                   initializer=keras.initializers.Constant(1.0 / (self.n_sampled + 1)))
+        d = self.dim
+        for layer in (self.w1, self.w2, self.w_ip, self.w_f):
+            layer.build((None, d))
+        self.built = True
+
+    def similarity(self, q, m_i, k, m_j):
+        """Eq. (3): projected (B, T, d) x (N, T, d) -> (B, N), the max over real position
+        pairs (about -1e9 where either sequence is empty); one (B*T, d) x (d, N*T) product.
+        ``q`` and ``k`` are unit vectors (cosine, see the class docstring)."""
+        sim = tf.einsum("btd,nsd->bnts", q, k)
+        key_bias = (tf.cast(m_j, sim.dtype) - 1.0) * 1e9  # (N, T): -1e9 on padding keys
+        best = tf.reduce_max(sim + key_bias[None, :, None, :], axis=3)  # (B, N, T)
+        query_bias = (tf.cast(m_i, sim.dtype) - 1.0) * 1e9  # (B, T)
+        return tf.reduce_max(best + query_bias[:, None, :], axis=2)
+
+    def self_similarity(self, q, m_i, k, m_o):
+        """Eq. (3) between a user's two domains: (B, T, d) x (B, T, d) -> (B,)."""
+        sim = tf.einsum("btd,bsd->bts", q, k)
+        valid = m_i[:, :, None] & m_o[:, None, :]
+        sim = tf.where(valid, sim, tf.fill(tf.shape(sim), tf.constant(-1e9, sim.dtype)))
+        return tf.reduce_max(sim, axis=[1, 2])
+
+    def group(self, a_raw):
+        """Eq. (4) with a straight-through gradient."""
+        soft = tf.sigmoid((a_raw - self.threshold) / self.tau)
+        hard = tf.cast(a_raw >= self.threshold, a_raw.dtype)
+        return hard + soft - tf.stop_gradient(soft)
+
+    def project(self, layer, s):
+        return tf.math.l2_normalize(layer(s), axis=-1)
+
+    def call(self, s_i, m_i, banks, other, s_self, m_self):
+        """Returns ``(S* (B, 2T, d), mask (B, 2T), group rate (scalar))``.
+
+        ``banks``: per domain ``(S (N, T, d), mask (N, T))`` of the N sampled users; row
+        ``i`` groups with the N users of its other domain ``other[i]`` (rows are
+        partitioned by that domain, so each row is compared with N users, not 2N).
+        ``s_self`` / ``m_self``: the user's own other-domain sequence (last ``W_C`` slot)."""
+        if not self.built:
+            self.build()
+        n = self.n_sampled
+        q = self.project(self.w1, s_i)
+        part = tf.cast(other, tf.int32)
+        rows = tf.dynamic_partition(tf.range(tf.shape(s_i)[0]), part, len(banks))
+        aggs, covs, a_sum, a_cnt = [], [], 0.0, 0.0
+        for z, (s_b, m_b) in enumerate(banks):
+            qz, mz = tf.gather(q, rows[z]), tf.gather(m_i, rows[z])
+            has = tf.cast(tf.reduce_any(m_b, axis=1), q.dtype)[None, :]  # (1, N)
+            a = self.group(self.similarity(qz, mz, self.project(self.w2, s_b), m_b)) * has
+            msg = self.w_ip(s_b * tf.cast(m_b, s_b.dtype)[..., None])  # Eq. (5), (N, T, d)
+            aggs.append(tf.einsum("bn,ntd->btd", a * self.w_c[None, :n], msg))  # m' W_C
+            covs.append(tf.matmul(tf.stop_gradient(a), tf.cast(m_b, a.dtype)))
+            a_sum += tf.reduce_sum(tf.stop_gradient(a))
+            a_cnt += tf.reduce_sum(has) * tf.cast(tf.shape(qz)[0], q.dtype)
+        agg = tf.dynamic_stitch(rows, aggs)
+        covered = tf.dynamic_stitch(rows, covs)
+        has_self = tf.cast(tf.reduce_any(m_self, axis=1), s_i.dtype)
+        a_self = self.group(self.self_similarity(q, m_i, self.project(self.w2, s_self), m_self)) * has_self
+        msg_self = self.w_ip(s_self * tf.cast(m_self, s_self.dtype)[..., None])
+        agg = agg + (a_self * self.w_c[n])[:, None, None] * msg_self
+        covered = covered + tf.stop_gradient(a_self)[:, None] * tf.cast(m_self, a_self.dtype)
+        s_star = self.w_f(tf.concat([s_i, agg], axis=1))  # Eq. (6)
+        mask = tf.concat([m_i, covered > 0], axis=1)
+        rate = (a_sum + tf.reduce_sum(tf.stop_gradient(a_self))) / \
+            tf.maximum(a_cnt + tf.reduce_sum(has_self), 1.0)
+        return s_star, mask, rate
+
+
+class PairHead(keras.layers.Layer):
+    """``g(Mean(S*) || v)``: an MLP and a 1-unit output on (..., 2d) -> (..., 1)."""
+
+    def __init__(self, hidden_units, activation=None, **kwargs):
+        super().__init__(**kwargs)
+        self.mlp = MLP(hidden_units)
+        self.out = keras.layers.Dense(1, activation=activation)
+
+    def call(self, x, training=False):
+        return self.out(self.mlp(x, training=training))
+
+
+# -- the method model ------------------------------------------------------------------
+@keras.saving.register_keras_serializable(package="tfdebias")
+@register("amid")
+class AMID(Backbone):
+    """AMID around a registered sequential backbone (see :mod:`tfdebias.methods.amid`).
+
+    Args:
+      backbone: ``"gru4rec" | "sasrec" | "bert4rec"`` (any :class:`SequentialBackbone`).
+      backbone_args: constructor arguments of the backbone (``num_blocks``, ...).
+      mim: use MIM (Eq. 3-6); ``False`` transfers only the user's own other-domain
+        sequence through ``W_ip`` (the IPSCDR-style cross-domain input).
+      estimator: ``"dr"`` (AMID, Eq. 9/13/15), ``"ips"`` (IPSCDR-style), ``"none"``.
+      n_sampled_users: ``N`` of Eq. (6).
+      threshold, tau: ``k`` of Eq. (4) and the straight-through temperature.
+      lambda_imputation: ``lambda_1`` of Eq. (13).
+      l2: ``lambda_2..lambda_5`` of Eq. (13)/(15), one weight on the squared kernels.
+      propensity_clip: lower clip of ``p_hat`` wherever it divides.
+      bank_size: rows of the user bank per domain (:meth:`set_user_bank`).
+    """
+
+    def __init__(self, schema, backbone: str = "sasrec", backbone_args: dict | None = None,
+                 mim: bool = True, estimator: str = "dr", n_sampled_users: int = 16,
+                 threshold: float = 0.3, tau: float = 0.1, lambda_imputation: float = 0.1,
+                 l2: float = 1e-6, propensity_clip: float = 0.05, bank_size: int = 1024,
+                 embedding_dim: int = 32, **kwargs):
+        super().__init__(schema, embedding_dim=embedding_dim, **kwargs)
+        from tfdebias import models
+
+        if estimator not in ESTIMATORS:
+            raise UsageError(f"estimator={estimator!r}; expected one of {ESTIMATORS}")
+        if not 0.0 < propensity_clip <= 1.0:
+            raise UsageError(f"propensity_clip must be in (0, 1], got {propensity_clip}")
+        if n_sampled_users < 1 or bank_size < n_sampled_users:
+            raise UsageError(f"need 1 <= n_sampled_users <= bank_size, got "
+                             f"{n_sampled_users} and {bank_size}")
+        backbone_args = dict(backbone_args or {})
+        backbone_args["embedding_dim"] = embedding_dim
+        self.backbone = models.build(backbone, self.schema, **backbone_args)
+        if not isinstance(self.backbone, SequentialBackbone):
+            raise UsageError(f"AMID needs a sequential backbone ({', '.join(BACKBONES)}), got {backbone!r}")
+        if self.backbone.n_domains != 2:
+            raise UsageError("AMID needs exactly two domains (two item-history sequences)")
+        self.backbone_name = backbone
+        self.mim = bool(mim)
+        self.estimator = estimator
+        self.n_sampled_users = int(n_sampled_users)
+        self.lambda_imputation = float(lambda_imputation)
+        self.l2 = float(l2)
+        self.propensity_clip = float(propensity_clip)
+        self.bank_size = int(bank_size)
+        self.remember(backbone=backbone, backbone_args=backbone_args, mim=self.mim,
+                      estimator=estimator, n_sampled_users=self.n_sampled_users,
+                      threshold=float(threshold), tau=float(tau),
+                      lambda_imputation=self.lambda_imputation, l2=self.l2,
+                      propensity_clip=self.propensity_clip, bank_size=self.bank_size)
+        d = self.backbone.embedding_dim
+        self.dim = d
+        self.mim_module = MultiInterestModule(d, self.n_sampled_users, threshold, tau, name="mim")
+        self.transfer = keras.layers.Dense(d, use_bias=False, name="W_ip_self")
+        hidden = self.backbone.hidden_units
+        self.imputation_model = PairHead(hidden, "softplus", name="imputation_model")
+        self.propensity_model = PairHead(hidden, None, name="propensity_model")
+        t = self.backbone.max_len
+        self.user_bank = self.add_weight(shape=(2, self.bank_size, t), dtype="int64",
+                                         initializer="zeros", trainable=False, name="user_bank")
+        self.phase = 1
+        self._phase_functions: dict = {}
+        self.dr_optimizer = None
+
+    build = build_on_first_call  # `build_amid` builds what the first call does not reach
+
+    # -- the user bank (the N sampled users of Eq. 6) ------------------------------------
+    def set_user_bank(self, columns, seed: int = 0):
+        """Fill the bank with up to ``bank_size`` training histories per domain (rows with
+        a real item in that domain; drawn without replacement, seeded)."""
+        rng = np.random.default_rng(seed)
+        bank = np.zeros((2, self.bank_size, self.backbone.max_len), np.int64)
+        for z, name in enumerate(self.backbone.histories):
+            h = np.asarray(columns[name], np.int64)
+            h = np.unique(h[(h > 0).any(axis=1)], axis=0)
+            if len(h) == 0:
+                continue
+            take = rng.permutation(len(h))[: self.bank_size]
+            bank[z, : len(take)] = h[take]
+            if len(take) < self.bank_size:  # repeat to fill
+                bank[z, len(take):] = h[take[np.arange(self.bank_size - len(take)) % len(take)]]
+        self.user_bank.assign(bank)
+
+    def sampled_users(self, training):
+        """(2, N, T) ids: a random N of the bank while training, its first N otherwise."""
+        if training:
+            idx = tf.random.shuffle(tf.range(self.bank_size))[: self.n_sampled_users]
+            return tf.gather(self.user_bank, idx, axis=1)
+        return self.user_bank[:, : self.n_sampled_users]
+
+    # -- the enhanced sequence and the representation -----------------------------------
+    def enhanced_sequence(self, features, training=False):
+        """``(S* (B, 2T or T, d), mask, group rate)``: Eq. (6) (or the IPS variant)."""
+        bb = self.backbone
+        hs, ms = bb.encode_all(features, training=training)
+        dom = bb.target_domain(features)
+        other = 1 - dom
+        s_i, m_i = bb.select(hs, dom), bb.select(ms, dom)
+        s_o, m_o = bb.select(hs, other), bb.select(ms, other)
+        if not self.mim:
+            msg = self.transfer(s_o)
+            return tf.concat([s_i, msg], 1), tf.concat([m_i, m_o], 1), tf.constant(0.0)
+        bank = self.sampled_users(training)
+        banks = [bb.encode(z, bank[z], training=training) for z in range(2)]
+        return self.mim_module(s_i, m_i, banks, other, s_o, m_o)
+
+    def user_representation(self, features, training=False):
+        """``Mean(S*)`` of Eq. (7), (B, d)."""
+        s, m, _ = self.enhanced_sequence(features, training=training)
+        return masked_mean(s, m)
+
+    def forward(self, features, training=False):
+        if not self.imputation_model.built:  # every head exists once the model is called
+            self.build_heads()
+        u = self.user_representation(features, training=training)
+        v = self.backbone.item_vectors(tf.reshape(features[self.backbone.item_feature], [-1]))
+        return self.backbone.head(u, v, training=training), u
+
+    def score_candidates(self, features, candidates, training=False):
+        """Eq. (7) logits for (B, C) candidates; each user encoded once."""
+        u = self.user_representation(features, training=training)
+        v = self.backbone.item_vectors(candidates)
+        return self.backbone.head(tf.broadcast_to(u[:, None, :], tf.shape(v)), v, training=training)
+
+    def build_heads(self):
+        z = tf.zeros([1, 2 * self.dim])
+        self.imputation_model(z)
+        self.propensity_model(z)
+        self.transfer(tf.zeros([1, 1, self.dim]))
+
+    # -- the losses (one function) ---------------------------------------------------------
+    def loss_terms(self, features, phase: int = 1, training=False):
+        """Named loss terms of one batch; ``loss`` is what the phase minimises.
+
+        * phase 1, ``L_c`` (Eq. 13) on observed rows:
+          ``1/|Z| sum_Z [mean_O e + lambda_1 mean_O (e_hat - e)^2 / p_hat] + l2 ||.||^2``
+          (``estimator="none"``/``"ips"``: the first term only);
+        * phase 2, ``L_r`` (Eq. 15) on ``D``: ``1/|Z| sum_Z mean_D [e_hat + o (e - e_hat) /
+          p_hat] + l2 ||theta||^2`` (``"ips"``: ``e_hat = 0``), plus ``propensity_bce``
+          fitting ``g_psi`` to ``o``.
+
+        ``e`` is the per-pair BCE on the row's (positive, negative) pair; unobserved rows
+        get a random item instead of their positive (their label is never read).
+        """
+        bb = self.backbone
+        pos, neg = bb.training_pairs(features)
+        dom = bb.target_domain(features)
+        if "observed" in features:
+            o = tf.reshape(tf.cast(features["observed"], tf.float32), [-1])
+        else:
+            o = tf.ones(tf.shape(pos), tf.float32)
+        if phase == 2:
+            # an unobserved row's positive is replaced by a second random item (no label)
+            alt = neg if "neg_item_id_2" not in features else tf.reshape(
+                tf.cast(features["neg_item_id_2"], tf.int64), [-1])
+            pos = tf.where(o > 0, pos, alt)
+        s, m, rate = self.enhanced_sequence(features, training=training)
+        u = masked_mean(s, m)
+        items = tf.stack([pos, neg], axis=1)
+        v = bb.item_vectors(items)
+        uu = tf.broadcast_to(u[:, None, :], tf.shape(v))
+        logits = bb.head(uu, v, training=training)
+        y = tf.broadcast_to(tf.constant([[1.0, 0.0]]), tf.shape(logits))
+        e = tf.nn.sigmoid_cross_entropy_with_logits(y, logits)  # (B, 2)
+        x = tf.concat([uu, v], axis=-1)
+        e_hat = tf.squeeze(self.imputation_model(x, training=training), -1)  # (B, 2)
+        p_logit = tf.squeeze(self.propensity_model(tf.stop_gradient(x), training=training), -1)
+        p_hat = tf.sigmoid(p_logit)
+        p_div = tf.stop_gradient(tf.clip_by_value(p_hat, self.propensity_clip, 1.0))
+        reg = self.l2 * tf.add_n([tf.reduce_sum(tf.square(w)) for w in self._kernels()])
+        terms = {"group_rate": rate, "bce": tf.reduce_mean(e)}
+        if phase == 1:
+            rec = domain_mean(e, dom, 2)
+            terms["recommendation"] = rec
+            loss = rec + reg
+            if self.estimator == "dr":
+                imp = domain_mean(tf.square(e_hat - tf.stop_gradient(e)) / p_div, dom, 2)
+                terms["imputation"] = imp
+                loss = loss + self.lambda_imputation * imp
+        else:
+            oo = o[:, None] * tf.ones_like(e)
+            if self.estimator == "dr":
+                risk = doubly_robust_estimate(e, e_hat, oo, p_div, clip=self.propensity_clip,
+                                              domain=dom, n_domains=2)
+            else:
+                risk = ips_estimate(e, oo, p_div, clip=self.propensity_clip, domain=dom, n_domains=2)
+            prop = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(oo, p_logit))
+            terms.update(dr_risk=risk, propensity_bce=prop)
+            loss = risk + prop + reg
+        terms["loss"] = loss
+        return terms
+
+    def _kernels(self):
+        return [w for w in self.trainable_weights if len(w.shape) == 2 and "embedding" not in w.path]
+
+    # -- which variables each phase updates (Algorithm 1) ---------------------------------
+    def phase_variables(self, phase: int):
+        """phase 1: theta + phi (not psi, whose gradient is zero there anyway);
+        phase 2: theta + psi (phi frozen)."""
+        imp = {id(w) for w in self.imputation_model.trainable_weights}
+        prop = {id(w) for w in self.propensity_model.trainable_weights}
+        skip = prop if phase == 1 else imp
+        return [w for w in self.trainable_weights if id(w) not in skip]
+
+    def set_phase(self, phase: int):
+        """Switch the compiled train step between ``L_c`` (1) and ``L_r`` (2)."""
+        if phase not in (1, 2):
+            raise UsageError(f"phase must be 1 or 2, got {phase}")
+        if self.train_function is not None:
+            self._phase_functions[self.phase] = self.train_function
+        self.phase = phase
+        self.train_function = self._phase_functions.get(phase)
+
+    def train_step(self, data):
+        features = data[0]
+        phase = self.phase
+        variables = self.phase_variables(phase)
+        with tf.GradientTape() as tape:
+            terms = self.loss_terms(features, phase=phase, training=True)
+        grads = tape.gradient(terms["loss"], variables)
+        opt = self.optimizer if phase == 1 or self.dr_optimizer is None else self.dr_optimizer
+        opt.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
+        return terms
+
+    def test_step(self, data):
+        return self.loss_terms(data[0], phase=1, training=False)
+
+    serving_endpoints = SequentialBackbone.serving_endpoints
+
+    def top_k(self, features, k: int = 10, item_domain=None):
+        return SequentialBackbone.top_k(self, features, k, item_domain)
+
+    # attributes top_k reads from a SequentialBackbone
+    @property
+    def histories(self):
+        return self.backbone.histories
+
+    @property
+    def domain_feature(self):
+        return self.backbone.domain_feature
+
+    @property
+    def n_items(self):
+        return self.backbone.n_items
+
+    def target_domain(self, features):
+        return self.backbone.target_domain(features)
+
+    def item_embedding(self, ids):
+        return self.backbone.item_embedding(ids)
+
+    def head(self, user, item, training=False):
+        return self.backbone.head(user, item, training=training)
+
+
+# -- building --------------------------------------------------------------------------
+def build_amid(model, sample_features):
+    """Build every sub-layer before an optimizer sees the variables."""
+    model(sample_features, training=False)
+    if isinstance(model, AMID):
+        model.build_heads()
+    return model

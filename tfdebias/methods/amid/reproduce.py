@@ -1,0 +1,303 @@
+"""``tfdebias reproduce amid``: the evidence table of AMID (Tables 1-2 in shape): the rows,
+their shared step budget, the simple baselines, the notes and the tuner's search space."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfdebias.commands import positive_int
+from tfdebias.errors import UsageError
+from tfdebias.methods import Reproducer, register_reproducer
+from tfdebias.progress import Progress
+from tfdebias.methods.amid.data import samplers_pools
+from tfdebias.methods.amid.model import BACKBONES, build_amid
+from tfdebias.methods.amid.protocol import (GROUPS, clear_candidates, ranking_candidates,
+                                            ranking_evidence, score_candidate_matrix)
+from tfdebias.methods.amid.train import fit_amid, step_budget
+
+DISPLAY = {"gru4rec": "GRU4Rec", "sasrec": "SASRec", "bert4rec": "BERT4Rec"}
+#: (row name, model name, model args, role) for one backbone; {B} is the backbone's name.
+#: The backbone trained on the selected log is the evidence table's floor, the same
+#: backbone trained on `train_unbiased` its skyline.
+ROW_TEMPLATES = (
+    ("{B}", "{b}", {}, "floor"),
+    ("{B} on train_unbiased", "{b}", {}, "skyline"),
+    ("{B} + IPSCDR", "amid", {"backbone": "{b}", "mim": False, "estimator": "ips"}, "baseline"),
+    ("{B} + MIM", "amid", {"backbone": "{b}", "mim": True, "estimator": "none"}, "baseline"),
+    ("{B} + AMID", "amid", {"backbone": "{b}", "mim": True, "estimator": "dr"}, "method"),
+)
+#: the cross-domain baselines (one row each, whatever the backbone; not with --quick)
+CDSR_ROWS = (("STAR", "star", {}, "baseline"), ("Pi-Net", "pinet", {}, "baseline"),
+             ("C2DSR", "c2dsr", {}, "baseline"))
+#: the simple baselines every evidence table carries (tfdebias.evaluation.baselines)
+SIMPLE_ROWS = ("popularity", "item-kNN")
+#: the row trained on this split instead of `train`
+TRAIN_SPLIT = {"skyline": "train_unbiased"}
+
+#: the headline metric: NDCG@10 of domain A's test users (the paper's Cloth), one value
+#: per test user, each user a bootstrap unit
+HEADLINE = "test/A/ndcg@10"
+
+#: the hyper-parameters every row shares (the code's bs 256, Adam; lr raised for the
+#: simulator's small size; d = 32 instead of 128)
+DEFAULTS = {"epochs": 20, "batch_size": 256, "learning_rate": 3e-3, "dr_lr_ratio": 0.1}
+QUICK = {"epochs": 1}
+
+
+def experiment_rows(backbones: Sequence[str], *, quick: bool = False):
+    """``[(name, model, args, role)]``: per backbone the floor, the skyline and the three
+    AMID rows; the cross-domain baselines unless ``quick``. With several backbones only
+    the first gives the floor and the skyline (the others' rows are baselines)."""
+    rows = [] if quick else list(CDSR_ROWS)
+    for i, b in enumerate(backbones):
+        for name, model, args, role in ROW_TEMPLATES:
+            if i and role == "skyline":
+                continue  # one skyline per table
+            if i and role == "floor":
+                role = "baseline"
+            args = {k: (v.format(b=b) if isinstance(v, str) else v) for k, v in args.items()}
+            rows.append((name.format(B=DISPLAY[b]), model.format(b=b), args, role))
+    order = {"floor": 0, "skyline": 1}
+    return sorted(rows, key=lambda r: order.get(r[3], 2))  # stable: floor, skyline, the rest
+
+
+def simple_scores(name: str, splits, schema, candidates) -> np.ndarray:
+    """Candidate scores of a simple baseline fitted on `train` (the biased log):
+    ``popularity`` (how often the item occurs in train's histories and targets) or
+    ``item-kNN`` (cosine item-item neighbours of the train users' items, scored against
+    the test row's histories of both domains)."""
+    from tfdebias.evaluation import baselines
+
+    train, test = splits["train"], splits["test"]
+    n_items = int(schema["item_id"].vocab_size)
+    hist = np.concatenate([np.asarray(train[h], np.int64) for h in ("history_a", "history_b")], 1)
+    users = np.repeat(np.asarray(train["user_id"], np.int64), hist.shape[1] + 1)
+    items = np.concatenate([hist, np.asarray(train["item_id"], np.int64)[:, None]], 1).reshape(-1)
+    keep = items > 0
+    if name == "popularity":
+        pop = baselines.popularity(items[keep], n_items)
+        return pop[candidates]
+    if name == "item-kNN":
+        knn = baselines.ItemKNN(users[keep], items[keep], n_items)
+        th = np.concatenate([np.asarray(test[h], np.int64) for h in ("history_a", "history_b")], 1)
+        out = np.empty(candidates.shape, np.float64)
+        for a in range(0, len(th), 2048):  # blocks bound the dense [rows, n_items] scores
+            s = knn.score(th[a:a + 2048])
+            out[a:a + 2048] = np.take_along_axis(s, candidates[a:a + 2048], axis=1)
+        return out
+    raise UsageError(f"unknown simple baseline {name!r}; expected one of {SIMPLE_ROWS}")
+
+
+def run_row(model_name, model_args, splits, schema, *, seed, steps, batch_size, learning_rate,
+            dr_lr_ratio, candidates, train_split="train", pools=None, epochs=None,
+            models_cache: dict | None = None):
+    """Train one row for exactly ``steps`` optimizer steps on ``splits[train_split]`` and
+    score the test rows' ``candidates``. Returns ``(metrics, scores)`` as
+    :func:`ranking_evidence`, plus ``steps``, ``train_seconds`` and the MIM group rate.
+
+    ``models_cache`` (a dict the caller keeps): a row already trained in this process
+    with the same model, arguments, seed and schema is not built again; its model gets its
+    initial weights and a fresh optimizer back (``fit_amid(reuse_optimizer=True)``), so
+    its train and score steps are traced once per run, not once per data seed (tracing
+    costs about as much CPU as 100 training steps)."""
+    from tfdebias import models
+
+    keras.utils.set_random_seed(seed)
+    key = (model_name, repr(sorted(model_args.items())), seed, _schema_key(schema))
+    cached = models_cache.get(key) if models_cache is not None else None
+    if cached is None:
+        model = models.build(model_name, schema, **model_args)
+        build_amid(model, {k: tf.constant(v[:2]) for k, v in splits[train_split].items()})
+        if models_cache is not None:
+            models_cache[key] = (model, model.get_weights())
+    else:  # the same model, its initial weights back: its train step is traced already
+        model, weights = cached
+        model.set_weights(weights)
+    fit = fit_amid(model, splits[train_split], schema, unobserved_columns=splits.get("unobserved"),
+                   steps=steps, epochs=epochs or 1, batch_size=batch_size,
+                   learning_rate=learning_rate, dr_lr_ratio=dr_lr_ratio, seed=seed, pools=pools,
+                   reuse_optimizer=cached is not None)
+    metrics, scores = ranking_evidence(
+        score_candidate_matrix(model, splits["test"], candidates), splits["test"])
+    metrics.update(steps=float(fit["steps"]), steps_c=float(fit["steps_c"]),
+                   steps_r=float(fit["steps_r"]), train_seconds=fit["train_seconds"])
+    rate = fit["history"].get("c/group_rate")
+    if rate:  # share of (user, sampled user) pairs in one interest group, last pass
+        metrics["group_rate"] = float(rate[-1])
+    return metrics, scores
+
+
+def _schema_key(schema) -> str:
+    return schema.to_json() if hasattr(schema, "to_json") else repr(schema)
+
+
+def _reproduce_args(p):
+    p.add_argument("--backbone", choices=list(BACKBONES) + ["all"], default=None,
+                   help="sequential backbone of the floor, skyline and +IPSCDR/+MIM/+AMID rows "
+                        "(default sasrec; all: every backbone's rows, SASRec's floor and skyline)")
+    p.add_argument("--epochs", type=positive_int, default=None,
+                   help="budget in passes of Algorithm 1 (default 20; 1 with --quick): every row "
+                        "gets the optimizer steps an IPS/DR row takes in that many epochs")
+    p.add_argument("--steps", type=positive_int, default=None,
+                   help="optimizer steps per row (overrides --epochs)")
+    p.add_argument("--negatives", type=positive_int, default=999, help="sampled negatives per test row")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="MIM threshold k of Eq. (4) for the +MIM/+AMID rows (default 0.3)")
+    p.add_argument("--rows", default=None,
+                   help="comma-separated names of the baseline/method rows to run (default: "
+                        "all); the floor, skyline and simple baselines always run")
+
+
+def _load_draw(name, args, data_seed):
+    from tfdebias import data as tdata
+
+    return tdata.load(name, data_dir=args.data_dir, manual_dir=args.manual_dir, data_seed=data_seed)
+
+
+def run_reproduce(args):
+    """``tfdebias reproduce amid``: the evidence table of AMID (Tables 1-2 in shape) on
+    one scenario, over data seeds x model seeds (see ``docs/methods/amid.md``)."""
+    from pathlib import Path
+
+    from tfdebias import data as tdata
+    from tfdebias.evaluation import evidence
+    from tfdebias.evaluation.results import write_results
+
+    data = tdata.evidence_data(args.data or "cross_domain_sequences")
+    if getattr(args, "stopping", "fixed") != "fixed":
+        raise UsageError(
+            "amid: --stopping snips does not apply: the rows' labels are all positive "
+            "(sampled-negative ranking, no logged negatives), and selection is per user, so "
+            "there is no IPS-weighted validation log loss to stop on; use --stopping fixed")
+    backbone = args.backbone or "sasrec"
+    backbones = list(BACKBONES) if backbone == "all" else [backbone]
+    if backbone == "all":
+        backbones = ["sasrec"] + [b for b in backbones if b != "sasrec"]
+    hp = dict(DEFAULTS, **(QUICK if args.quick else {}))
+    if args.epochs is not None:
+        if args.epochs < 1:
+            raise UsageError(f"--epochs must be >= 1, got {args.epochs}")
+        hp["epochs"] = args.epochs
+    steps_arg = getattr(args, "steps", None)
+    if steps_arg is not None and steps_arg < 1:
+        raise UsageError(f"--steps must be >= 1, got {steps_arg}")
+    if args.negatives < 1:
+        raise UsageError(f"--negatives must be >= 1, got {args.negatives}")
+    rows = experiment_rows(backbones, quick=args.quick)
+    if args.threshold is not None:
+        rows = [(n, m, dict(a, threshold=args.threshold) if a.get("mim") else a, r)
+                for n, m, a, r in rows]
+    if args.rows:
+        wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
+        optional = [n for n, _, _, role in rows if role not in ("floor", "skyline")]
+        unknown = sorted(set(wanted) - set(optional))
+        if unknown:
+            raise UsageError(f"--rows: unknown rows {unknown}; rows are {optional}")
+        rows = [r for r in rows if r[3] in ("floor", "skyline") or r[0] in wanted]
+    seeds = list(range(args.seeds or 1))
+
+    n_data = getattr(args, "data_seeds", None) or (3 if args.quick else 5)
+    data_seeds = tdata.data_seeds(data, n_data)  # [None]: a real data set, one draw
+    simulator = data_seeds != [None]
+    # the first draw, loaded before any training, fails fast on a bad data set
+    first = _load_draw(data, args, data_seeds[0])
+    if simulator and "train_unbiased" not in first[0]:
+        raise UsageError(f"{data}: the simulator wrote no train_unbiased split (rebuild it)")
+    if not simulator:
+        rows = [r for r in rows if r[3] != "skyline"]
+    trained = len(rows) * len(seeds)
+    progress = Progress(len(data_seeds) * (trained + len(SIMPLE_ROWS)))
+    records, n_negs, budgets, models_cache = [], set(), {}, {}
+    t0 = time.time()
+    for d in data_seeds:
+        splits, schema = first if first is not None else _load_draw(data, args, d)
+        first = None
+        clear_candidates()  # keyed by array id: never reuse across draws
+        n_users = schema["user_id"].vocab_size if "user_id" in schema else None
+        cand = ranking_candidates(splits, ["history_a", "history_b"], "test", n_neg=args.negatives,
+                                  seed=0, n_users=n_users)
+        n_negs.add(int(cand.shape[1] - 1))
+        pools = samplers_pools(splits)
+        steps = steps_arg or step_budget(splits, hp["epochs"], hp["batch_size"])
+        budgets[d] = steps
+        tag = "" if d is None else f"data seed {d}"
+        for name in SIMPLE_ROWS:
+            metrics, scores = ranking_evidence(simple_scores(name, splits, schema, cand), splits["test"])
+            records.append({"name": name, "role": "simple", "data_seed": d or 0, "seed": 0,
+                            "metrics": metrics, "scores": scores})
+            progress.step(f"{name} {tag}: {HEADLINE} {metrics.get(HEADLINE, math.nan):.4f}")
+        for row_name, model_name, model_args, role in rows:
+            for seed in seeds:
+                metrics, scores = run_row(
+                    model_name, model_args, splits, schema, seed=seed, steps=steps,
+                    batch_size=hp["batch_size"], learning_rate=hp["learning_rate"],
+                    dr_lr_ratio=hp["dr_lr_ratio"], candidates=cand, pools=pools,
+                    train_split=TRAIN_SPLIT.get(role, "train"), models_cache=models_cache)
+                if int(metrics["steps"]) != steps:
+                    raise RuntimeError(f"{row_name} took {metrics['steps']:.0f} optimizer steps, "
+                                       f"the budget is {steps}")
+                records.append({"name": row_name, "role": role, "data_seed": d or 0, "seed": seed,
+                                "metrics": metrics, "scores": scores})
+                progress.step(f"{row_name} {tag} seed {seed}: {HEADLINE} "
+                              f"{metrics.get(HEADLINE, math.nan):.4f} ({steps} steps)")
+        del splits, cand
+        clear_candidates()
+    shown = [HEADLINE] + [f"{HEADLINE}/{g}" for g in GROUPS] + ["test/B/ndcg@10"] + \
+        [f"test/B/ndcg@10/{g}" for g in GROUPS[2:]] + ["test/A/hr@10"]
+    budget = sorted(set(budgets.values()))
+    how = (f"{steps_arg} optimizer steps per row" if steps_arg else
+           f"{hp['epochs']} epoch(s) of Algorithm 1 = {'/'.join(map(str, budget))} optimizer steps "
+           f"per row (per data seed)")
+    stopping = (f"fixed budget, no early stopping: {how}; an IPS/DR row's L_r steps (second "
+                f"optimizer) count, the other rows take as many L_c steps")
+    notes = (f"Headline: NDCG@10 of domain A's test users (`{HEADLINE}`), one value per test user "
+             f"(each user a bootstrap unit); each test row's positive ranked against "
+             f"{sorted(n_negs)} sampled negatives it never interacted with (the same for every row "
+             f"of a data seed). Groups: overlapping users, observed non-overlapping users (in "
+             f"`train`), unobserved non-overlapping users (never in `train`). Floor: the backbone "
+             f"trained on `train` (the users the selection observed); skyline: the same backbone, "
+             f"budget and number of rows trained on `train_unbiased` (as many users drawn at random "
+             f"instead of by the selection). The simple baselines are fitted on `train`. No truth "
+             f"row: the simulator ships no true scores. Data: {data}, data seeds "
+             f"{[x for x in data_seeds if x is not None] or 'one draw'}, model seeds {seeds}. "
+             f"Training: {hp}. Wall time {time.time() - t0:.0f} s.")
+    extra = {"hyper_parameters": hp, "negatives": sorted(n_negs), "threshold": args.threshold,
+             "steps_per_row": {str(k): v for k, v in budgets.items()}, "data": data}
+    title = f"AMID reproduction on {data}"
+    names = {r[0] for r in rows}
+    main_baseline, method = (f"{DISPLAY[backbones[0]]} + {x}" for x in ("IPSCDR", "AMID"))
+    if simulator:
+        out = evidence.write_evidence(
+            Path(args.out), records, title=title, metric=HEADLINE,
+            main_baseline=main_baseline if main_baseline in names else None,
+            method=method if method in names else None,
+            stopping=stopping, metrics=shown, notes=notes, extra=extra)
+        return out
+    plain = [{k: v for k, v in r.items() if k != "scores"} for r in records]
+    return write_results(Path(args.out), plain, title=title, metrics=shown, plot_metric=HEADLINE,
+                         notes=notes + " A real data set has no unbiased sample: no skyline, "
+                         "no headroom.", extra=extra)
+
+
+#: the tuner's search space (``tfdebias tune``; read from the reproducer registry)
+SEARCH_SPACE = {
+    "learning_rate": {"min": 1e-4, "max": 1e-2, "log": True, "step": 10, "default": 1e-3},
+    "batch_size": [256, 128, 512],
+    "embedding_dim": [32, 64, 128],
+    "threshold": [0.3, 0.2, 0.4, 0.5],
+    "n_sampled_users": [16, 32, 64],
+    "lambda_imputation": {"min": 1e-3, "max": 1.0, "log": True, "step": 10, "default": 0.1},
+    "propensity_clip": [0.05, 0.1, 0.01],
+}
+
+register_reproducer(Reproducer(
+    name="amid", help="AMID (WWW 2024): evidence table of Tables 1-2 (NDCG@10/HR@10 per domain "
+                      "and user group) with headroom, over data seeds",
+    run=run_reproduce, add_arguments=_reproduce_args, default_data="cross_domain_sequences",
+    default_seeds=1, search_space=SEARCH_SPACE))
