@@ -205,6 +205,9 @@ class SimulatorBuilder(PrepareMessages, FileReaderBuilder, skip_registration=Tru
     VERSION = VERSION
     RELEASE_NOTES = RELEASE_NOTES
     BUILDER_CONFIGS: list = []
+    #: the config an evidence table (``tfdebias reproduce``) reads when ``--data`` names
+    #: the simulator without a config: the scenario its method is measured on
+    EVIDENCE_CONFIG = "medium"
 
     _schema_fn: Callable[[Mapping], Schema]
     _simulate_fn: Callable[[Mapping], Splits]

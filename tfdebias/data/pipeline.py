@@ -106,19 +106,17 @@ def is_simulator(name: str) -> bool:
     return issubclass(_tfds().builder_cls(base), SimulatorBuilder)
 
 
-#: the simulator config an evidence table runs when ``--data`` names no config
-EVIDENCE_CONFIG = "medium"
-
-
 def evidence_data(name: str) -> str:
     """``name`` as a ``reproduce`` table reads it: a simulator named without a config
-    means its :data:`EVIDENCE_CONFIG` (sized for the tables' power); anything else as
-    given (``confounded_ctr`` -> ``confounded_ctr/medium``; ``kuairec`` stays)."""
+    means the config its builder declares as ``EVIDENCE_CONFIG`` (the scenario its method
+    is measured on, sized for the tables' power); anything else as given
+    (``confounded_ctr`` -> ``confounded_ctr/<its EVIDENCE_CONFIG>``; ``kuairec`` stays)."""
     base, sep, rest = name.partition("/")
     plain, colon, version = base.partition(":")
     if sep or not is_simulator(plain):
         return name
-    return f"{plain}/{EVIDENCE_CONFIG}" + (f":{version}" if colon else "")
+    config = _tfds().builder_cls(plain).EVIDENCE_CONFIG
+    return f"{plain}/{config}" + (f":{version}" if colon else "")
 
 
 def data_seeds(name: str, n: int) -> list[int | None]:
