@@ -256,3 +256,16 @@ def test_a_backbone_may_implement_only_logits():
     np.testing.assert_allclose(model(DATA_A).numpy(), 0.5)
     with pytest.raises(UsageError):
         model.representation(DATA_A)
+
+
+def test_predict_equals_calling_the_model_across_batch_boundaries():
+    from tfdebias.models import predict
+
+    model = build("deepfm", SCHEMA_A)
+    direct = model(DATA_A, training=False).numpy()[:, 0]
+    inputs = [f.name for f in SCHEMA_A.inputs]
+    for compiled in (False, True):
+        got = predict(model, DATA_A, inputs=inputs, batch_size=100, compiled=compiled)  # 256 rows
+        assert got.shape == (256,) and got.dtype == np.float64
+        np.testing.assert_allclose(got, direct, rtol=1e-5, atol=1e-6)
+    assert predict(model, {k: v[:0] for k, v in DATA_A.items()}, inputs=inputs).shape == (0,)

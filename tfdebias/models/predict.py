@@ -3,6 +3,8 @@
 >>> import numpy as np
 >>> predict(lambda b: b["x"] * 2.0, {"x": np.arange(5.0)}, batch_size=2)
 array([0., 2., 4., 6., 8.])
+>>> predict(lambda b: np.stack([b["x"], -b["x"]], 1), {"x": np.arange(3.0)}, full=True).shape
+(3, 2)
 """
 
 from __future__ import annotations
@@ -26,8 +28,11 @@ def _compiled(model) -> Callable:
 
 
 def predict(model, columns: Mapping[str, np.ndarray], *, inputs: Sequence[str] | None = None,
-            batch_size: int = 8192, compiled: bool = False) -> np.ndarray:
-    """The model's first output for every row of ``columns``, as a float64 array (n,).
+            batch_size: int = 8192, compiled: bool = False, full: bool = False,
+            dtype=np.float64) -> np.ndarray:
+    """The model's first output for every row of ``columns``, as a float64 array (n,);
+    with ``full=True`` the whole per-row output (n, ...) (e.g. a tower's vectors), in
+    ``dtype``.
 
     ``model`` is a Keras model (called as ``model(batch, training=False)``) or any function
     of a batch dict returning (B,) or (B, 1). Batches are numpy slices of the ``inputs``
@@ -43,7 +48,7 @@ def predict(model, columns: Mapping[str, np.ndarray], *, inputs: Sequence[str] |
     cols = {k: np.asarray(columns[k]) for k in names}
     n = len(cols[names[0]]) if names else 0
     if not n:
-        return np.zeros(0)
+        return np.zeros(0, dtype)
     if isinstance(model, keras.Model):
         fn = _compiled(model) if compiled else (lambda x: model(x, training=False))
     else:
@@ -51,8 +56,10 @@ def predict(model, columns: Mapping[str, np.ndarray], *, inputs: Sequence[str] |
     out = []
     for a in range(0, n, batch_size):
         batch = {k: tf.convert_to_tensor(v[a:a + batch_size]) for k, v in cols.items()}
-        y = np.asarray(fn(batch), np.float64)
-        out.append(y.reshape(len(y), -1)[:, 0] if y.ndim > 1 else y.reshape(-1))
+        y = np.asarray(fn(batch), dtype)
+        if not full:
+            y = y.reshape(len(y), -1)[:, 0] if y.ndim > 1 else y.reshape(-1)
+        out.append(y)
     return np.concatenate(out)
 
 
