@@ -190,6 +190,100 @@ def test_gradients_reach_every_trainable_variable(args):
         assert float(terms["L_O"]) == 0.0
 
 
+def test_span_projection_is_orthogonal_to_every_proxy_field():
+    rng = np.random.default_rng(5)
+    z, c = rng.normal(size=(32, 5, 10)), rng.normal(size=(32, 4, 10))
+    zp = np.asarray(cp2rec.project_out_span(z.astype("float32"), c.astype("float32")))
+    assert np.abs(np.einsum("bfd,bkd->bfk", zp, c)).max() < 1e-3 * np.abs(z).max() * np.abs(c).max() * 10
+    # the residual lies in the span of c: z - z' = C a
+    resid = z - zp
+    coef, *_ = np.linalg.lstsq(c[0].T, resid[0].T, rcond=None)
+    np.testing.assert_allclose(c[0].T @ coef, resid[0].T, atol=1e-4)
+    # one field: Eq. (5)-(6) exactly
+    np.testing.assert_allclose(cp2rec.project_out_span(z, c[:, :1]), cp2rec.project_out(z, c[:, :1]), atol=1e-5)
+
+
+def _embedding_rows_grad(grad, table):
+    g = tf.convert_to_tensor(grad)  # IndexedSlices -> dense (rows x d)
+    return np.asarray(g)[table.offset:table.offset + table.input_dim]
+
+
+@pytest.mark.parametrize("purifier", ["cos", "solve"])
+def test_purifier_does_not_update_the_proxy_embeddings_through_l_o(purifier):
+    """L_O moves z only: its gradient on c's rows of the embedding table (position) and on
+    the dense proxy fields is zero, on z's rows (user, item) it is not."""
+    model = make(dict(backbone="dcn", purifier=purifier))
+    cols = batch(64)
+    with tf.GradientTape() as tape:
+        out = model.heads(features(cols), training=True)
+        l_o = out["L_O"]
+    emb = model.embed.embeddings
+    c_vars = [v for v in model.trainable_variables if "c_dense" in v.path]
+    assert c_vars
+    grads = tape.gradient(l_o, [emb] + c_vars)
+    rows = _embedding_rows_grad(grads[0], model.embed.table("position"))
+    assert not rows.any()
+    assert all(g is None or not np.any(np.asarray(g)) for g in grads[1:])
+    assert np.abs(_embedding_rows_grad(grads[0], model.embed.table("item_id"))).sum() > 0
+
+
+def test_proj_reads_the_span_of_all_proxy_fields():
+    model = make(dict(backbone="dcn", purifier="proj"))
+    assert model.n_c == 3 and model.proj_basis == "span"  # position + 2 dense proxies, each a field
+    out = model.heads(features(batch(16)))
+    c, zp = np.asarray(out["c"]), np.asarray(out["z_purified"])
+    assert c.shape[1] == 3
+    cos = np.einsum("bfd,bkd->bfk", zp, c) / (
+        np.linalg.norm(zp, axis=-1)[:, :, None] * np.linalg.norm(c, axis=-1)[:, None, :] + 1e-12)
+    assert np.abs(cos).max() < 1e-2  # float32 solve; an unpurified z field has |cos| ~ 0.3
+    assert make(dict(backbone="dcn", purifier="proj", proj_basis="mean")).proj_basis == "mean"
+
+
+def _proxy_bias_batch(n=4096):
+    from tfdebias.datasets.synthetic import confounded_ctr
+
+    params = confounded_ctr.CONFIGS["proxy_bias_small"]
+    splits, schema = confounded_ctr.simulate(params), confounded_ctr.schema(params)
+    splits = cp2rec.add_propensity(splits, schema)
+    cols = {k: v[:n] for k, v in splits["train"].items() if k not in [f.name for f in schema if f.role == "truth"]}
+    return splits, schema, cols
+
+
+def test_l_u_is_on_the_scale_of_l_b_at_initialisation():
+    """Self-normalised L_U: within 2x of L_B on the logged rows at init; the plain IPS mean
+    (lu_normalization='none') is the mean weight times larger."""
+    splits, schema, cols = _proxy_bias_batch()
+    feats = {k: tf.constant(v) for k, v in cols.items() if k != "click"}
+    ratios = {}
+    for norm in ("self", "none"):
+        keras.utils.set_random_seed(0)
+        model = cp2rec.CP2Rec(schema, backbone="ncf", purifier="proj", lu_normalization=norm,
+                              backbone_args={"hidden_units": [16]})
+        terms = model.loss_terms(feats, tf.constant(cols["click"]), training=False)
+        ratios[norm] = float(terms["L_U"]) / float(terms["L_B"])
+    assert 0.5 < ratios["self"] < 2.0, ratios
+    w = 1.0 / np.clip(cols[cp2rec.PROPENSITY_HAT], cp2rec.PROPENSITY_CLIP, 1.0)
+    assert w.mean() > 4 and ratios["none"] > 4, (ratios, w.mean())
+
+
+def test_propensity_sees_exposure_and_position():
+    from tfdebias.datasets.synthetic import confounded_ctr
+
+    splits, schema, _ = _proxy_bias_batch()
+    tr = splits["train"]
+    kappa = cp2rec.estimate_examination(tr)
+    true = confounded_ctr.examination(np.arange(1, 11), 0.3)
+    np.testing.assert_allclose(kappa[1:11], true, atol=0.12)
+    ratio = tr[cp2rec.PROPENSITY_HAT] / tr[cp2rec.INDEPENDENCE_HAT]
+    np.testing.assert_allclose(ratio, kappa[tr["position"]], rtol=1e-5)
+    np.testing.assert_allclose(tr[cp2rec.PROPENSITY_ORACLE], tr["propensity"] * tr["examination"], rtol=1e-5)
+    for prop, col in (("estimated", cp2rec.PROPENSITY_HAT), ("independence", cp2rec.INDEPENDENCE_HAT),
+                      ("oracle", cp2rec.PROPENSITY_ORACLE)):
+        model = cp2rec.CP2RecBaseline(schema, backbone="ncf", propensity=prop)
+        p = model._propensity({k: tf.constant(v[:50]) for k, v in tr.items()})
+        np.testing.assert_allclose(np.asarray(p), np.clip(tr[col][:50], cp2rec.PROPENSITY_CLIP, 1), rtol=1e-6)
+
+
 def test_proj_model_feeds_f_with_purified_z():
     model = make(dict(backbone="dcn", purifier="proj"))
     out = model.heads(features(batch(16)))
@@ -240,6 +334,9 @@ def test_config_round_trip_and_registry():
     (dict(backbone="fm"), "backbone"),
     (dict(loss="cvib"), "abt=False"),
     (dict(propensity_clip=0.0), "propensity_clip"),
+    (dict(propensity="true"), "propensity"),
+    (dict(lu_normalization="mean"), "lu_normalization"),
+    (dict(proj_basis="all"), "proj_basis"),
 ])
 def test_bad_arguments(kwargs, pattern):
     from tfdebias.errors import UsageError
@@ -286,7 +383,8 @@ def test_reproduce_writes_an_evidence_table(tmp_path, data_dir):
     rows = {r["name"]: r for r in res["rows"]}
     assert {n: r["role"] for n, r in rows.items()} == {
         "popularity (item CTR)": "simple", "LR (DCN features)": "simple", "truth (relevance)": "truth",
-        "DCN": "floor", "DCN on uniform log (skyline)": "skyline", "CP2Rec-PROJ-DCN": "method"}
+        "DCN": "floor", "DCN on uniform log (skyline)": "skyline", "CP2Rec-PROJ-DCN": "method",
+        "CP2Rec-PROJ-DCN (oracle p)": "baseline"}  # --quick adds the true-propensity row
     h = res["headroom"]
     assert h["metric"] == "test/auc" and set(h) >= {"skyline", "floor", "gap"}
     assert h["gap"]["mean"] == pytest.approx(h["skyline"]["mean"] - h["floor"]["mean"], abs=1e-9)
@@ -303,7 +401,7 @@ def test_reproduce_writes_an_evidence_table(tmp_path, data_dir):
     # one record per (row, data seed, model seed); every trained row of a data seed has
     # the same number of optimizer steps
     recs = res["records"]
-    assert len(recs) == 6 * 2 and {r["data_seed"] for r in recs} == {0, 1}
+    assert len(recs) == 7 * 2 and {r["data_seed"] for r in recs} == {0, 1}
     for d in (0, 1):
         steps = {r["metrics"]["steps"] for r in recs if r["data_seed"] == d and "steps" in r["metrics"]}
         assert len(steps) == 1

@@ -165,19 +165,25 @@ def _args(**kw):
 
 def test_rows_and_roles():
     cfg = cp2rec_reproduce._resolve(_args(quick=True))
-    assert cfg["data"] == "confounded_ctr/medium" and cfg["data_seeds"] == [0, 1, 2]
+    # the evidence default is the proxy_bias scenario (the builder's EVIDENCE_CONFIG)
+    assert cfg["data"] == "confounded_ctr/proxy_bias" and cfg["data_seeds"] == [0, 1, 2]
     assert cfg["backbones"] == ["ncf"] and cfg["seeds"] == 1 and cfg["stopping"] == "fixed"
-    quick = cp2rec_reproduce._trained_rows("ncf", cfg, _args(quick=True), oracle=False)
+    quick = cp2rec_reproduce._trained_rows("ncf", cfg, _args(quick=True), oracle=True)
     labels = [r[0] for r in quick]
-    assert labels == ["NCF", "NCF on uniform log (skyline)", "IPS-NCF", "CP2Rec-PROJ-NCF"]
-    assert [r[3] for r in quick] == ["train", "train_unbiased", "train", "train"]
+    assert labels == ["NCF", "NCF on uniform log (skyline)", "IPS-NCF", "CP2Rec-PROJ-NCF",
+                      "CP2Rec-COS-NCF w/o ABT, BD", "CP2Rec-PROJ-NCF (oracle p)"]
+    assert [r[3] for r in quick] == ["train", "train_unbiased"] + ["train"] * 4
     assert quick[0][1:3] == quick[1][1:3]  # the skyline is the floor's model and budget
-    assert [cp2rec.row_role(x, "ncf") for x in labels] == ["floor", "skyline", "baseline", "method"]
+    assert [cp2rec.row_role(x, "ncf") for x in labels] == [
+        "floor", "skyline", "baseline", "method", "baseline", "baseline"]
+    assert quick[-1][2]["propensity"] == "oracle"
+    no_truth = cp2rec_reproduce._trained_rows("ncf", cfg, _args(quick=True), oracle=False)
+    assert [r[0] for r in no_truth] == labels[:-1]
     full = cp2rec_reproduce._trained_rows("dcn", cp2rec_reproduce._resolve(_args()), _args(), oracle=True)
     roles = [cp2rec.row_role(r[0], "dcn") for r in full]
     assert roles.count("floor") == 1 and roles.count("skyline") == 1
     assert {r[0] for r, role in zip(full, roles) if role == "method"} == {
-        "CP2Rec-COS-DCN", "CP2Rec-PROJ-DCN", "CP2Rec-SOLVE-DCN"}
+        "CP2Rec-COS-DCN", "CP2Rec-PROJ-DCN", "CP2Rec-SOLVE-DCN", "CP2Rec-PROJ-DCN (p = n_u n_i / N)"}
     full_cfg = cp2rec_reproduce._resolve(_args())
     assert full_cfg["data_seeds"] == [0, 1, 2, 3, 4] and full_cfg["backbones"] == ["ncf", "dcn"]
     # --rows filters the trained rows but keeps the floor and the skyline

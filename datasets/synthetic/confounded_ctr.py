@@ -1,5 +1,11 @@
 """``confounded_ctr``: CTR logs biased by a latent item confounder (stands in for KuaiRec).
 
+Two scenarios (parameter ``scenario``): ``position_leak``, the 1.0/1.1 generator below
+(configs ``small``, ``medium``, ``no_bias``, ``paper``; every split bit for bit as
+before), and ``proxy_bias`` (configs ``proxy_bias`` = the evidence tables' default,
+``proxy_bias_small``, ``proxy_bias_uniform``), described in "Scenario proxy_bias" at the
+end of this docstring.
+
 Version 1.1.0 adds the split ``train_unbiased``, the parameter ``test_density`` and the
 configs ``medium`` and ``no_bias``; every 1.0.0 split of every 1.0.0 config keeps its
 values bit for bit (the new draws come from a stream of their own).
@@ -56,7 +62,8 @@ pair of a random ``test_users`` x ``test_items`` block (or a random share
 ``test_density`` of them), excluded from the logs; ``train_unbiased`` (above).
 
 Configs: ``small`` (default; ~28k logged rows + 8k test rows); ``medium`` (the evidence
-tables' default: 3,000 users x 1,200 items at density 7%, ~237k logged rows, ~63 training
+tables' default until ``proxy_bias`` replaced it, now the position-leak negative control:
+3,000 users x 1,200 items at density 7%, ~237k logged rows, ~63 training
 rows per user; a 1,000 x 200 test block with a quarter of its pairs, ~50k rows, so one
 test AUC has a standard error of ~0.004); ``no_bias`` (``medium`` with a uniform logging
 policy, ``NO_BIAS``: gamma_q = gamma_h = gamma_a = 0, so exposure and logged positions
@@ -64,6 +71,73 @@ carry no bias and ``train`` is distributed like ``train_unbiased``: the negative
 control); and ``paper`` (7,176 users x 10,728 items and a 1,411 x 3,327 test block as
 in KuaiRec; the logged density is scaled down from KuaiRec's 16.3% to 4%, about 2.9M
 logged rows instead of 12.5M, to keep the build tractable).
+
+In ``position_leak`` the only ranking bias is the position leak: logged positions rank a
+policy score that contains the pair's hidden interest h, and the rate proxies are
+Binomial draws around the confounder, not statistics of the logged feedback. ``medium``
+stays as that negative control (dropping ``position`` is what wins there).
+
+Scenario proxy_bias
+-------------------
+The problem the CP2Rec paper states (Sec. 3-4.2): item statistics computed from a log
+that a biased policy collected are confounding proxies, partly harmful (they encode the
+policy) and partly useful (they encode appeal), and context such as the display position
+carries a real examination effect. Generative story (``_simulate_proxy_bias``; its own
+random streams):
+
+1. Users, items, tastes x_u, y_i, activity a_u, categories as above; every item has an
+   **appeal** ``q_i ~ N(0,1)`` (column ``confounder``) and a **promotion**
+   ``w_i ~ N(0,1)`` (column ``promotion``), independent: promotion is not appeal
+   (paid placement, stale popularity).
+2. Interest ``h_ui = <x_u, y_i> + s_eps eps_ui``; intrinsic click probability
+   ``r_ui = sigmoid(b_c + alpha h_ui + beta_q q_i + beta_a a_u)``, as above.
+3. Exposure (the true ``propensity``): ``p_ui = sigmoid(b_e + gamma_q q_i + gamma_w w_i +
+   gamma_a a_u)``, calibrated to ``density``; the policy does not see h.
+4. Display slot of a logged row: quantile bucket (1 = top) of ``delta_w w_i + delta_q q_i
+   + s_pos N(0,1)``; promotion pushes items to the top, the row noise spreads each item
+   over several slots. The test block and ``train_unbiased`` get uniform slots.
+5. Examination ``kappa(k) = 1/(1 + lambda (k-1))`` (column ``examination``, truth);
+   ``relevance = r_ui kappa(position)``, ``click ~ Bernoulli(relevance)`` everywhere.
+6. Proxies, **computed from the logged train rows** (:func:`item_statistics`):
+   ``log_show_cnt`` (log 1 + shows), ``logged_ctr`` and ``mean_position`` (smoothed by
+   a prior worth ``PROXY_PRIOR_SHOWS`` shows), the same item values in every split; plus
+   the row's ``position``. Shows mix w_i and q_i (exposure), logged CTR mixes q_i with
+   w_i (promoted items sit where they are examined more), mean position is mostly w_i.
+
+``proxy_bias``: 3,000 users x 1,200 items, density 7% (~236K logged rows, ~189K train),
+lambda = 0.3, gamma_q = 1.2, gamma_w = 1.0, gamma_a = 0.5, delta_w = 1.5, delta_q = 0.5,
+s_pos = 1; unbiased test block 1,000 users x 200 items, a quarter of its pairs (~50K
+rows). ``proxy_bias_small``: the 1,000 x 700 defaults (~22K train rows) for tests.
+``proxy_bias_uniform``: ``proxy_bias`` with ``UNIFORM_POLICY`` (every gamma and delta 0:
+uniform exposure and uniform slots; the examination curve stays), so ``train`` is
+distributed like ``train_unbiased``: the no-bias control.
+
+Numpy checks (nothing trained with TensorFlow; unbiased test AUC, mean and range over
+data seeds 0-2), made by ``python -c "from tfdebias.methods.cp2rec import headroom_check
+as h; h('proxy_bias'); h('proxy_bias_uniform')"``:
+
+=============================  =======================  =======================
+estimator (fit on ...)         ``proxy_bias``           ``proxy_bias_uniform``
+=============================  =======================  =======================
+popularity, biased train       0.545 (0.539-0.556)      0.599 (0.593-0.603)
+popularity, train_unbiased     0.600 (0.598-0.602)      0.601 (0.597-0.606)
+LR on NCF features, biased     0.575 (0.573-0.578)      0.599 (0.590-0.604)
+LR on NCF features, uniform    0.601 (0.597-0.606)      0.603 (0.597-0.608)
+LR on all inputs, biased       0.650 (0.646-0.653)      0.659 (0.653-0.665)
+LR on all inputs, uniform      0.665 (0.661-0.671)      0.662 (0.656-0.670)
+popularity / true kappa        0.563 (0.558-0.571)      0.597 (0.591-0.604)
+LR NCF features, IPS true p    0.572 (0.566-0.575)      0.599 (0.590-0.604)
+truth (relevance)              0.836                    0.836
+=============================  =======================  =======================
+
+So the headroom exists where the floor/skyline live (user/item features: 0.575 vs
+0.601, every seed) and vanishes under the uniform policy (0.599 vs 0.603). Removing the
+examination factor with the true kappa recovers part of it (0.545 -> 0.563 for
+popularity); re-weighting by the true exposure probability alone does not (0.572): the
+exposure depends only on item and user, which the features already carry, so what the
+log distorts is the click label (through the slot) and the coverage of the items.
+Models that read the row's position gain on the test block too (0.650-0.665), because
+the test block's clicks carry the examination effect of their (uniform) slots.
 """
 
 from __future__ import annotations
@@ -79,6 +153,10 @@ from . import _base
 from ._base import SimulatorBuilder
 
 NAME = "confounded_ctr"
+
+#: ``position_leak``: the 1.0/1.1 generator (configs small, medium, no_bias, paper);
+#: ``proxy_bias``: the generator of the ``proxy_bias*`` configs (module docstring)
+SCENARIOS = ("position_leak", "proxy_bias")
 
 DEFAULTS = {
     "seed": 0,
@@ -103,6 +181,12 @@ DEFAULTS = {
     "activity_exposure": 0.5,  # gamma_a
     "position_bias": 0.1,  # lambda
     "test_density": 1.0,  # share of the test block's pairs kept in `test`
+    # -- the `proxy_bias` scenario only (the `position_leak` generator never reads these)
+    "scenario": "position_leak",  # or "proxy_bias" (see PROXY_BIAS)
+    "promotion_exposure": 1.0,  # gamma_w: promotion w_i in the exposure logit
+    "promotion_position": 1.5,  # delta_w: promotion w_i in the display-slot score
+    "appeal_position": 0.5,  # delta_q: appeal q_i in the display-slot score
+    "position_noise": 1.0,  # s_pos: N(0, s_pos^2) noise of the display-slot score
 }
 
 #: the overrides that make the logging policy uniform: exposure depends on nothing, so
@@ -123,6 +207,13 @@ MEDIUM = {
     "test_density": 0.25,
 }
 
+#: ``proxy_bias``: the evidence default (module docstring, "Scenario proxy_bias")
+PROXY_BIAS = {**MEDIUM, "scenario": "proxy_bias", "position_bias": 0.3}
+#: the overrides that make the ``proxy_bias`` logging policy uniform: exposure and display
+#: slots depend on nothing (slots are uniform at random), the examination curve stays
+UNIFORM_POLICY = {"confounder_exposure": 0.0, "promotion_exposure": 0.0, "activity_exposure": 0.0,
+                  "promotion_position": 0.0, "appeal_position": 0.0}
+
 CONFIGS = {
     "small": {},
     "medium": MEDIUM,
@@ -136,6 +227,9 @@ CONFIGS = {
         "dim": 16,
         "density": 0.04,
     },
+    "proxy_bias": PROXY_BIAS,
+    "proxy_bias_small": {"scenario": "proxy_bias", "position_bias": 0.3},
+    "proxy_bias_uniform": {**PROXY_BIAS, **UNIFORM_POLICY},
 }
 
 #: The nine rate proxies: (name, a_k, b_k) in sigmoid(a_k + b_k*q_i + 0.5*xi_ik).
@@ -165,11 +259,17 @@ def _params(params: Mapping | None) -> dict:
         raise UsageError(f"{NAME}: parameter 'test_density' must be > 0")
     if p["test_users"] > p["n_users"] or p["test_items"] > p["n_items"]:
         raise UsageError(f"{NAME}: the test block must fit inside n_users x n_items")
+    if p["scenario"] not in SCENARIOS:
+        raise UsageError(f"{NAME}: parameter 'scenario' must be one of {SCENARIOS}, got {p['scenario']!r}")
+    if p["position_noise"] < 0:
+        raise UsageError(f"{NAME}: parameter 'position_noise' must be >= 0")
     return p
 
 
 def schema(params: Mapping | None = None) -> Schema:
     p = _params(params)
+    if p["scenario"] == "proxy_bias":
+        return _proxy_bias_schema(p)
     feats = [
         Feature("user_id", "categorical", vocab_size=p["n_users"] + 1, description="user"),
         Feature("item_id", "categorical", vocab_size=p["n_items"] + 1, description="video"),
@@ -199,6 +299,8 @@ def schema(params: Mapping | None = None) -> Schema:
 def simulate(params: Mapping | None = None) -> _base.Splits:
     """Splits ``train``, ``valid``, ``test`` as column dicts (see the module docstring)."""
     p = _params(params)
+    if p["scenario"] == "proxy_bias":
+        return _simulate_proxy_bias(p)
     sch = schema(p)
     s_struct, s_pilot, s_expo, s_rows = np.random.SeedSequence(p["seed"]).spawn(4)
     rng = np.random.default_rng(s_struct)
@@ -308,10 +410,157 @@ def simulate(params: Mapping | None = None) -> _base.Splits:
     }
 
 
+# -- the `proxy_bias` scenario -------------------------------------------------------------
+
+#: the item statistics of ``proxy_bias``, computed from the logged ``train`` rows
+PROXY_BIAS_STATS = ("log_show_cnt", "logged_ctr", "mean_position")
+#: the confounding proxies of ``proxy_bias``: the item statistics + the display position
+PROXY_BIAS_PROXIES = PROXY_BIAS_STATS + ("position",)
+#: Beta-prior strength (in shows) of the smoothed item statistics
+PROXY_PRIOR_SHOWS = 10.0
+
+
+def _proxy_bias_schema(p: dict) -> Schema:
+    feats = [
+        Feature("user_id", "categorical", vocab_size=p["n_users"] + 1, description="user"),
+        Feature("item_id", "categorical", vocab_size=p["n_items"] + 1, description="video"),
+        Feature("user_activity", "categorical", vocab_size=p["n_activity"] + 1,
+                description="activity level (quantile bucket, 1 = least active)"),
+        Feature("user_segment", "categorical", vocab_size=p["n_segments"] + 1,
+                description="taste segment (nearest of n_segments prototypes)"),
+        Feature("item_category", "categorical", vocab_size=p["n_categories"] + 1,
+                description="item category"),
+        Feature("log_show_cnt", "proxy", description="log(1 + shows of the item in the logged train rows)"),
+        Feature("logged_ctr", "proxy", description="the item's smoothed click rate in the logged train rows"),
+        Feature("mean_position", "proxy", description="the item's smoothed mean display position in the "
+                                                     "logged train rows"),
+        Feature("position", "proxy", vocab_size=p["n_positions"] + 1, description="display position, 1 = top"),
+        Feature("click", "label", description="clicked (Bernoulli(relevance))"),
+        Feature("propensity", "exposure", description="true logging-policy P(exposed)"),
+        Feature("relevance", "truth", description="true P(click) of the row = appeal x examination"),
+        Feature("confounder", "truth", description="latent item appeal q_i (drives clicks and exposure)"),
+        Feature("promotion", "truth", description="latent item promotion w_i (drives exposure and slots only)"),
+        Feature("examination", "truth", description="true examination probability kappa(position) of the row"),
+    ]
+    return Schema(feats)
+
+
+def item_statistics(train: Mapping, n_items: int, prior_shows: float = PROXY_PRIOR_SHOWS) -> dict:
+    """The ``proxy_bias`` item statistics of every item id ``0..n_items`` (index = id),
+    computed from logged rows ``train`` (``item_id``, ``click``, ``position``):
+    ``log_show_cnt = log(1 + shows)``, ``logged_ctr`` and ``mean_position`` shrunk toward
+    the log's overall rate / mean position by a Beta/normal prior worth ``prior_shows``
+    shows. Vectorised (``bincount``); the simulator writes exactly these values."""
+    items = np.asarray(train["item_id"], np.int64)
+    clicks = np.asarray(train["click"], np.float64)
+    pos = np.asarray(train["position"], np.float64)
+    shows = np.bincount(items, minlength=n_items + 1).astype(np.float64)
+    hit = np.bincount(items, weights=clicks, minlength=n_items + 1)
+    pos_sum = np.bincount(items, weights=pos, minlength=n_items + 1)
+    return {
+        "log_show_cnt": np.log1p(shows),
+        "logged_ctr": (hit + prior_shows * clicks.mean()) / (shows + prior_shows),
+        "mean_position": (pos_sum + prior_shows * pos.mean()) / (shows + prior_shows),
+    }
+
+
+def examination(pos, position_bias: float) -> np.ndarray:
+    """``kappa(k) = 1 / (1 + lambda (k - 1))``: P(a slot-k row is examined), 1 = top."""
+    return 1.0 / (1.0 + position_bias * (np.asarray(pos, np.float64) - 1.0))
+
+
+def _simulate_proxy_bias(p: dict) -> _base.Splits:
+    """The ``proxy_bias`` generator (module docstring, "Scenario proxy_bias")."""
+    sch = _proxy_bias_schema(p)
+    s_struct, s_pilot, s_expo, s_rows = np.random.SeedSequence([p["seed"], 20]).spawn(4)
+    rng = np.random.default_rng(s_struct)
+    nu, ni, d = p["n_users"], p["n_items"], p["dim"]
+    x = _base.latent(rng, nu, d)
+    activity = rng.standard_normal(nu)
+    centres = _base.latent(rng, p["n_categories"], d)
+    category = rng.integers(0, p["n_categories"], ni)
+    y = 0.8 * centres[category] + 0.6 * _base.latent(rng, ni, d)
+    q = rng.standard_normal(ni)  # appeal: drives clicks (and the policy)
+    w = rng.standard_normal(ni)  # promotion: drives the policy only
+    prototypes = _base.latent(rng, p["n_segments"], d)
+    segment = 1 + np.argmax(x @ prototypes.T, axis=1)
+    activity_id = _base.quantile_bucket(activity, p["n_activity"])
+    test_u = np.zeros(nu, bool)
+    test_u[rng.choice(nu, p["test_users"], replace=False)] = True
+    test_i = np.zeros(ni, bool)
+    test_i[rng.choice(ni, p["test_items"], replace=False)] = True
+
+    # the policy's exposure logit: item appeal, promotion, user activity; no pair interest
+    item_logit = p["confounder_exposure"] * q + p["promotion_exposure"] * w
+    user_logit = p["activity_exposure"] * activity
+    pilot = np.random.default_rng(s_pilot)
+    pu, pi = pilot.integers(0, nu, 200_000), pilot.integers(0, ni, 200_000)
+    b_e = _base.calibrate_intercept(user_logit[pu] + item_logit[pi], p["density"])
+
+    rng_e = np.random.default_rng(s_expo)
+    rng_u = np.random.default_rng([p["seed"], 20, UNBIASED_STREAM])
+    uniform_rate = min(1.0, 1.5 * p["density"])
+    logged, block, uniform = [], [], []
+    for sl in _base.user_blocks(nu, ni):
+        uu = np.arange(sl.start, sl.stop)
+        h = x[sl] @ y.T + p["interest_noise"] * rng_e.standard_normal((len(uu), ni))
+        e = b_e + user_logit[uu][:, None] + item_logit[None, :]
+        shown = rng_e.random(e.shape) < _base.sigmoid(e)
+        in_block = test_u[uu][:, None] & test_i[None, :]
+        uniform_shown = rng_u.random(e.shape) < uniform_rate
+        for mask, out in ((shown & ~in_block, logged), (in_block, block),
+                          (uniform_shown & ~in_block, uniform)):
+            r, c = np.nonzero(mask)
+            out.append((uu[r], c, h[r, c], e[r, c]))
+    lu, li, lh, le = (np.concatenate(a) for a in zip(*logged))
+    tu, ti, th, te = (np.concatenate(a) for a in zip(*block))
+    uu_, ui_, uh_, ue_ = (np.concatenate(a) for a in zip(*uniform))
+
+    rng = np.random.default_rng(s_rows)
+    n_pos = p["n_positions"]
+    slot = (p["promotion_position"] * w[li] + p["appeal_position"] * q[li]
+            + p["position_noise"] * rng.standard_normal(len(li)))
+    l_pos = _base.quantile_bucket(-slot, n_pos)
+    t_pos = rng.integers(1, n_pos + 1, len(te))
+
+    def rows(uu, ii, h, e, pos, click_rng):
+        r = _base.sigmoid(p["click_intercept"] + p["preference_click"] * h
+                          + p["confounder_click"] * q[ii] + p["activity_click"] * activity[uu])
+        kappa = examination(pos, p["position_bias"])
+        rel = r * kappa
+        return {
+            "user_id": uu + 1, "item_id": ii + 1, "user_activity": activity_id[uu],
+            "user_segment": segment[uu], "item_category": category[ii] + 1, "position": pos,
+            "click": (click_rng.random(len(rel)) < rel), "propensity": _base.sigmoid(e),
+            "relevance": rel, "confounder": q[ii], "promotion": w[ii], "examination": kappa,
+        }
+
+    logged_cols = rows(lu, li, lh, le, l_pos, rng)
+    test_cols = rows(tu, ti, th, te, t_pos, rng)
+    order = rng.permutation(len(lu))
+    n_valid = int(round(p["valid_fraction"] * len(lu)))
+    n_train = len(lu) - n_valid
+    pick = rng_u.choice(len(uu_), n_train, replace=len(uu_) < n_train)
+    u_pos = rng_u.integers(1, n_pos + 1, n_train)
+    unbiased_cols = rows(uu_[pick], ui_[pick], uh_[pick], ue_[pick], u_pos, rng_u)
+    if p["test_density"] < 1.0:
+        keep = rng_u.random(len(te)) < p["test_density"]
+        test_cols = {k: v[keep] for k, v in test_cols.items()}
+    out = {"train": {k: v[order[n_valid:]] for k, v in logged_cols.items()},
+           "valid": {k: v[order[:n_valid]] for k, v in logged_cols.items()},
+           "test": test_cols, "train_unbiased": unbiased_cols}
+    # the proxies: statistics of the logged train rows, the same item values in every split
+    stats = item_statistics(out["train"], ni)
+    for cols in out.values():
+        cols.update({k: v[cols["item_id"]] for k, v in stats.items()})
+    return {s: _base.cast_to_schema(sch, cols) for s, cols in out.items()}
+
+
 class ConfoundedCtr(SimulatorBuilder):
     """TFDS builder ``confounded_ctr`` (see the module docstring)."""
 
     BUILDER_CONFIGS = _base.make_configs(CONFIGS)
+    EVIDENCE_CONFIG = "proxy_bias"
     _schema_fn = staticmethod(schema)
     _simulate_fn = staticmethod(simulate)
     _defaults = DEFAULTS

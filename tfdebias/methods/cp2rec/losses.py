@@ -32,6 +32,25 @@ def project_out(z, c):
     return z - coef * c
 
 
+def project_out_span(z, c, ridge: float = 1e-6):
+    """PROJ on all proxy fields: each ``z_ij`` minus its orthogonal projection on the span
+    of the row's proxy fields ``c_i1..c_iK``, ``z' = z - C (C^T C + ridge I)^-1 C^T z``.
+
+    ``z`` (B, F_z, d), ``c`` (B, K, d) with K < d (else the span is all of R^d and z'
+    vanishes); ``ridge`` keeps the K x K solve stable when fields are collinear. With
+    K = 1 it is Eq. (5)-(6) with ``c_i`` the single field.
+    """
+    z = ops.convert_to_tensor(z)
+    c = ops.cast(ops.convert_to_tensor(c), z.dtype)
+    gram = ops.einsum("bkd,bld->bkl", c, c)
+    scale = ops.mean(ops.diagonal(gram, axis1=1, axis2=2), axis=1)[:, None, None] + _EPS
+    k = ops.shape(c)[1]
+    eye = ops.eye(k, dtype=z.dtype)[None]
+    rhs = ops.einsum("bkd,bfd->bkf", c, z)  # C^T z for every z field, (B, K, F_z)
+    coef = ops.solve(gram + ridge * scale * eye, rhs)  # (B, K, F_z)
+    return z - ops.einsum("bkd,bkf->bfd", c, coef)
+
+
 def club_mutual_information(mu, logvar, c):
     """SOLVE purifier, Eq. (8): the CLUB upper bound of I(z; c) with a Gaussian
     ``q_theta(c | z) = N(mu(z), exp(logvar(z)))``::

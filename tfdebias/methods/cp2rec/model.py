@@ -8,7 +8,14 @@ from keras import ops
 from tfdebias.errors import SchemaError, UsageError
 from tfdebias.layers.feature_embedding import FeatureEmbedding, as_schema
 from tfdebias.layers.mlp import MLP
-from tfdebias.methods.cp2rec.data import PROPENSITY_CLIP, PROPENSITY_HAT, REL_PROPENSITY_HAT, add_propensity
+from tfdebias.methods.cp2rec.data import (
+    INDEPENDENCE_HAT,
+    PROPENSITY_CLIP,
+    PROPENSITY_HAT,
+    PROPENSITY_ORACLE,
+    REL_PROPENSITY_HAT,
+    add_propensity,
+)
 from tfdebias.methods.cp2rec.losses import (
     bce_with_logits,
     club_log_likelihood,
@@ -18,6 +25,7 @@ from tfdebias.methods.cp2rec.losses import (
     dib_loss,
     ips_loss,
     project_out,
+    project_out_span,
     rel_loss,
     snips_loss,
 )
@@ -27,6 +35,12 @@ from tfdebias.models.base import split_sides
 PURIFIERS = ("cos", "proj", "solve", "none")
 LOSSES = ("ips", "snips", "rel", "bce", "cvib", "dib")
 BACKBONES = ("ncf", "dcn")
+PROPENSITIES = ("estimated", "independence", "oracle")
+#: the column each ``propensity`` setting reads
+PROPENSITY_COLUMNS = {"estimated": PROPENSITY_HAT, "independence": INDEPENDENCE_HAT,
+                      "oracle": PROPENSITY_ORACLE}
+PROJ_BASES = ("auto", "span", "mean")
+LU_NORMALIZATIONS = ("self", "none")
 
 
 @keras.saving.register_keras_serializable(package="tfdebias")
@@ -70,9 +84,18 @@ class CP2Rec(keras.Model):
       gamma, beta: the weights of L_B and L_O in Eq. (2).
       lambda_reg: lambda of Eq. (2), an L2 penalty on the looked-up embedding rows.
       embedding_dim: d (10 in the paper).
-      propensity: ``"estimated"`` (read ``propensity_hat``, see :func:`add_propensity`)
-        or ``"oracle"`` (the data's exposure column: the simulator's truth).
+      propensity: ``"estimated"`` (``propensity_hat``: exposure ``n_u n_i / N`` times the
+        examination curve ``kappa_hat(position)``), ``"independence"`` (the paper's
+        ``n_u n_i / N`` alone) or ``"oracle"`` (``propensity_oracle``: the simulator's true
+        exposure probability times its true examination); see :func:`add_propensity`.
       propensity_clip: lower clip of propensities (upper clip of the IPS weights).
+      lu_normalization: ``"self"`` (default): L_U = sum(w l) / sum(w) over the batch, so
+        its scale is that of L_B and gamma, beta weigh what they say; ``"none"``: the
+        plain IPS mean ``mean(w l)`` (about mean(w) times larger).
+      proj_basis: PROJ's basis: ``"span"`` removes from every z field its projection on
+        the span of all the row's proxy fields; ``"mean"`` on their mean c_bar (the
+        paper's single c_i, Eq. 5); ``"auto"`` (default) = span when there are fewer
+        proxy fields than ``embedding_dim`` (else the span is the whole space), else mean.
       refine_activation: sigma of Eq. (11).
       backbone_args: constructor arguments of the backbone (hidden units, cross layers).
       club_hidden: hidden width of q_theta.
@@ -102,6 +125,8 @@ class CP2Rec(keras.Model):
         embedding_dim: int = 10,
         propensity: str = "estimated",
         propensity_clip: float = PROPENSITY_CLIP,
+        lu_normalization: str = "self",
+        proj_basis: str = "auto",
         refine_activation: str = "tanh",
         backbone_args: dict | None = None,
         club_hidden: int = 64,
@@ -126,8 +151,13 @@ class CP2Rec(keras.Model):
             raise UsageError(f"loss must be one of {LOSSES}, got {loss!r}")
         if self.abt and self.loss_name in ("cvib", "dib"):
             raise UsageError(f"loss={loss!r} is a single-head baseline: use it with abt=False")
-        if propensity not in ("estimated", "oracle"):
-            raise UsageError(f"propensity must be 'estimated' or 'oracle', got {propensity!r}")
+        if propensity not in PROPENSITIES:
+            raise UsageError(f"propensity must be one of {PROPENSITIES}, got {propensity!r}")
+        if lu_normalization not in LU_NORMALIZATIONS:
+            raise UsageError(f"lu_normalization must be one of {LU_NORMALIZATIONS}, got {lu_normalization!r}")
+        if proj_basis not in PROJ_BASES:
+            raise UsageError(f"proj_basis must be one of {PROJ_BASES}, got {proj_basis!r}")
+        self.lu_normalization, self.proj_basis_arg = lu_normalization, proj_basis
         if not 0 < float(propensity_clip) <= 1:
             raise UsageError(f"propensity_clip must be in (0, 1], got {propensity_clip}")
         self.gamma, self.beta, self.lambda_reg = float(gamma), float(beta), float(lambda_reg)
@@ -151,9 +181,13 @@ class CP2Rec(keras.Model):
 
         d = self.embedding_dim
         self.embed = FeatureEmbedding(self.schema, d, name="embed")
-        self.c_dense = self._dense_field("c", self.proxy_names)
+        # every dense proxy is a field of its own (value x learned vector), so the proxy
+        # fields span what PROJ removes; the dense z inputs share one field
+        self.c_dense = self._dense_field("c", self.proxy_names, per_feature=True)
         self.z_dense = self._dense_field("z", self.z_names)
-        self.n_c = len(self.embed.field_names(include=self.proxy_names)) + (self.c_dense is not None)
+        self.n_c = len(self.embed.field_names(include=self.proxy_names)) + (
+            self.embed.dense_width(include=self.proxy_names) if self.c_dense is not None else 0)
+        self.proj_basis = (("span" if self.n_c < d else "mean") if proj_basis == "auto" else proj_basis)
         self.n_z = len(self.embed.field_names(include=self.z_names)) + (self.z_dense is not None)
         if self.n_z == 0:
             raise SchemaError("CP2Rec: no z fields to purify")
@@ -173,7 +207,7 @@ class CP2Rec(keras.Model):
         self.bias_embed = None
         if self.loss_name == "dib":  # DIB's biased component r: its own embedding
             self.bias_embed = FeatureEmbedding(self.schema, d, name="bias_embed")
-            self.bias_c_dense = self._dense_field("rc", self.proxy_names)
+            self.bias_c_dense = self._dense_field("rc", self.proxy_names, per_feature=True)
             self.bias_z_dense = self._dense_field("rz", self.z_names)
 
         self.loss_tracker = keras.metrics.Mean(name="loss")
@@ -188,14 +222,17 @@ class CP2Rec(keras.Model):
         # layers stay unbuilt on purpose (CP2Rec embeds the features itself).
         self.built = True
 
-    def _dense_field(self, tag, names):
+    def _dense_field(self, tag, names, per_feature=False):
         width = self.embed.dense_width(include=names)
         if not width:
             return None
-        return {
-            "norm": keras.layers.BatchNormalization(momentum=0.9, name=f"{tag}_dense_norm"),
-            "proj": keras.layers.Dense(self.embedding_dim, use_bias=False, name=f"{tag}_dense_proj"),
-        }
+        if per_feature:  # one field per dense input: normalised value x its own vector
+            proj = keras.layers.EinsumDense("bn,nd->bnd", output_shape=(width, self.embedding_dim),
+                                            name=f"{tag}_dense_fields")
+        else:  # one field: a bias-free linear map of all of them
+            proj = keras.layers.Dense(self.embedding_dim, use_bias=False, name=f"{tag}_dense_proj")
+        return {"norm": keras.layers.BatchNormalization(momentum=0.9, name=f"{tag}_dense_norm"),
+                "proj": proj, "per_feature": per_feature}
 
     # -- config ---------------------------------------------------------------------------
     def get_config(self):
@@ -205,6 +242,7 @@ class CP2Rec(keras.Model):
             "loss": self.loss_name, "gamma": self.gamma, "beta": self.beta,
             "lambda_reg": self.lambda_reg, "embedding_dim": self.embedding_dim,
             "propensity": self.propensity, "propensity_clip": self.propensity_clip,
+            "lu_normalization": self.lu_normalization, "proj_basis": self.proj_basis_arg,
             "refine_activation": self.refine_activation, "backbone_args": self.backbone_args,
             "club_hidden": self.club_hidden, "cvib_alpha": self.cvib_alpha,
             "cvib_gamma": self.cvib_gamma, "dib_alpha": self.dib_alpha,
@@ -228,7 +266,8 @@ class CP2Rec(keras.Model):
         fields = out["fields"]
         if dense_field is not None:
             dense = dense_field["norm"](out["dense"], training=training)
-            extra = dense_field["proj"](dense)[:, None, :]
+            extra = dense_field["proj"](dense)
+            extra = extra if dense_field["per_feature"] else extra[:, None, :]
             fields = ops.concatenate([fields, ops.cast(extra, fields.dtype)], axis=1) if fields.shape[1] else extra
         return fields
 
@@ -254,13 +293,18 @@ class CP2Rec(keras.Model):
         # lambda ||theta|| of Eq. (2): L2 on the embedded rows of the batch (sparse).
         reg = ops.mean(ops.sum(ops.square(c), axis=(1, 2)) + ops.sum(ops.square(z), axis=(1, 2)))
         out = {"c": c, "z": z, "reg": self.lambda_reg * ops.cast(reg, "float32")}
-        c_bar = ops.mean(c, axis=1, keepdims=True)  # the row's proxy prior, (B, 1, d)
-        if self.purifier == "proj":
-            z = project_out(z, c_bar)  # Eq. (5)-(6)
-        elif self.purifier == "cos":
-            out["L_O"] = cosine_orthogonality_loss(z, c_bar)  # Eq. (4)
+        # The purifiers move z only: c enters them through stop_gradient, so L_O and the
+        # projection cannot shrink or turn the proxy embeddings to satisfy the constraint.
+        c_fixed = ops.stop_gradient(c)
+        if self.purifier == "proj":  # Eq. (5)-(6)
+            if self.proj_basis == "span":
+                z = project_out_span(z, c_fixed)
+            else:
+                z = project_out(z, ops.mean(c_fixed, axis=1, keepdims=True))
+        elif self.purifier == "cos":  # Eq. (4), every (z field, proxy field) pair
+            out["L_O"] = cosine_orthogonality_loss(z[:, :, None, :], c_fixed[:, None, :, :])
         elif self.purifier == "solve":
-            c_flat = ops.reshape(c, (-1, self.n_c * self.embedding_dim))
+            c_flat = ops.reshape(c_fixed, (-1, self.n_c * self.embedding_dim))
             z_flat = ops.reshape(z, (-1, self.n_z * self.embedding_dim))
             mu, logvar = self.club(z_flat)
             out["L_O"] = club_mutual_information(mu, logvar, c_flat)  # Eq. (8)
@@ -298,21 +342,23 @@ class CP2Rec(keras.Model):
 
     # -- the losses -----------------------------------------------------------------------------
     def _propensity(self, features, rel=False):
-        key = self.schema.exposure.name if self.propensity == "oracle" else (
-            REL_PROPENSITY_HAT if rel else PROPENSITY_HAT)
+        key = PROPENSITY_COLUMNS[self.propensity]
+        if rel and self.propensity != "oracle":
+            key = REL_PROPENSITY_HAT
         if key not in features:
             raise UsageError(
-                f"CP2Rec (loss={self.loss_name!r}) needs a {key!r} column in every batch"
-                + ("; add it with tfdebias.methods.cp2rec.add_propensity(splits, schema)"
-                   if key == PROPENSITY_HAT else ""))
+                f"CP2Rec (loss={self.loss_name!r}, propensity={self.propensity!r}) needs a {key!r} column "
+                "in every batch; add it with tfdebias.methods.cp2rec.add_propensity(splits, schema)")
         p = ops.cast(ops.reshape(features[key], (-1,)), "float32")
         return ops.clip(p, self.propensity_clip, 1.0)
 
-    def _unbiased(self, name, labels, logits, features):
+    def _unbiased(self, name, labels, logits, features, normalize=False):
         if name == "bce":
             return ops.mean(bce_with_logits(labels, logits))
         p = ops.cast(self._propensity(features, rel=name == "rel"), logits.dtype)
         if name == "ips":
+            if normalize:  # L_U of CP2Rec with lu_normalization="self"
+                return snips_loss(bce_with_logits(labels, logits), p)
             return ips_loss(bce_with_logits(labels, logits), p)
         if name == "snips":
             return snips_loss(bce_with_logits(labels, logits), p)
@@ -344,7 +390,8 @@ class CP2Rec(keras.Model):
         terms["reg"] = reg
         if self.abt:
             terms["L_B"] = ops.mean(bce_with_logits(labels, out["logits_B"]))
-            terms["L_U"] = self._unbiased(self.loss_name, labels, out["logits_U"], features)
+            terms["L_U"] = self._unbiased(self.loss_name, labels, out["logits_U"], features,
+                                          normalize=self.lu_normalization == "self")
             total = self.gamma * terms["L_B"] + terms["L_U"]
         else:
             if self.loss_name == "dib":

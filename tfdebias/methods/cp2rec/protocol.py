@@ -1,6 +1,8 @@
 """What the rows of ``tfdebias reproduce cp2rec`` are scored on: the unbiased test block
 (AUC clustered by test user, log loss, AUC by item-exposure group), the biased valid split,
-and the rows that train no network (popularity, logistic regression, the truth)."""
+and the rows that train no network (popularity, logistic regression, the truth); plus two
+measurements outside the table: ``headroom_check`` (the simulator's numpy checks) and
+``linear_probe`` (what z and z' say about a latent, e.g. the promotion or the slot)."""
 
 from __future__ import annotations
 
@@ -82,3 +84,80 @@ def simple_rows(splits: dict, schema, backbone: str, design: dict) -> list[tuple
         out.append((TRUTH, "truth", metrics, scores))
     return out
 
+
+
+def headroom_check(config: str = "proxy_bias", data_seeds=(0, 1, 2)) -> dict:
+    """The numpy checks (nothing trained with TensorFlow) behind the ``confounded_ctr``
+    docstring: unbiased test AUC of simple estimators fit on the biased ``train`` vs on
+    ``train_unbiased`` (same size, uniform logging policy), per data seed.
+
+    Rows: ``popularity`` (item CTR), ``LR(NCF)`` (logistic regression on NCF's
+    user/item features, the floor/skyline analogue), ``LR(all)`` (every input, proxies
+    included), ``popularity / kappa`` (clicks re-weighted by the true examination
+    1/kappa(position), Rel-style: the examination part of the bias removed),
+    ``LR(NCF) IPS p`` (weights 1/propensity, the true exposure probability), ``truth``.
+    Returns ``{row: [auc per data seed]}`` and prints mean and spread.
+    """
+    from tfdebias.datasets.synthetic import confounded_ctr as sim
+    from tfdebias.evaluation import baselines
+    from tfdebias.evaluation import metrics as m
+
+    out: dict[str, list] = {}
+    add = lambda k, v: out.setdefault(k, []).append(float(v))  # noqa: E731
+    for seed in data_seeds:
+        params = {**sim.CONFIGS[config], "seed": int(seed)}
+        splits, schema = sim.simulate(params), sim.schema(params)
+        test, train, uni = splits["test"], splits["train"], splits["train_unbiased"]
+        y = np.asarray(test["click"], np.float64)
+        n_items = int(schema["item_id"].vocab_size)
+        users, items = split_sides(schema)
+        for tag, cols in (("biased", train), ("uniform", uni)):
+            ctr = baselines.item_ctr(cols["item_id"], cols["click"], n_items)
+            add(f"popularity {tag}", m.auc(y, ctr[test["item_id"]]))
+            lr = baselines.logistic_regression(cols, schema, fields=users + items)
+            add(f"LR(NCF) {tag}", m.auc(y, lr.predict(test)))
+            add(f"LR(all) {tag}", m.auc(y, baselines.logistic_regression(cols, schema).predict(test)))
+        if "examination" in train:
+            kappa = np.asarray(train["examination"], np.float64)
+            ctr = baselines.item_ctr(train["item_id"], np.asarray(train["click"], np.float64) / kappa, n_items)
+            add("popularity / kappa biased", m.auc(y, ctr[test["item_id"]]))
+        w = 1.0 / np.clip(np.asarray(train["propensity"], np.float64), PROPENSITY_CLIP, 1.0)
+        lr = baselines.logistic_regression(train, schema, fields=users + items, sample_weight=w / w.mean())
+        add("LR(NCF) IPS p biased", m.auc(y, lr.predict(test)))
+        add("truth", m.auc(y, test["relevance"]))
+    for k, v in out.items():
+        print(f"{k:28s} {np.mean(v):.4f} (min {np.min(v):.4f}, max {np.max(v):.4f})")
+    return out
+
+
+def linear_probe(model, columns: dict, targets: dict, *, batch_size: int = 16384, ridge: float = 1e-3,
+                 test_fraction: float = 0.5, seed: int = 0) -> dict:
+    """How well a linear read-out recovers each target (e.g. the simulator's ``promotion``
+    w_i, the row's ``position``) from a CP2Rec model's z and from its purified z':
+    held-out R^2 of ridge regression on the flattened embeddings, ``{"z/<t>": r2,
+    "z'/<t>": r2}``. Rows are split at random into fit / held-out halves."""
+    import keras
+
+    from tfdebias.layers.feature_embedding import as_schema
+
+    schema = as_schema(model.schema)
+    names = [f.name for f in schema.inputs]
+    n = len(next(iter(targets.values())))
+    zs, zps = [], []
+    for start in range(0, n, batch_size):
+        feats = {k: columns[k][start:start + batch_size] for k in names}
+        out = model.heads({k: keras.ops.convert_to_tensor(v) for k, v in feats.items()}, training=False)
+        zs.append(np.asarray(out["z"]).reshape(len(feats[names[0]]), -1))
+        zps.append(np.asarray(out["z_purified"]).reshape(len(feats[names[0]]), -1))
+    rng = np.random.default_rng(seed)
+    held = rng.random(n) < test_fraction
+    res = {}
+    for tag, x in (("z", np.concatenate(zs)), ("z'", np.concatenate(zps))):
+        x = np.hstack([x, np.ones((n, 1))])
+        gram = x[~held].T @ x[~held] + ridge * len(x) * np.eye(x.shape[1])
+        for t, y in targets.items():
+            y = np.asarray(y, np.float64)
+            beta = np.linalg.solve(gram, x[~held].T @ y[~held])
+            resid = y[held] - x[held] @ beta
+            res[f"{tag}/{t}"] = float(1.0 - resid.var() / max(y[held].var(), 1e-12))
+    return res

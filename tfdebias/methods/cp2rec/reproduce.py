@@ -21,8 +21,10 @@ from tfdebias.methods.cp2rec.protocol import GROUPS, evaluation_design, score_pr
 from tfdebias.methods.cp2rec.train import PREDICT_BATCH, train_row
 from tfdebias.models import predict
 
-#: the rows ``--quick`` trains per backbone: the floor, the main baseline, the method
-QUICK_ROWS = ("{b}", "IPS-{b}", "CP2Rec-PROJ-{b}")
+#: the rows ``--quick`` trains per backbone: the floor, the main baseline, the method, the
+#: method with the true propensity (positive control, where the data ships it) and the
+#: same features and tower trained with plain BCE (what reading the proxies alone gives)
+QUICK_ROWS = ("{b}", "IPS-{b}", "CP2Rec-PROJ-{b}", "CP2Rec-PROJ-{b} (oracle p)", "CP2Rec-COS-{b} w/o ABT, BD")
 #: the skyline row: the plain backbone trained on the simulator's ``train_unbiased``
 SKYLINE = "{b} on uniform log (skyline)"
 
@@ -51,6 +53,7 @@ def table_rows(backbone: str, oracle: bool = False) -> list[tuple[str, str, dict
         (f"CP2Rec-COS-{b}", "cp2rec", {"purifier": "cos"}),
         (f"CP2Rec-PROJ-{b}", "cp2rec", {"purifier": "proj"}),
         (f"CP2Rec-SOLVE-{b}", "cp2rec", {"purifier": "solve"}),
+        (f"CP2Rec-PROJ-{b} (p = n_u n_i / N)", "cp2rec", {"purifier": "proj", "propensity": "independence"}),
         (f"CP2Rec-COS-{b} w/o ABT", "cp2rec", {"purifier": "cos", "abt": False, "loss": "bce"}),
         (f"CP2Rec-COS-{b} w/o ABT, BD", "cp2rec_baseline", {"loss": "bce"}),
     ]
@@ -92,7 +95,8 @@ def _add_arguments(p):
                         "with --quick, else 2)")
     p.add_argument("--hidden-units", default="128,64", help="backbone MLP widths")
     p.add_argument("--oracle", action="store_true",
-                   help="add rows trained with the simulator's true propensities (positive control)")
+                   help="add rows trained with the simulator's true propensities (positive control; "
+                        "always on with --quick where the data ships them)")
     p.add_argument("--rows", default=None,
                    help="only the trained rows whose label contains one of these comma-separated "
                         "strings (floor, skyline, simple baselines and truth always run)")
@@ -155,6 +159,16 @@ def _trained_rows(backbone: str, cfg: dict, args, oracle: bool,
     return out
 
 
+def _proj_note(schema) -> str:
+    from tfdebias.layers.feature_embedding import FeatureEmbedding
+
+    emb = FeatureEmbedding(schema, 10)
+    names = [f.name for f in schema.proxies]
+    n_c = len(emb.field_names(include=names)) + emb.dense_width(include=names)
+    return (f"{n_c} proxy fields in d = 10" if n_c < 10 else
+            f"{n_c} proxy fields >= d = 10, so the mean proxy field c_bar instead, proj_basis='auto'")
+
+
 def _run(args) -> Path:
     from tfdebias import data as tdata
     from tfdebias.evaluation.evidence import write_evidence
@@ -187,7 +201,7 @@ def _run(args) -> Path:
         sizes = {"train": n_tr, "test": len(design["y"]), "test_users": int(design["units"].max()) + 1,
                  "test_items": int(len(np.unique(splits["test"][user_item(schema)[1]])))}
         if progress is None:
-            oracle = args.oracle and schema.exposure is not None
+            oracle = (args.oracle or args.quick) and schema.exposure is not None
             plans = {b: _trained_rows(b, cfg, args, oracle, skyline=has_skyline) for b in cfg["backbones"]}
             total = len(cfg["data_seeds"]) * sum(seeds * len(rows) + 1 for rows in plans.values())
             progress = Progress(total)
@@ -233,6 +247,7 @@ def _run(args) -> Path:
                         f"patience {cfg['patience']}, at most {cfg['epochs']} epochs = {steps} optimizer "
                         f"steps of batch {cfg['batch_size']}; the best epoch's weights are kept "
                         f"(column `steps`)")
+        proj_note = _proj_note(schema)
         notes = (
             f"Data: `{data}`, data seeds {cfg['data_seeds']} (each a fresh draw of the simulator), "
             f"{seeds} model seed(s) each; {sizes['train']} training rows, unbiased test block "
@@ -246,8 +261,12 @@ def _run(args) -> Path:
             f"above the median over the test items. Every trained row: Adam lr {args.learning_rate}, "
             f"d = 10, MLP {cfg['hidden']}. Each step is one optimizer update: SOLVE's CLUB likelihood "
             f"step and CVIB's pass over permuted rows are computed inside that same update, so no row "
-            f"gets extra updates. Propensities for IPS/SNIPS/Rel/CP2Rec: p_hat = n_u n_i / N from "
-            f"train (rows marked 'oracle p' read the simulator's true propensity). "
+            f"gets extra updates. Propensities for IPS/SNIPS/CP2Rec: p_hat = n_u n_i / N x kappa_hat(position) "
+            f"from train (kappa_hat: the position-based click model fit on train; n_u n_i / N alone where "
+            f"the data has no position proxy or the row says so); rows marked 'oracle p' read the "
+            f"simulator's true exposure probability x true examination. CP2Rec's L_U is self-normalised "
+            f"(sum w l / sum w per batch); PROJ removes from z the span of all proxy fields "
+            f"({proj_note}); the purifiers see c through stop_gradient. "
             f"Wall time {time.time() - t_start:.0f} s.")
         where = out if k == 0 else out / b
         extra = {"data": data, "data_seeds": cfg["data_seeds"], "backbone": b,
