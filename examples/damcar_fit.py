@@ -38,7 +38,7 @@ print("target domain:", stats)
 gen = damcar.train_label_generator(cascade, exposed, y, target, lambda1=0.5, lambda2=0.2,
                                    budget=budget)
 pseudo_s = predict(lambda b: gen.pseudo_labels(b, True), exposed)
-pseudo_t = predict(lambda b: gen.pseudo_labels(b, False), target)
+pseudo_t = predict(lambda b: gen.pseudo_labels(b, True), target)
 y_mpl = damcar.modified_pseudo_labels(y, np.ones(len(y), bool), pseudo_s)  # Eq. 12
 
 # 4. hybrid training of the retriever (Eq. 13-17) vs BC

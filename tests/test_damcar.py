@@ -107,13 +107,15 @@ def test_only_source_samples_pass_through_g():
     assert not np.allclose(np.array(m.pseudo_labels(x, source=True)), before_s)
 
 
-def test_label_generator_loss_terms_match_numpy():
-    m = generator(lambda1=0.7, lambda2=0.3)
+@pytest.mark.parametrize("path", ["source", "target"])
+def test_label_generator_loss_terms_match_numpy(path):
+    m = generator(lambda1=0.7, lambda2=0.3, target_label_path=path)
     (x, y), (tx, _) = batch(seed=3), batch(seed=4)
     losses = {k: float(v) for k, v in D.label_generator_losses(m, x, y, tx).items()}
+    through_g = path == "source"  # Eq. (10) on the path that labels S_sam
     ps = np.array(m.pseudo_labels(x, source=True))
-    pt = np.array(m.pseudo_labels(tx, source=False))
-    yt = 1 / (1 + np.exp(-np.array(m.teacher.heads(m.teacher.encode(tx), False)[0])))
+    pt = np.array(m.pseudo_labels(tx, source=through_g))
+    yt = 1 / (1 + np.exp(-np.array(m.teacher.heads(m.teacher.encode(tx), through_g)[0])))
 
     def bce(t, p):
         return float(np.mean(-(t * np.log(p) + (1 - t) * np.log(1 - p))))

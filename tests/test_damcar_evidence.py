@@ -169,19 +169,21 @@ def test_reproduce_quick_writes_the_evidence_table(tmp_path, data_dir, monkeypat
     assert rc == 0
     res = json.loads((out / "results.json").read_text())
     h = res["headroom"]
-    assert h["metric"] == "retrieval/R@100"
+    assert h["metric"] == "retrieval/R@100/unexposed"
     for part in ("skyline", "floor", "gap"):
         assert len(h[part]["ci95"]) == 2 and h[part]["ci95"][0] <= h[part]["ci95"][1]
     roles = {r["name"]: r["role"] for r in res["rows"]}
-    assert roles == {"BC": "floor", D.SKYLINE: "skyline", "DAMCAR": "method",
+    assert roles == {"BC": "floor", D.ORACLE: "skyline", "DAMCAR": "method",
+                     D.SSAM_ZERO: "baseline",
                      "Popularity": "simple", "Item-kNN": "simple", "True relevance": "truth"}
     rows = {r["name"]: r for r in res["rows"]}
     assert rows["BC"]["gap_closed"]["mean"] == 0.0
-    assert rows[D.SKYLINE]["gap_closed"]["mean"] == 1.0
+    assert rows[D.ORACLE]["gap_closed"]["mean"] == 1.0
     assert rows["DAMCAR"]["vs_baseline"]["name"] == "BC"
     for r in res["rows"]:
         assert r["n_data_seeds"] == 2
-        for k in ("retrieval/R@100", "retrieval/R@100/exposed", "retrieval/R@100/unexposed"):
+        for k in ("retrieval/R@100", "retrieval/R@100/exposed", "retrieval/R@100/unexposed",
+                  "retrieval/R@100/true_top"):
             lo, hi = r["ci95"][k]
             assert lo <= r["mean"][k] <= hi or np.isclose(lo, hi)
     assert {(x["data_seed"], x["seed"]) for x in res["records"]} == {(0, 0), (1, 0)}
@@ -190,19 +192,28 @@ def test_reproduce_quick_writes_the_evidence_table(tmp_path, data_dir, monkeypat
     un = {n: r["mean"]["retrieval/R@100/unexposed"] for n, r in rows.items()}
     assert un["True relevance"] == max(un.values())
     assert set(res["headroom_by_group"]) == {"retrieval/R@100", "retrieval/R@100/exposed",
-                                            "retrieval/R@100/unexposed"}
-    assert res["headroom_by_group"]["retrieval/R@100"]["headroom"] == h
+                                            "retrieval/R@100/unexposed",
+                                            "retrieval/R@100/true_top"}
+    assert res["headroom_by_group"]["retrieval/R@100/unexposed"]["headroom"] == h
+    top = {n: r["mean"]["retrieval/R@100/true_top"] for n, r in rows.items()}
+    assert top["True relevance"] == max(top.values())
+    info = res["seeds_info"][0]
+    assert "target_truth_auc" in info["label_generator_full"]
+    assert "target_truth_auc" in info["ranker"]
     assert res["budget"]["retrieval_steps"] == 5
     md = (out / "results.md").read_text()
-    assert "Stopping: fixed budget" in md and "8 optimizer steps per retriever row" in md
+    assert "Stopping: fixed budget" in md and "8 optimizer steps per" in md
+    assert "pseudo-label AUC vs truth" in md
     assert "Headroom" in md and "floor" in md and "vs BC" in md
 
 
-def test_default_data_is_the_medium_config():
+def test_default_data_is_the_communities_config():
     from tfdebias import data as tdata
 
-    assert tdata.evidence_data("cascade_exposure") == "cascade_exposure/medium"
-    assert tdata.evidence_data("cascade_exposure:1.1.0") == "cascade_exposure/medium:1.1.0"
+    assert tdata.evidence_data("cascade_exposure") == "cascade_exposure/communities"
+    assert tdata.evidence_data("cascade_exposure:1.1.0") == \
+        "cascade_exposure/communities:1.1.0"
+    assert tdata.evidence_data("cascade_exposure/medium") == "cascade_exposure/medium"
     assert tdata.evidence_data("cascade_exposure/small") == "cascade_exposure/small"
     assert tdata.evidence_data("wechat_channels/damcar") == "wechat_channels/damcar"
     assert tdata.evidence_data("kuairec") == "kuairec"

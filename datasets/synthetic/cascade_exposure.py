@@ -44,6 +44,35 @@ Generative story (one draw per ``seed``):
    ``train``: what the log would be without sample selection. It is the skyline's
    training set in ``tfdebias reproduce damcar``.
 
+Scenario ``communities`` (configs ``communities``, DAMCAR's evidence default, and
+``communities_small`` for tests; ``params["scenario"] = "communities"``; the
+``independent`` default is the frozen generator above, so ``small``, ``medium`` and
+``paper`` are unchanged). Step 1 changes only: ``n_communities`` centres ``m_k``; each
+user and each author belongs to a uniformly drawn community, and a user's taste (an
+author's style) is ``sqrt(s) m_k + sqrt(1 - s) n`` with ``s = community_strength``, so
+users of one community like the same authors' items and a walk on the exposure graph
+stays near its start. The configs also make unexposed pairs mostly irrelevant
+(``finish_intercept`` -2) and the policy rely on its own view of the taste
+(``preference_exposure`` 2, ``policy_alignment`` 0.7, ``popularity_exposure`` 0.3):
+aligned with relevance but not equal to it. ``communities``: 3,000 users, 3,000 items,
+300 authors, 10 communities (strength 0.9), ~100 exposures per user (~181k train
+rows), 100 oracle pairs per user; builds in ~2 s. The truth of every pair is
+:func:`truth` (as above), which the DAMCAR protocol uses to grade every unexposed item.
+
+Measured without training (``communities``, seed 0; ``python benchmarks/random_walk.py
+--scenario communities``): exposed pairs finish at 0.644, random unexposed pairs have
+true P(finish) 0.256; the policy's and the relevance's logits correlate at 0.71 over
+random pairs. The random walk's ``S_sam`` (Eq. (1)-(3) on the train log, H = 50) has
+P(relevant) 0.588 at R = 3 (1,626 pairs), 0.482 at R = 5 (7,221), 0.469 at R = 7 /
+H = 100 (13,658) and 0.342 at R = 25 (124,609 pairs over 2,747 items), against 0.256 for
+random unexposed pairs: the walk finds relevant never-shown pairs, more precisely at a
+short radius, where Eq. (3)'s threshold leaves few pairs. Recall@100 over the corpus
+(train/valid exposures masked) of the never-shown oracle positives / of each user's true
+top-50 never-shown items / of the exposed test positives: true relevance 0.118 / 1.000
+/ 0.464, the policy's own score 0.089 / 0.484 / 0.618, item-kNN 0.098 / 0.669 / 0.434,
+popularity 0.051 / 0.176 / 0.142 (random ~0.033): copying the policy wins the exposed
+group (and the mixed one, 0.263 vs 0.235) but loses both unexposed groups.
+
 Bias it injects: sample selection. Exposure favours popular items and what a
 different preference model likes, so exposed pairs are more relevant on average than
 the rest and their distribution over items differs from the corpus.
@@ -60,7 +89,8 @@ Splits: ``train``/``valid``/``test`` = exposed pairs split per user chronologica
 drawn from the true model (what SSB hides); ``train_unbiased`` (step 7). Every item
 appears in some split.
 
-Configs: ``small`` (default; ~18k exposures + ~9k oracle rows), ``medium`` (sized for
+Configs: ``small`` (default; ~18k exposures + ~9k oracle rows), ``medium`` (the
+earlier evidence default, now the control: no community structure, sized for
 evidence tables: 3,200 users, 3,000 items, ~100 exposures per user: ~192k train rows,
 ~60 per user; 3,200 test users, ~153k oracle rows; builds in ~2.5 s of CPU for ~670k
 rows) and ``paper`` (WeChat-sized: 16,904 users, 42,031 items, ~97 exposures per user =
@@ -108,6 +138,22 @@ DEFAULTS = {
     "preference_exposure": 1.0,  # gamma_pref
     "policy_alignment": 0.5,  # rho
     "popularity_exponent": 1.0,  # Zipf exponent of items per author
+    # the "communities" scenario (new configs only; the default "independent" is the
+    # frozen 1.0.0/1.1.0 generator and ignores the two parameters below)
+    "scenario": "independent",
+    "n_communities": 20,
+    "community_strength": 0.8,  # share of a taste's / a style's variance set by its community
+}
+
+_COMMUNITIES = {
+    "scenario": "communities",
+    "n_communities": 10,
+    "community_strength": 0.9,
+    "policy_alignment": 0.7,
+    "finish_intercept": -2.0,
+    "preference_finish": 1.5,
+    "popularity_exposure": 0.3,
+    "preference_exposure": 2.0,
 }
 
 CONFIGS = {
@@ -120,6 +166,25 @@ CONFIGS = {
         "n_authors": 300,
         "exposures_per_user": 100.0,
         "oracle_per_user": 50,
+    },
+    # the "communities" scenario (DAMCAR's evidence default, EVIDENCE_CONFIG): tastes
+    # cluster in 10 communities, ~100 exposures per user, a policy aligned with but not
+    # equal to relevance (logit correlation ~0.7), unexposed pairs mostly irrelevant
+    "communities": {
+        **_COMMUNITIES,
+        "n_users": 3000,
+        "n_items": 3000,
+        "n_authors": 300,
+        "exposures_per_user": 100.0,
+        "oracle_per_user": 100,
+    },
+    "communities_small": {
+        **_COMMUNITIES,
+        "n_users": 400,
+        "n_items": 600,
+        "n_authors": 60,
+        "exposures_per_user": 60.0,
+        "oracle_per_user": 60,
     },
     "paper": {
         "n_users": 16904,
@@ -134,8 +199,15 @@ CONFIGS = {
 _MEDIAN_DURATION = 27.0
 
 
+SCENARIOS = ("independent", "communities")
+
+
 def _params(params: Mapping | None) -> dict:
     p = _base.merge_params(DEFAULTS, params, NAME)
+    if p["scenario"] not in SCENARIOS:
+        raise UsageError(f"{NAME}: scenario must be one of {SCENARIOS}, got {p['scenario']!r}")
+    _base.check_positive(p, "n_communities", where=NAME)
+    _base.check_fraction(p, "community_strength", where=NAME)
     _base.check_positive(
         p, "n_users", "n_items", "n_authors", "dim", "visual_width", "acoustic_width",
         "textual_width", "n_days", "exposures_per_user", where=NAME,
@@ -216,6 +288,28 @@ class Truth:
         ii = np.arange(len(self.y))[None, :]
         return _base.sigmoid(self._logit(self.x[uu] @ self.y.T, ii))
 
+    def propensity_block(self, user_ids) -> np.ndarray:
+        """``(len(user_ids), n_items)`` true P(exposed) under the logging policy."""
+        p = self.params
+        uu = np.asarray(user_ids, np.int64) - 1
+        return _base.sigmoid(self.intercept + p["popularity_exposure"] * self.pop[None, :]
+                             + p["preference_exposure"] * (self.x_pol[uu] @ self.y.T))
+
+
+def _communities(p: dict, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Tastes and author styles of the ``communities`` scenario: ``n_communities``
+    centres ``m_k``; user ``u`` (author ``a``) belongs to a uniformly drawn community
+    and its taste (style) is ``sqrt(s) m_k + sqrt(1 - s) n`` with ``s =
+    community_strength``, so people of one community like the same authors' items."""
+    nu, d, k = p["n_users"], p["dim"], p["n_communities"]
+    s = p["community_strength"]
+    centre = _base.latent(rng, k, d)
+    cu = rng.integers(0, k, nu)
+    ca = rng.integers(0, k, p["n_authors"])
+    x = np.sqrt(s) * centre[cu] + np.sqrt(1 - s) * _base.latent(rng, nu, d)
+    style = np.sqrt(s) * centre[ca] + np.sqrt(1 - s) * _base.latent(rng, p["n_authors"], d)
+    return x, style
+
 
 def _truth(p: dict) -> tuple[Truth, np.random.SeedSequence, np.random.SeedSequence]:
     """Steps 1.-4. (structure and the policy's intercept) and the two seed streams that
@@ -225,10 +319,15 @@ def _truth(p: dict) -> tuple[Truth, np.random.SeedSequence, np.random.SeedSequen
     nu, ni, d = p["n_users"], p["n_items"], p["dim"]
 
     # 1.-2. users, authors, items and their content vectors
-    x = _base.latent(rng, nu, d)
-    rho = p["policy_alignment"]
-    x_pol = rho * x + np.sqrt(1 - rho**2) * _base.latent(rng, nu, d)
-    style = _base.latent(rng, p["n_authors"], d)
+    if p["scenario"] == "communities":
+        x, style = _communities(p, rng)
+        rho = p["policy_alignment"]
+        x_pol = rho * x + np.sqrt(1 - rho**2) * _base.latent(rng, nu, d)
+    else:  # "independent": the frozen draw order of 1.0.0 / 1.1.0
+        x = _base.latent(rng, nu, d)
+        rho = p["policy_alignment"]
+        x_pol = rho * x + np.sqrt(1 - rho**2) * _base.latent(rng, nu, d)
+        style = _base.latent(rng, p["n_authors"], d)
     author = rng.choice(p["n_authors"], ni, p=_base.zipf_weights(
         p["n_authors"], p["popularity_exponent"], rng))
     y = 0.6 * style[author] + 0.8 * _base.latent(rng, ni, d)
@@ -343,6 +442,7 @@ class CascadeExposure(SimulatorBuilder):
     """TFDS builder ``cascade_exposure`` (see the module docstring)."""
 
     BUILDER_CONFIGS = _base.make_configs(CONFIGS)
+    EVIDENCE_CONFIG = "communities"
     _schema_fn = staticmethod(schema)
     _simulate_fn = staticmethod(simulate)
     _defaults = DEFAULTS

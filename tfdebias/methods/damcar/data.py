@@ -19,7 +19,10 @@ from tfdebias.methods.damcar.losses import DOMAIN, ITEM, RANK, TARGET, USER, WEI
 
 @dataclasses.dataclass
 class CascadeData:
-    """Splits with dense scalars min-max scaled, the item table and the feature sides."""
+    """Splits with dense scalars scaled (:func:`prepare_cascade`), the item table and the
+    feature sides. ``scaling[name] = (log, lo, hi)``: what was applied to a dense input
+    (``log1p`` first when ``log``, then ``(v - lo) / (hi - lo)``), so a client can
+    reproduce it."""
 
     splits: dict
     schema: object  # the model schema: user + item features + label
@@ -31,6 +34,7 @@ class CascadeData:
     n_users: int
     n_items: int
     weight_column: str | None
+    scaling: dict = dataclasses.field(default_factory=dict)
 
     def pairs(self, users, items) -> dict:
         """Model features of (user, item) pairs (ids as in the data, 1-based)."""
@@ -63,8 +67,13 @@ def item_side_names(columns: dict, schema, user_names) -> list[str]:
     return out
 
 
-def prepare_cascade(splits: dict, schema) -> CascadeData:
-    """Scale dense scalars with the train split's range, build the item table."""
+def prepare_cascade(splits: dict, schema, log_scale: bool = True) -> CascadeData:
+    """Scale dense scalars with the train split's range, build the item table.
+
+    With ``log_scale`` (default) a non-negative dense input (a duration in seconds:
+    log-normal, heavy-tailed) is ``log1p``-transformed before the min-max scaling, so
+    its values spread over [0, 1] instead of crowding near 0 (the authors min-max scale
+    the raw value; ``log_scale=False``)."""
     for need in (USER, ITEM):
         if need not in schema:
             raise DataError(f"DAMCAR needs {USER!r} and {ITEM!r} features; the data set has "
@@ -76,13 +85,19 @@ def prepare_cascade(splits: dict, schema) -> CascadeData:
     user_names = [USER]
     item_names = item_side_names(splits["train"], schema, user_names)
     splits = {k: dict(v) for k, v in splits.items()}
+    scaling = {}
     for f in schema.by_role("dense"):
         if f.name not in item_names:
             continue
-        lo, hi = float(np.min(splits["train"][f.name])), float(np.max(splits["train"][f.name]))
+        raw = np.asarray(splits["train"][f.name], np.float64)
+        use_log = bool(log_scale) and len(raw) > 0 and float(np.min(raw)) >= 0.0
+        tf_ = np.log1p if use_log else (lambda v: v)
+        lo, hi = float(np.min(tf_(raw))), float(np.max(tf_(raw)))
+        scaling[f.name] = (use_log, lo, hi)
         for cols in splits.values():
-            cols[f.name] = ((np.asarray(cols[f.name], np.float64) - lo) / max(hi - lo, 1e-9)
-                            ).astype(np.float32)
+            v = tf_(np.maximum(np.asarray(cols[f.name], np.float64), 0.0)) if use_log else \
+                np.asarray(cols[f.name], np.float64)
+            cols[f.name] = ((v - lo) / max(hi - lo, 1e-9)).astype(np.float32)
     n_ids = schema[ITEM].vocab_size
     items = {}
     for n in item_names:
@@ -98,7 +113,7 @@ def prepare_cascade(splits: dict, schema) -> CascadeData:
     model_schema = schema.select(user_names + item_names + [label])
     weight = "play_seconds" if "play_seconds" in splits["train"] else None
     return CascadeData(splits, model_schema, label, user_names, item_names, items,
-                       np.nonzero(seen)[0], schema[USER].vocab_size, n_ids, weight)
+                       np.nonzero(seen)[0], schema[USER].vocab_size, n_ids, weight, scaling)
 
 
 def hybrid_columns(features_e: dict, target_e, rank_e, features_t: dict | None = None,

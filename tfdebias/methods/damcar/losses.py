@@ -30,9 +30,14 @@ def label_generator_losses(model, source_x, source_y, target_x,
     """Every loss term of the label generator from one source and one target batch.
 
     * ``ce``  = Eq. (6): BCE of ``Phi(g(z^s))`` against ``y^s``;
-    * ``dom`` = Eq. (8): ``-mean log Psi(g(z^s)) - mean log(1 - Psi(z^t))``;
-    * ``sup`` = Eq. (10): BCE of the student's ``Phi(z^t)`` against the EMA teacher's
-      ``y_tea^t`` (soft targets, no gradient into the teacher); 0 when ``lambda1 = 0``;
+    * ``dom`` = Eq. (8): ``-mean log Psi(g(z^s)) - mean log(1 - Psi(z^t))``
+      (``Psi(g(z^t))`` under ``model.domain_through_g``; the target term left out under
+      ``model.domain_target_term = False``, the authors' code);
+    * ``sup`` = Eq. (10): BCE of the student's target label against the EMA teacher's
+      ``y_tea^t`` (soft targets, no gradient into the teacher); 0 when ``lambda1 = 0``.
+      The target label is ``Phi(g(z^t))`` when ``model.target_label_path == "source"``
+      (the default of :class:`~tfdebias.methods.damcar.train.Settings`: the path Eq. (6)
+      trains), else ``Phi(z^t)`` (Eq. (5) as printed);
     * ``total`` = Eq. (11): ``ce + lambda1 sup - lambda2 dom`` (the encoder's view);
     * ``objective`` = ``ce + lambda1 sup + lambda2 dom``: what the optimizer minimises.
       The GRL between ``g(z)``/``z`` and ``Psi`` flips the sign of ``lambda2 dom``'s
@@ -42,14 +47,18 @@ def label_generator_losses(model, source_x, source_y, target_x,
     net = model.student
     zs = net.encode(source_x, training)
     zt = net.encode(target_x, training)
+    through_g = getattr(model, "domain_through_g", False)
+    target_g = getattr(model, "target_label_path", "target") == "source"
     ys, ds = net.heads(zs, True, training)  # Eq. (5), (7): source through g
-    yt, dt = net.heads(zt, False, training)  # target: no g
+    yt, dt = net.heads(zt, target_g, training, domain_source=through_g)  # target
     y = tf.cast(tf.reshape(source_y, [-1]), ys.dtype)
     ce = tf.reduce_mean(_bce_logits(y, ys))
-    dom = tf.reduce_mean(_bce_logits(tf.ones_like(ds), ds)) + \
-        tf.reduce_mean(_bce_logits(tf.zeros_like(dt), dt))
+    dom = tf.reduce_mean(_bce_logits(tf.ones_like(ds), ds))
+    if getattr(model, "domain_target_term", True):
+        dom = dom + tf.reduce_mean(_bce_logits(tf.zeros_like(dt), dt))
     if model.lambda1 > 0:
-        t_logits, _ = model.teacher.heads(model.teacher.encode(target_x, False), False, False)
+        t_logits, _ = model.teacher.heads(model.teacher.encode(target_x, False), target_g,
+                                          False)
         y_tea = tf.stop_gradient(tf.sigmoid(t_logits))
         sup = tf.reduce_mean(_bce_logits(y_tea, yt))
     else:

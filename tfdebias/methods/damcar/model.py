@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
@@ -23,6 +24,18 @@ from tfdebias.models.base import Backbone, build_on_first_call
 # =============================================================================================
 
 
+def grl_schedule(step, warmup_steps: int):
+    """Ganin & Lempitsky's reversal-scale schedule, ``2 / (1 + exp(-10 p)) - 1`` with
+    ``p = step / (warmup_steps - 1)`` clipped to [0, 1], divided by its value at
+    ``p = 1`` so that it is exactly 0 at step 0 and exactly 1 from step
+    ``warmup_steps - 1`` on. ``warmup_steps = 0``: 1 at every step (no warm-up)."""
+    if warmup_steps <= 0:
+        return tf.constant(1.0, tf.float32)
+    p = tf.clip_by_value(tf.cast(step, tf.float32) / float(max(warmup_steps - 1, 1)), 0.0, 1.0)
+    top = 2.0 / (1.0 + np.exp(-10.0)) - 1.0
+    return (2.0 / (1.0 + tf.exp(-10.0 * p)) - 1.0) / top
+
+
 @keras.saving.register_keras_serializable(package="tfdebias")
 class ADANetwork(keras.layers.Layer):
     """Embeddings, encoder ``E``, transform ``g``, label head ``Phi`` and domain
@@ -33,14 +46,16 @@ class ADANetwork(keras.layers.Layer):
     """
 
     def __init__(self, schema, embedding_dim=32, encoder_units=(300, 200, 100),
-                 transform_units=(128, 100), **kwargs):
+                 transform_units=(128, 100), domain_normalize: bool = True, **kwargs):
         super().__init__(**kwargs)
         from tfdebias.layers.feature_embedding import FeatureEmbedding, as_schema
 
         self.schema = as_schema(schema)
+        self.domain_normalize = bool(domain_normalize)
         self._config = {"embedding_dim": int(embedding_dim),
                         "encoder_units": [int(u) for u in encoder_units],
-                        "transform_units": [int(u) for u in transform_units]}
+                        "transform_units": [int(u) for u in transform_units],
+                        "domain_normalize": self.domain_normalize}
         self.embed = FeatureEmbedding(self.schema, embedding_dim, name="embed")
         self.encoder = MLP(encoder_units, name="encoder")  # E, Eq. (4)
         self.transform = MLP(transform_units, name="transform")  # g, Eq. (5)
@@ -54,11 +69,16 @@ class ADANetwork(keras.layers.Layer):
         e = self.embed(features)
         return self.encoder(Backbone.flat_inputs(e), training=training)
 
-    def heads(self, z, source: bool, training=False):
-        """``(label logits (B,), domain logits (B,))`` of representations ``z``."""
+    def heads(self, z, source: bool, training=False, domain_source: bool | None = None):
+        """``(label logits (B,), domain logits (B,))`` of representations ``z``; the
+        domain logits go through ``g`` when ``domain_source`` (default: ``source``)."""
         h = self.transform(z, training=training) if source else z
         y = tf.reshape(self.label_head(h), [-1])
-        d = tf.reshape(self.domain_head(self.grl(h)), [-1])
+        ds = source if domain_source is None else domain_source
+        hd = h if ds == source else (self.transform(z, training=training) if ds else z)
+        if self.domain_normalize:  # the reversed gradient cannot grow the features' norm
+            hd = tf.math.l2_normalize(hd, axis=-1)
+        d = tf.reshape(self.domain_head(self.grl(hd)), [-1])
         return y, d
 
     def call(self, features, source: bool = False, training=False):
@@ -86,9 +106,27 @@ class LabelGenerator(Backbone):
       embedding_dim: field embedding width (authors: 32).
       lambda1: weight of ``L_sup`` (Eq. (11)); 0 = no teacher ("w/o EMA").
       lambda2: weight of ``L_dom`` (Eq. (11)).
-      alpha: EMA smoothing of Eq. (9).
+      alpha: EMA smoothing of Eq. (9) (its largest value under ``ema_ramp``).
+      warmup_steps: Ganin's warm-up of the reversal scale (:func:`grl_schedule`): the
+        gradient reversal layer's scale is 0 at the first step and rises to 1 at step
+        ``warmup_steps - 1``; 0 = full scale from the first step.
+      ema_ramp: the EMA rate at optimizer step ``t`` is ``min(alpha, 1 - 1 / (t + 1))``
+        (mean teacher's ramp), so the teacher leaves its initial weights quickly.
+      domain_through_g: Eq. (7) on ``g(z)`` for both domains (``Psi(g(z^t))``) instead
+        of ``Psi(z^t)`` as printed (a classifier comparing two spaces wins on the path).
+      domain_target_term: False = the authors' code (the target term of Eq. (8) is lost
+        to a bug, reference notes §2.2): ``Psi`` is trained on source rows only.
+      domain_normalize: ``Psi`` reads the unit-normalised representation (default): the
+        encoder maximises ``L_dom`` through the reversal, and a linear ``Psi`` on
+        unbounded ReLU features lets it do so by growing the features without end, which
+        saturates ``Phi`` too (measured: every pseudo-label -> 1.0 within 250 Adam steps
+        at lambda2 = 0.2); on the unit sphere only the direction can be confused.
+      target_label_path: ``"source"`` (default): target rows are labelled (and taught by
+        the teacher, Eq. (10)) through ``Phi(g(E(x)))``, the path Eq. (6) trains on
+        labels, as the authors' code does; ``"target"``: ``Phi(E(x))``, Eq. (5) as
+        printed, a head that never sees a label.
 
-    ``call(features)`` serves the target-domain pseudo-label ``Phi(E(x))``;
+    ``call(features)`` serves the target-domain pseudo-label (``target_label_path``);
     :meth:`pseudo_labels` gives either path. Train with ``fit`` on
     ``zip(source batches (x, y), target batches (x, _))``; each step applies the
     gradient of :func:`label_generator_losses` and then the EMA update (Eq. (9)).
@@ -100,18 +138,32 @@ class LabelGenerator(Backbone):
 
     def __init__(self, schema, embedding_dim: int = 32, encoder_units=(300, 200, 100),
                  transform_units=(128, 100), lambda1: float = 0.5, lambda2: float = 0.2,
-                 alpha: float = 0.99, **kwargs):
+                 alpha: float = 0.99, warmup_steps: int = 0, ema_ramp: bool = False,
+                 domain_through_g: bool = False, domain_target_term: bool = True,
+                 target_label_path: str = "source", domain_normalize: bool = True, **kwargs):
         super().__init__(schema, embedding_dim, **kwargs)
         if not 0.0 < float(alpha) < 1.0:
             raise UsageError(f"alpha must be in (0, 1), got {alpha}")
-        for n, v in (("lambda1", lambda1), ("lambda2", lambda2)):
+        if target_label_path not in ("source", "target"):
+            raise UsageError(f"target_label_path must be 'source' or 'target', got "
+                             f"{target_label_path!r}")
+        for n, v in (("lambda1", lambda1), ("lambda2", lambda2), ("warmup_steps", warmup_steps)):
             if float(v) < 0:
                 raise UsageError(f"{n} must be >= 0, got {v}")
         self.remember(encoder_units=list(encoder_units), transform_units=list(transform_units),
-                      lambda1=float(lambda1), lambda2=float(lambda2), alpha=float(alpha))
+                      lambda1=float(lambda1), lambda2=float(lambda2), alpha=float(alpha),
+                      warmup_steps=int(warmup_steps), ema_ramp=bool(ema_ramp),
+                      domain_through_g=bool(domain_through_g),
+                      domain_target_term=bool(domain_target_term),
+                      target_label_path=str(target_label_path),
+                      domain_normalize=bool(domain_normalize))
+        self.target_label_path = str(target_label_path)
         self.lambda1, self.lambda2, self.alpha = float(lambda1), float(lambda2), float(alpha)
+        self.warmup_steps, self.ema_ramp = int(warmup_steps), bool(ema_ramp)
+        self.domain_through_g = bool(domain_through_g)
+        self.domain_target_term = bool(domain_target_term)
         net = dict(embedding_dim=embedding_dim, encoder_units=encoder_units,
-                   transform_units=transform_units)
+                   transform_units=transform_units, domain_normalize=domain_normalize)
         self.student = ADANetwork(self.schema, name="student", **net)
         self.teacher = ADANetwork(self.schema, name="teacher", **net)
         self.teacher.trainable = False
@@ -126,7 +178,7 @@ class LabelGenerator(Backbone):
 
     def forward(self, features, training=False):
         z = self.student.encode(features, training)
-        y, _ = self.student.heads(z, False, training)
+        y, _ = self.student.heads(z, self.target_label_path == "source", training)
         return y, z
 
     build = build_on_first_call  # the first call runs every path (`build_all`)
@@ -142,11 +194,24 @@ class LabelGenerator(Backbone):
         for t, s in zip(self.teacher.weights, self.student.weights):
             t.assign(s)
 
-    def update_teacher(self):
+    def ema_rate(self, step):
+        """The Eq. (9) rate after optimizer step ``step`` (1 = the first): ``alpha``, or
+        under ``ema_ramp`` ``min(alpha, 1 - 1 / (step + 1))``."""
+        if not self.ema_ramp:
+            return tf.constant(self.alpha, tf.float32)
+        t = tf.cast(step, tf.float32)
+        return tf.minimum(tf.constant(self.alpha, tf.float32), 1.0 - 1.0 / (t + 1.0))
+
+    def update_teacher(self, alpha=None):
         """Eq. (9): ``Theta_tea <- alpha Theta_tea + (1 - alpha) Theta_stu``."""
-        a = self.alpha
+        a = self.alpha if alpha is None else alpha
         for t, s in zip(self.teacher.weights, self.student.weights):
-            t.assign(a * t + (1.0 - a) * ops.cast(s, t.dtype))
+            at = ops.cast(a, t.dtype)
+            t.assign(at * t + (1.0 - at) * ops.cast(s, t.dtype))
+
+    def reversal_scale(self, step):
+        """The GRL scale at 0-based optimizer step ``step``: :func:`grl_schedule`."""
+        return grl_schedule(step, self.warmup_steps)
 
     def pseudo_labels(self, features, source: bool):
         """Student probabilities: ``Phi(g(E(x)))`` (source) or ``Phi(E(x))`` (target)."""
@@ -156,13 +221,16 @@ class LabelGenerator(Backbone):
     def train_step(self, data):
         (sx, sy), target = data
         tx = target[0] if isinstance(target, (tuple, list)) else target
+        scale = self.reversal_scale(self.optimizer.iterations)
+        self.student.grl._scale.assign(scale)
         with tf.GradientTape() as tape:
             losses = label_generator_losses(self, sx, sy, tx, training=True)
         variables = self.student.trainable_variables
         grads = tape.gradient(losses["objective"], variables)
-        self.optimizer.apply_gradients(zip(grads, variables))
-        self.update_teacher()
-        return losses
+        self.optimizer.apply_gradients(
+            [(g, v) for g, v in zip(grads, variables) if g is not None])
+        self.update_teacher(self.ema_rate(self.optimizer.iterations))
+        return {**losses, "grl_scale": scale}
 
 
 # =============================================================================================

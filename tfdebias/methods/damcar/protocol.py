@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import tensorflow as tf
 
 from tfdebias.errors import DataError, UsageError
 from tfdebias.evaluation import metrics as M
@@ -109,6 +108,51 @@ def eval_set(splits: dict, label: str, item_names, *, holdout=("test", "oracle")
     return EvalSet(users, relevant, corpus, table, seen_pairs, list(item_names))
 
 
+#: the graded group: each user's true top-M unexposed items (see :func:`add_true_top`)
+TRUE_TOP = "true_top"
+
+
+def add_true_top(es: EvalSet, truth_block, splits: dict, *, m: int = 50,
+                 exposed=("train", "valid", "test"), max_cells: int = 2_000_000) -> EvalSet:
+    """Add the graded group :data:`TRUE_TOP` to ``es.relevant``: for every user, the ``m``
+    corpus items of highest *true* relevance among those the user was never shown
+    (no row in ``exposed``) and that retrieval does not mask (``es.seen``). Recall@K on
+    it (``retrieval/R@100/true_top``) is the share of a user's best never-shown items a
+    retriever finds: it covers every unexposed item (not a sample of labelled pairs) and
+    grades by the true relevance. ``truth_block(user_ids) -> (n, len(es.corpus))`` true
+    relevance (e.g. :func:`truth_scorer`'s). Users processed in blocks."""
+    n_users, n_corpus = len(es.users), len(es.corpus)
+    m = int(min(m, n_corpus))
+    col_of = np.full(int(es.corpus.max()) + 1, -1, np.int64)
+    col_of[es.corpus] = np.arange(n_corpus)
+    rr, cc = [es.seen[0]], [es.seen[1]]
+    for sp in exposed:
+        if sp in splits:
+            u = np.asarray(splits[sp][USER], np.int64)
+            i = np.asarray(splits[sp][ITEM], np.int64)
+            r = np.searchsorted(es.users, u)
+            ok = (r < n_users) & (es.users[np.minimum(r, n_users - 1)] == u)
+            ok &= i < len(col_of)
+            rr.append(r[ok])
+            cc.append(col_of[i[ok]])
+    rr, cc = np.concatenate(rr), np.concatenate(cc)
+    keep = cc >= 0
+    rr, cc = rr[keep], cc[keep]
+    order = np.argsort(rr, kind="stable")
+    rr, cc = rr[order], cc[order]
+    block = max(1, int(max_cells) // max(n_corpus, 1))
+    out = []
+    for a in range(0, n_users, block):
+        b = min(n_users, a + block)
+        sc = np.array(truth_block(es.users[a:b]), dtype=np.float64, copy=True)
+        lo, hi = np.searchsorted(rr, [a, b])
+        sc[rr[lo:hi] - a, cc[lo:hi]] = -np.inf
+        top = np.argpartition(-sc, m - 1, axis=1)[:, :m]
+        out.extend(list(es.corpus[top]))
+    es.relevant[TRUE_TOP] = out
+    return es
+
+
 def _key(metric: str, group: str) -> str:
     return f"{metric}/{group}" if group else metric
 
@@ -128,7 +172,8 @@ def cascade_eval(score_block, ranker, es: EvalSet, *, ks=(100, 200), rank_ratio:
     Returns ``{metric key: [len(es.users)] values}``, NaN where a user has no relevant
     item in the key's group. Keys: ``retrieval/R@100`` (every held-out positive),
     ``retrieval/R@100/exposed``, ``retrieval/R@100/unexposed`` (the groups of
-    :data:`GROUPS`), ``retrieval/P@100``, ``retrieval/F@100``, ``ranking/N@10``, ...
+    :data:`GROUPS`), ``retrieval/R@100/true_top`` (after :func:`add_true_top`),
+    ``retrieval/P@100``, ``retrieval/F@100``, ``ranking/N@10``, ...
     """
     n_users, n_corpus = len(es.users), len(es.corpus)
     kmax = min(max(ks), n_corpus)
@@ -183,10 +228,8 @@ def retriever_scorer(retriever, es: EvalSet):
     """``score_block`` of a two-tower retriever: user tower x item tower (the corpus's
     item vectors computed once)."""
     def vectors(tower, columns, n):
-        # the towers' (n, d) outputs, flattened for `predict`; back to float32, so the
-        # scores are the towers' own float32 dot products
-        return predict(lambda b: tf.reshape(tower(b), [-1]), columns
-                       ).astype(np.float32).reshape(n, -1)
+        # the towers' (n, d) float32 outputs, so the scores are their own float32 dot products
+        return predict(tower, columns, full=True, dtype=np.float32)
 
     iv = vectors(retriever.item_tower, es.corpus_features(), len(es.corpus))
 
@@ -281,10 +324,11 @@ def simple_scorers(data: CascadeData, es: EvalSet) -> dict:
     return {POPULARITY: popularity, ITEM_KNN: item_knn}
 
 
-def truth_scorer(name: str, data: CascadeData, es: EvalSet, *, data_dir=None, data_seed=None):
-    """``score_block`` ranking by the true relevance, or None for a data set without a
-    known truth. The simulator's :func:`truth` is rebuilt from the draw's parameters
-    and checked against the ``relevance`` column of the test split."""
+def truth_model(name: str, data: CascadeData, *, data_dir=None, data_seed=None):
+    """The simulator's true model of the draw (``truth(params)``: ``relevance(u, i)``,
+    ``relevance_block(users)``), or None for a data set without a known truth. Rebuilt
+    from the draw's parameters and checked against the ``relevance`` column of the test
+    split."""
     from tfdebias import data as tdata
     from tfdebias.datasets.synthetic import SIMULATORS
 
@@ -299,6 +343,17 @@ def truth_scorer(name: str, data: CascadeData, es: EvalSet, *, data_dir=None, da
         if not np.allclose(got, np.asarray(te["relevance"], np.float64), atol=1e-5):
             raise DataError(f"{name}: the truth rebuilt from the parameters does not match the "
                             "data's relevance column (a stale build?)")
+    return truth
+
+
+def truth_scorer(name: str, data: CascadeData, es: EvalSet, *, data_dir=None, data_seed=None,
+                 truth=None):
+    """``score_block`` ranking by the true relevance (:func:`truth_model`), or None for a
+    data set without a known truth."""
+    if truth is None:
+        truth = truth_model(name, data, data_dir=data_dir, data_seed=data_seed)
+    if truth is None:
+        return None
 
     def score(users):
         return truth.relevance_block(users)[:, es.corpus - 1]

@@ -19,11 +19,12 @@ from tfdebias.methods import Reproducer, register_reproducer
 from tfdebias.progress import Progress
 from tfdebias.methods.damcar.data import prepare_cascade
 from tfdebias.methods.damcar.export import export_cascade
-from tfdebias.methods.damcar.protocol import (ITEM_KNN, POPULARITY, EvalSet, cascade_eval,
-                                              eval_set, mean_metrics, simple_scorers,
+from tfdebias.methods.damcar.protocol import (ITEM_KNN, POPULARITY, TRUE_TOP, EvalSet,
+                                              add_true_top, cascade_eval, eval_set,
+                                              mean_metrics, simple_scorers, truth_model,
                                               truth_scorer)
-from tfdebias.methods.damcar.train import (ABLATIONS, METHODS, SKYLINE, Budget, Settings,
-                                           run_seed)
+from tfdebias.methods.damcar.train import (ABLATIONS, METHODS, ORACLE, SKYLINE, SSAM_ZERO,
+                                           Budget, Settings, run_seed)
 from tfdebias.models import predict
 
 #: Table 4 of the paper (the tuner's grid; see the module docstring).
@@ -73,23 +74,29 @@ def plot_sweep(points: list, metric: str, out_png):
 # `tfdebias reproduce damcar`
 # =============================================================================================
 
-#: the headline metric of the evidence table (every held-out positive, as the paper
-#: scores) and its two groups: the policy's test positives and the never-shown ones
-HEADLINE = "retrieval/R@100"
-GROUP_KEYS = (f"{HEADLINE}/exposed", f"{HEADLINE}/unexposed")
+#: the headline metric of the evidence table: recall@100 of the never-shown positives
+#: (oracle pairs the policy did not show, labelled by the true model: the paper's claim),
+#: and the other groups: every held-out positive (the paper's mixed protocol), the
+#: policy's test positives, and the graded group (each user's true top-50 unexposed)
+HEADLINE = "retrieval/R@100/unexposed"
+GROUP_KEYS = ("retrieval/R@100", "retrieval/R@100/exposed", f"retrieval/R@100/{TRUE_TOP}")
 METRIC_ORDER = [HEADLINE, *GROUP_KEYS, "retrieval/R@200", "retrieval/R@200/exposed",
-                "retrieval/R@200/unexposed", "retrieval/P@100", "retrieval/F@100",
-                "retrieval/P@200", "retrieval/F@200"] + \
+                "retrieval/R@200/unexposed", f"retrieval/R@200/{TRUE_TOP}", "retrieval/P@100",
+                "retrieval/F@100", "retrieval/P@200", "retrieval/F@200"] + \
     [f"ranking/{m}@{k}" for k in (10, 20) for m in "NMH"]
 #: columns of the markdown table (every metric is in results.json)
-SHOWN = [HEADLINE, *GROUP_KEYS, "retrieval/R@200", "ranking/N@10"]
-#: `--quick` trains the floor / main baseline and the method (plus skyline and references)
-QUICK_ROWS = ("BC", "DAMCAR")
+SHOWN = [HEADLINE, f"retrieval/R@100/{TRUE_TOP}", "retrieval/R@100/exposed",
+         "retrieval/R@100", "ranking/N@10"]
+#: `--quick` trains the floor / main baseline, "S_sam as 0", the method and the oracle-
+#: label ceiling (plus the reference rows; BC on the uniform log in full runs only)
+QUICK_ROWS = ("BC", SSAM_ZERO, "DAMCAR")
+#: the true top-M of the graded group
+TRUE_TOP_M = 50
 TRUTH = "True relevance"
 
 
 def _role(name: str) -> str:
-    return {"BC": "floor", SKYLINE: "skyline", "DAMCAR": "method", POPULARITY: "simple",
+    return {"BC": "floor", ORACLE: "skyline", "DAMCAR": "method", POPULARITY: "simple",
             ITEM_KNN: "simple", TRUTH: "truth"}.get(name, "baseline")
 
 
@@ -100,18 +107,26 @@ def _add_arguments(p):
     p.add_argument("--walks", type=positive_int, default=None, help="H (default: 50, TikTok 60)")
     for n, d in (("lambda1", 0.5), ("lambda2", 0.2), ("lambda3", 0.3)):
         p.add_argument(f"--{n}", type=float, default=d, help=f"{n} (default {d})")
+    p.add_argument("--target-labels", default="source", choices=["source", "target"],
+                   help="path that labels S_sam: source = Phi(g(E(x))), the path trained on "
+                        "labels (default); target = Phi(E(x)), Eq. (5) as printed")
+    p.add_argument("--temperature", type=float, default=5.0,
+                   help="DSSM cosine scale (default 5; the authors use 1)")
+    p.add_argument("--no-grl-warmup", action="store_true",
+                   help="full reversal scale from the first step (default: Ganin's warm-up)")
     p.add_argument("--no-sweep", action="store_true", help="skip the R/H sensitivity sweep "
                    "(full runs only; on the first data seed)")
     p.add_argument("--export", action="store_true",
-                   help="export the first seed's DAMCAR retriever (with its item index) and "
-                        "ranker to OUT/export and check both in a clean process")
+                   help="export the first seed's DAMCAR and BC retrievers (with their item "
+                        "index) and ranker to OUT/export (raw features in: the scaling is "
+                        "inside) and check each in a clean process")
 
 
 def _budget(quick: bool) -> Budget:
-    """Fixed optimizer steps (``--stopping fixed``). Medium has ~192k train rows (376
-    steps per epoch at batch 512): quick = 1,000 steps per retriever row (~2.7 epochs;
-    BC has flattened out by then on ``cascade_exposure/medium``, the skyline still gains
-    a little up to ~2,000), full = 3,000."""
+    """Fixed optimizer steps (``--stopping fixed``). ``communities`` has ~181k train rows
+    (~355 steps per epoch at batch 512; ``medium`` ~192k): quick = 1,000 steps per
+    retriever row (~2.8 epochs), full = 3,000. The ranker's steps are a maximum (it is
+    early-stopped on the valid log loss)."""
     if quick:
         return Budget(ranker_steps=500, label_steps=250, retrieval_steps=750)
     return Budget(ranker_steps=2000, label_steps=1000, retrieval_steps=2000)
@@ -139,6 +154,8 @@ def _check_args(args):
     for n in ("lambda1", "lambda2", "lambda3"):
         if getattr(args, n) < 0:
             raise UsageError(f"--{n} must be >= 0")
+    if not getattr(args, "temperature", 5.0) > 0:
+        raise UsageError("--temperature must be > 0")
     if getattr(args, "stopping", "fixed") == "snips":
         raise UsageError("--stopping snips does not apply to damcar: its retrievers have no "
                          "propensity model to weight a validation loss with (the paper's logs "
@@ -155,12 +172,15 @@ def run_reproduce(args) -> Path:
     radius = args.radius or (30 if tiktok else 25)
     walks = args.walks or (60 if tiktok else 50)
     settings = Settings(radius=radius, walks=walks, lambda1=args.lambda1, lambda2=args.lambda2,
-                        lambda3=args.lambda3, ranker=args.ranker)
+                        lambda3=args.lambda3, ranker=args.ranker,
+                        target_label_path=getattr(args, "target_labels", "source"),
+                        grl_warmup=not getattr(args, "no_grl_warmup", False),
+                        temperature=getattr(args, "temperature", 5.0))
     budget = _budget(args.quick)
     n_data = getattr(args, "data_seeds", None) or (3 if args.quick else 5)
     d_seeds = tdata.data_seeds(name, n_data)
     seeds = list(range(args.seeds or 1))
-    rows = QUICK_ROWS if args.quick else METHODS + ABLATIONS
+    rows = QUICK_ROWS if args.quick else (*METHODS[:-1], SSAM_ZERO, "DAMCAR", *ABLATIONS)
     t_start, c_start = time.time(), time.process_time()
     out = Path(args.out)
     records, dist, infos, sweep = [], {}, [], []
@@ -172,24 +192,29 @@ def run_reproduce(args) -> Path:
                                     data_seed=d)
         load_seconds.append(round(time.time() - t0, 1))
         data = prepare_cascade(splits, schema)
-        # real data sets have no unbiased sample: no skyline, so no headroom (plain table)
-        has_skyline = "train_unbiased" in data.splits
+        # real data sets have no truth: no oracle-label skyline, so no headroom (plain table)
         es = eval_set(data.splits, data.label, data.item_names,
                       seen=("train", "valid", "train_unbiased"))
-        truth = truth_scorer(name, data, es, data_dir=args.data_dir, data_seed=d)
+        model = truth_model(name, data, data_dir=args.data_dir, data_seed=d)
+        truth = truth_scorer(name, data, es, truth=model)
+        if truth is not None:
+            add_true_top(es, truth, data.splits, m=TRUE_TOP_M)
+        # BC on the uniform log: full runs only (--quick keeps within its 10 minutes)
+        extra_rows = ((SKYLINE,) if "train_unbiased" in data.splits and not args.quick
+                      else ()) + ((ORACLE,) if model is not None else ())
         simple = simple_scorers(data, es)
         if progress is None:  # the first load checked the data set: now the output folder
             out.mkdir(parents=True, exist_ok=True)
-            per_draw = len(seeds) * (1 + len(rows) + has_skyline) + len(simple) + \
+            per_draw = len(seeds) * (1 + len(rows) + len(extra_rows)) + len(simple) + \
                 (truth is not None)
             progress = Progress(per_draw * len(d_seeds))
         first_ranker = None
         for seed in seeds:
             t0, c0 = time.time(), time.process_time()
             first = d == d_seeds[0] and seed == seeds[0]
-            res = run_seed(data, seed, settings, budget,
-                           rows=(*rows, SKYLINE) if has_skyline else rows,
+            res = run_seed(data, seed, settings, budget, rows=(*rows, *extra_rows),
                            keep_models=first, eval_on=es,
+                           truth=None if model is None else model.relevance,
                            on_row=lambda r, d=d, seed=seed: progress.step(
                                f"{r}, data seed {d}, seed {seed}"))
             if first_ranker is None:
@@ -208,13 +233,16 @@ def run_reproduce(args) -> Path:
                     te = data.splits["test"]
                     rws = {k: np.asarray(te[k])[:256] for k in data.user_names + data.item_names}
                     rep = export_cascade(res["models"]["DAMCAR"], res["ranker"], data.schema,
-                                         data.corpus(), out / "export", k=200, check_rows=rws)
-                    print(f"exported to {out / 'export'}: retrieve max diff "
-                          f"{rep['retrieve_check']['max_abs_diff']:.2g}, ranker max diff "
-                          f"{rep['ranker_check']['max_abs_diff']:.2g}", flush=True)
+                                         data.corpus(), out / "export", k=200, check_rows=rws,
+                                         scaling=data.scaling,
+                                         extra_retrievers={"BC": res["models"]["BC"]})
+                    diffs = ", ".join(f"{k[:-6]} max diff {v['max_abs_diff']:.2g}"
+                                      for k, v in rep.items() if k.endswith("_check"))
+                    print(f"exported to {out / 'export'} (raw features in; DAMCAR and BC "
+                          f"retrievers, ranker): {diffs}", flush=True)
                 if not args.quick and not args.no_sweep:
                     sweep = _sweep(data, es, seeds, settings, budget, records, infos,
-                                   res["ranker"], d)
+                                   res["ranker"], d, None if model is None else model.relevance)
         # references: scored once per data draw (deterministic); their ranking stage uses
         # the first model seed's ranker (full runs only: --quick scores their retrieval)
         ref_ranker = None if args.quick else first_ranker
@@ -227,12 +255,15 @@ def run_reproduce(args) -> Path:
         plot_sweep(sweep, "ranking/N@10", out / "sensitivity_rh.png")
     wall, cpu = time.time() - t_start, time.process_time() - c_start
     n_rows = budget.row_steps()
-    stopping = (f"fixed budget, no early stopping: {n_rows} optimizer steps per retriever row "
-                f"(BC, the skyline{', KD, TL, AR, MUDA' if not args.quick else ''}: {n_rows} "
+    stopping = (f"fixed budget, no early stopping for retrievers: {n_rows} optimizer steps per "
+                f"retriever row (BC, {SSAM_ZERO}{', ' + SKYLINE if not args.quick else ''}"
+                f"{', KD, TL, AR, MUDA' if not args.quick else ''}: {n_rows} "
                 f"retriever steps; DAMCAR{' and its ablations' if not args.quick else ''}: "
                 f"{budget.label_steps} label-generator + {budget.retrieval_steps} retriever "
-                f"steps); the ranker ({budget.ranker_steps} steps) is shared by every row; "
-                f"batch {budget.batch_size}, {budget.optimizer} lr {budget.learning_rate}")
+                f"steps; {ORACLE}: {budget.retrieval_steps} retriever steps); the ranker (at "
+                f"most {budget.ranker_steps} steps, early-stopped on the valid log loss) is "
+                f"shared by every row; batch {budget.batch_size}, {budget.optimizer} lr "
+                f"{budget.learning_rate}")
     title = f"DAMCAR cascade results ({name}, DSSM + {args.ranker})"
     common = {"sweep": sweep, "seeds_info": infos, "wall_seconds": round(wall, 1),
               "cpu_seconds": round(cpu, 1), "settings": dataclasses.asdict(settings),
@@ -242,9 +273,12 @@ def run_reproduce(args) -> Path:
         from tfdebias.evaluation.results import write_results
 
         plain = [{k: v for k, v in r.items() if k != "scores"} for r in records]
-        write_results(out, plain, title=title, metrics=METRIC_ORDER, plot_metric=HEADLINE,
+        # a real log has no oracle split: plot the mixed recall when the headline is absent
+        shown = HEADLINE if any(HEADLINE in r["metrics"] for r in plain) else "retrieval/R@100"
+        write_results(out, plain, title=title, metrics=METRIC_ORDER, plot_metric=shown,
                       notes=f"Stopping: {stopping}.\n\nNo skyline and no headroom: `{name}` "
-                      "has no unbiased training sample (only a simulator can draw one).",
+                      "has no known true relevance to label the oracle-label row with (only "
+                      "a simulator knows it).",
                       extra=common)
         return out
     by_group = {}
@@ -267,7 +301,7 @@ def run_reproduce(args) -> Path:
     return out
 
 
-def _sweep(data, es, seeds, settings, budget, records, infos, ranker, d) -> list:
+def _sweep(data, es, seeds, settings, budget, records, infos, ranker, d, truth=None) -> list:
     """R/H sensitivity of DAMCAR (paper Fig. 4) on one data draw, the first two seeds."""
     from tfdebias.evaluation.results import summarize
 
@@ -283,7 +317,8 @@ def _sweep(data, es, seeds, settings, budget, records, infos, ranker, d) -> list
             else:
                 st = dataclasses.replace(settings, radius=r, walks=h)
                 res = run_seed(data, seed, st, budget, rows=("DAMCAR",),
-                               ranker=ranker if seed == seeds[0] else None, eval_on=es)
+                               ranker=ranker if seed == seeds[0] else None, eval_on=es,
+                               truth=truth)
                 met, pairs = res["metrics"]["DAMCAR"], res["info"]["target"]["target_pairs"]
             recs.append({"name": f"R={r},H={h}", "seed": seed,
                          "metrics": {**met, "target_pairs": pairs}})
@@ -310,25 +345,29 @@ def _notes(name, args, settings, budget, d_seeds, seeds, wall, cpu, load_seconds
         "**Rows.** `BC` (the DSSM retriever trained naively on the exposed log) is both the "
         "floor of the headroom and the paper's main baseline: its `vs BC` cell is empty and "
         "every other row's `vs BC` is also its difference from the floor. The skyline "
-        f"(`{SKYLINE}`) is the same retriever, features and budget trained on the simulator's "
-        "`train_unbiased`: the train log's users and days with items drawn uniformly and labels "
-        "from the true model. `Popularity` (finishes per item) and `Item-kNN` are fitted on "
-        "the exposed train positives; `True relevance` ranks by the simulator's true "
-        "P(finish) (context only). Reference rows are scored once per data draw; their ranking "
-        "stage uses the first seed's ranker."
-        + ("" if not args.quick else " `--quick` trains only BC, DAMCAR and the skyline, and "
-           "scores the reference rows' retrieval only (no ranking stage: their `ranking/*` "
-           "cells are empty)."),
+        f"(`{ORACLE}`) is DAMCAR's hybrid training with a perfect label generator: the same "
+        "rows (`S_exp ∪ S_sam`), Eq. (12) and (16), with every pseudo-label replaced by the "
+        "simulator's true P(finish): the ceiling of what better pseudo-labels can buy. "
+        f"`{SSAM_ZERO}` is BC's retriever on the same rows with every `S_sam` row labelled 0 "
+        "(unexposed = negative, the practice the paper argues against). "
+        f"`{SKYLINE}` is BC's retriever trained on the simulator's `train_unbiased` (the "
+        "train log's users and days, items drawn uniformly, labels from the true model). "
+        "`Popularity` (finishes per item) and `Item-kNN` are fitted on the exposed train "
+        "positives; `True relevance` ranks by the simulator's true P(finish) (context only). "
+        "Reference rows are scored once per data draw."
+        + ("" if not args.quick else " `--quick` trains BC, S_sam as 0, DAMCAR and the "
+           "oracle-label row (not BC on the uniform log), and scores the reference rows' "
+           "retrieval only (no ranking stage: their `ranking/*` cells are empty)."),
         "",
         "**Metric.** Per test user (units of the bootstrap: users with a held-out positive): "
         "recall@100 of the retriever over the whole corpus, the user's train/valid exposures "
-        "and `train_unbiased` pairs masked (none of them is ever a held-out positive, so the "
-        "mask is the same for every row). `retrieval/R@100` counts every held-out positive "
-        "(exposed test positives ∪ oracle positives: the paper's protocol); `/exposed` only "
-        "the test positives the logging policy showed; `/unexposed` only the oracle "
-        "positives (a uniform sample of never-shown pairs labelled by the true model) — "
-        "the group the paper's claim is about. The mixed headline rewards copying the "
-        "exposure policy (see the exposed/unexposed columns).",
+        "and `train_unbiased` pairs masked (the same mask for every row). The headline "
+        "`retrieval/R@100/unexposed` counts only the oracle positives (a uniform sample of "
+        "never-shown pairs labelled by the true model): the group the paper's claim is about. "
+        f"`retrieval/R@100/{TRUE_TOP}` is the graded group: each user's {TRUE_TOP_M} never-"
+        "shown items of highest *true* relevance, over the whole corpus. `/exposed` counts "
+        "the test positives the logging policy showed, and `retrieval/R@100` every held-out "
+        "positive (the paper's mixed protocol; it rewards copying the exposure policy).",
         "",
         "**Headroom by group** (paired bootstrap as above; the first line repeats the "
         "headline):",
@@ -362,17 +401,26 @@ def _notes(name, args, settings, budget, d_seeds, seeds, wall, cpu, load_seconds
             notes.append(f"| {p['radius']} | {p['walks']} | {p['n_seeds']} | "
                          f"{mu['target_pairs']:.0f} | " + " | ".join(
                              f"{mu[k]:.4f} ± {sd[k]:.4f}" for k in
-                             (HEADLINE, f"{HEADLINE}/unexposed", "ranking/N@10")) + " |")
+                             ("retrieval/R@100", HEADLINE, "ranking/N@10")) + " |")
         notes += ["", "![R/H sensitivity](sensitivity_rh.png)"]
     notes += ["", "## Diagnostics (per data seed and seed)", "",
-              "| data seed | seed | seconds (CPU) | target pairs | ranker AUC test / oracle | "
-              "label generator AUC oracle (target path) | mean pseudo-label on S_sam |",
-              "|---:|---:|---:|---:|---|---|---:|"]
+              "Pseudo-label AUC vs truth: the expected AUC of the pseudo-labels on `S_sam` "
+              "against labels drawn from the true P(finish) (0.5 = no information); the "
+              "ranker's is its score on the same rows (what KD / MUDA / TL label with).",
+              "",
+              "| data seed | seed | seconds (CPU) | target pairs | P(finish) on S_sam | "
+              "ranker AUC test / oracle | ranker AUC vs truth on S_sam | "
+              "label generator AUC oracle | pseudo-label AUC vs truth on S_sam | EMA alpha | "
+              "mean pseudo-label on S_sam |",
+              "|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
     for inf in infos:
         rk, lg = inf.get("ranker", {}), inf.get("label_generator_full", {})
         notes.append(f"| {inf['data_seed']} | {inf['seed']} | {inf['seconds']} "
                      f"({inf['cpu_seconds']}) | {inf['target']['target_pairs']} | "
-                     f"{rk.get('test_auc')} / {rk.get('oracle_auc')} | {lg.get('oracle_auc')} | "
+                     f"{inf['target'].get('true_relevance_mean', '—')} | "
+                     f"{rk.get('test_auc')} / {rk.get('oracle_auc')} | "
+                     f"{rk.get('target_truth_auc', '—')} | {lg.get('oracle_auc', '—')} | "
+                     f"{lg.get('target_truth_auc', '—')} | {lg.get('alpha', '—')} | "
                      f"{_fmt(lg.get('mean_on_target'), 3)} |")
     return "\n".join(notes)
 
