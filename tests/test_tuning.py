@@ -201,3 +201,18 @@ def test_a_model_the_engine_cannot_fit_is_refused_before_any_work(tmp_path):
     with pytest.raises(UsageError, match="cannot be trained by `tfdebias train`"):
         tune("damcar_label_generator", base, tmp_path / "search", max_trials=1)
     assert not (tmp_path / "search").exists()
+
+
+def test_a_choice_mixing_types_round_trips():
+    """keras-tuner holds one value type per Choice; a grid like DADIN's threshold
+    (a rule name or a number) is stored tagged and read back as written."""
+    import keras_tuner as kt
+
+    space = {"threshold": ["domain_median", 0.2, 0.5], "units": [[64], [32, 16]],
+             "t2": {"choices": ["a", 1], "default": 1}}
+    hp = kt.HyperParameters()
+    values = sp.declare(hp, space)
+    assert values == {"threshold": "domain_median", "units": [64], "t2": 1}
+    stored = hp.get_config()["space"]
+    choices = {s["config"]["name"]: s["config"]["values"] for s in stored}
+    assert [sp.decode(v) for v in choices["threshold"]] == ["domain_median", 0.2, 0.5]

@@ -112,18 +112,32 @@ def available() -> list[str]:
 # -- specs -> keras-tuner ------------------------------------------------------------------
 
 
+_TAG = "__choice__"
+
+
 def _encode(v):
     """Choice values keras-tuner can hold: lists/dicts become JSON strings."""
     return json.dumps(v) if isinstance(v, (list, tuple, dict)) else v
 
 
+def _encode_choices(values) -> list:
+    """A choice list keras-tuner can hold: it takes one value type per ``Choice``, so a
+    list mixing types (``["domain_median", 0.2]``) is stored as tagged JSON strings."""
+    encoded = [_encode(v) for v in values]
+    if len({type(v) for v in encoded}) > 1:
+        return [json.dumps({_TAG: v}) for v in values]
+    return encoded
+
+
 def decode(v):
-    """The inverse of :func:`_encode` for a value read back from keras-tuner."""
+    """The inverse of :func:`_encode` / :func:`_encode_choices` for a value read back
+    from keras-tuner."""
     if isinstance(v, str) and v[:1] in "[{":
         try:
-            return json.loads(v)
+            out = json.loads(v)
         except json.JSONDecodeError:
             return v
+        return out[_TAG] if isinstance(out, dict) and set(out) == {_TAG} else out
     return v
 
 
@@ -132,7 +146,8 @@ def describe(key: str, spec) -> dict:
     if isinstance(spec, (list, tuple)):
         if not spec:
             raise UsageError(f"{key}: an empty list of choices")
-        return {"kind": "choice", "values": [_encode(v) for v in spec], "default": _encode(spec[0])}
+        values = _encode_choices(spec)
+        return {"kind": "choice", "values": values, "default": values[0]}
     if isinstance(spec, dict):
         unknown = set(spec) - {"choices", "default", "min", "max", "log", "step", "fixed"}
         if unknown:
@@ -140,8 +155,12 @@ def describe(key: str, spec) -> dict:
         if "fixed" in spec:
             return {"kind": "fixed", "value": _encode(spec["fixed"])}
         if "choices" in spec:
-            values = [_encode(v) for v in spec["choices"]]
-            default = _encode(spec.get("default", spec["choices"][0]))
+            choices = list(spec["choices"])
+            default = spec.get("default", choices[0] if choices else None)
+            if not choices or default not in choices:
+                raise UsageError(f"{key}: default {spec.get('default')!r} is not among the choices")
+            values = _encode_choices(choices)
+            default = values[choices.index(default)]
             if not values or default not in values:
                 raise UsageError(f"{key}: default {spec.get('default')!r} is not among the choices")
             return {"kind": "choice", "values": values, "default": default}
