@@ -1,5 +1,6 @@
 """DADIN (paper 002): layers, the loss, the ablation switches, gradients, export, CLI."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -287,7 +288,9 @@ def test_reproduce_cli_bad_rows_exit_2(capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "DADIN42" in err[0]
     for bad in (["--epochs", "0"], ["--steps", "0"], ["--steps", "5", "--epochs", "1"],
-                ["--patience", "2"]):  # a fixed budget: steps or epochs, no early stopping
+                ["--patience", "2"],  # a fixed budget: steps or epochs, no early stopping
+                ["--threshold", "1.5"], ["--threshold", "median"], ["--grl-scale", "0"],
+                ["--grl-schedule", "cosine"], ["--condition", "both"]):
         with pytest.raises(SystemExit) as e:
             cli.main(["reproduce", "dadin", *bad])
         assert e.value.code == 2, bad
@@ -301,12 +304,89 @@ def test_search_space_is_registered():
             "alpha", "threshold"} <= set(space)
 
 
-def test_intra_class_gradient_reaches_the_predictor_only_without_detach():
+def test_intra_class_condition_decides_the_gradient_into_the_predictor():
+    """Eq. (13)-(14) reverse the classifiers' gradient into y_hat; the authors' code,
+    Rev(h_DA) * y_hat, passes it unreversed; "detached" (the default) passes none."""
     b = batch(32)
-    for detach in (False, True):
-        m = build(global_domain_loss=False, grl_warmup_steps=0, detach_condition=detach)
+    grads = {}
+    reference = build(global_domain_loss=False, grl_schedule="constant")
+    for condition in ("paper", "authors", "detached"):
+        m = build(global_domain_loss=False, grl_schedule="constant", condition=condition)
+        for x, y in zip(m.weights, reference.weights):
+            x.assign(y)
         with tf.GradientTape() as tape:
             t = m.loss_terms(b, b["click"], training=False)
             intra = t["loss_intra0"] + t["loss_intra1"]
         g = tape.gradient(intra, m.predictor_out.kernel)
-        assert (g is None or not np.any(g.numpy())) == detach
+        grads[condition] = np.zeros(m.predictor_out.kernel.shape) if g is None else g.numpy()
+    assert np.abs(grads["paper"]).sum() > 0
+    np.testing.assert_allclose(grads["paper"], -grads["authors"], rtol=1e-4, atol=1e-8)
+    assert not np.any(grads["detached"])
+    assert build(detach_condition=True).condition == "detached"
+
+
+@pytest.mark.parametrize("epochs,n_batches", [(1, 3), (2, 5), (7, 4)])
+def test_grl_weight_reaches_its_maximum_by_the_end_of_any_run(epochs, n_batches):
+    from tfdebias.optimizers import make_optimizer
+    from tfdebias.training.engine import compile_model
+
+    m = build(grl_scale=0.3)
+    compile_model(m, make_optimizer("adam", 1e-3))
+    b = batch(16 * n_batches, seed=3)
+    x = {k: v for k, v in b.items() if k != "click"}
+    m.fit(x, b["click"], batch_size=16, epochs=epochs, verbose=0, shuffle=False)
+    assert int(m.optimizer.iterations.numpy()) == epochs * n_batches
+    assert m.grl.scale >= 0.999 * 0.3 and m.grl.scale <= 0.3
+    # set_run_length fixes a run: its first step uses p = 1/2, its last p = 1
+    m.set_run_length(2)
+    start = int(m.optimizer.iterations.numpy())
+    first = float(m.grl_weight(start))
+    last = float(m.grl_weight(start + 1))
+    np.testing.assert_allclose(first, 0.3 * (2 / (1 + np.exp(-5.0)) - 1), rtol=1e-5)
+    np.testing.assert_allclose(last, 0.3 * (2 / (1 + np.exp(-10.0)) - 1), rtol=1e-5)
+
+
+def test_constant_and_warmup_schedules():
+    m = build(grl_schedule="constant", grl_scale=0.1)
+    assert float(m.grl_weight(0)) == pytest.approx(0.1)
+    m = build(grl_schedule="warmup", grl_warmup_steps=100)
+    np.testing.assert_allclose(float(m.grl_weight(49)), 2 / (1 + np.exp(-5)) - 1, rtol=1e-5)
+    assert build(grl_warmup_steps=0).grl_schedule == "constant"  # the literal Eq. (11)
+    from tfdebias.errors import UsageError
+
+    with pytest.raises(UsageError):
+        build(grl_schedule="cosine")
+    with pytest.raises(UsageError):
+        build(condition="both")
+    with pytest.raises(UsageError):
+        build(threshold="mean")
+
+
+def test_domain_median_threshold_puts_both_domains_in_both_classes():
+    from tfdebias.methods.dadin.losses import DOMAIN_MEDIAN, intra_class_membership
+
+    y_hat = np.array([0.30, 0.32, 0.34, 0.36, 0.38, 0.05, 0.06, 0.07, 0.08], "float32")
+    dom = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1], "float32")
+    fixed = intra_class_membership(y_hat, dom, 0.2).numpy()
+    assert fixed[dom == 0].all() and not fixed[dom == 1].any()  # T = 0.2 splits by domain
+    med = intra_class_membership(y_hat, dom, DOMAIN_MEDIAN).numpy()
+    np.testing.assert_array_equal(med, [0, 0, 1, 1, 1, 0, 0, 1, 1])
+    only = intra_class_membership(y_hat[:5], dom[:5], DOMAIN_MEDIAN).numpy()  # one domain
+    np.testing.assert_array_equal(only, [0, 0, 1, 1, 1])
+
+
+def test_gradient_clipping_bounds_the_update():
+    from tfdebias.optimizers import make_optimizer
+    from tfdebias.training.engine import compile_model
+
+    b = batch(16, seed=1)
+    x = {k: v for k, v in b.items() if k != "click"}
+    moved = {}
+    for clip in (0.0, 1e-6):
+        keras.utils.set_random_seed(0)
+        m = build(clip_norm=clip)
+        compile_model(m, make_optimizer("sgd", 1.0))
+        before = [w.numpy().copy() for w in m.trainable_weights]
+        m.fit(x, b["click"], batch_size=16, epochs=1, verbose=0)
+        moved[clip] = np.sqrt(sum(((w.numpy() - v) ** 2).sum() for w, v in zip(m.trainable_weights, before)))
+    assert moved[1e-6] <= 1.01e-6 < moved[0.0]

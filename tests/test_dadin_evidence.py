@@ -217,3 +217,60 @@ def test_reproduce_refuses_snips_stopping(capsys):
 
     assert cli.main(["reproduce", "dadin", "--stopping", "snips", "--out", "unused"]) == 2
     assert "propensities" in capsys.readouterr().err
+
+
+def test_loss_ablations_are_zero_weights_on_identical_layers():
+    """DADIN7-9 of the table are DADIN++'s layers with a loss weight at 0: under one seed
+    every weight and the training-mode forward pass (dropout masks) are identical."""
+    from tfdebias.methods import dadin as D
+
+    schema, sp = _schema_and_splits()
+    sample = {k: v[:8] for k, v in sp["train"].items() if k != "click"}
+    rows = {name: args for name, model, args, group in D.TABLE_ROWS if model == "dadin"}
+    assert rows["DADIN9"]["lambda_global"] == rows["DADIN9"]["lambda_intra"] == 0.0
+    assert rows["DADIN++"]["lambda_global"] == rows["DADIN++"]["lambda_intra"] == 0.5
+    batch = {k: v[:16] for k, v in sp["train"].items() if k != "click"}
+    built = {n: D.build_row_model("dadin", {"embedding_dim": 4, "hidden_units": [8, 6], **rows[n]},
+                                  schema, sample, 0) for n in ("DADIN9", "DADIN8", "DADIN++")}
+    ref = built["DADIN++"]
+    for name in ("DADIN9", "DADIN8"):
+        m = built[name]
+        assert [w.path for w in m.weights] == [w.path for w in ref.weights]
+        for a, b in zip(m.weights, ref.weights):
+            np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=f"{name} {a.path}")
+    h = [m.forward_all(batch, training=True)["h"].numpy() for m in (built["DADIN9"], ref)]
+    np.testing.assert_array_equal(h[0], h[1])
+    # with its weights at 0, DADIN9's loss is the CTR loss alone
+    t = built["DADIN9"].loss_terms(batch, sp["train"]["click"][:16], training=False)
+    np.testing.assert_allclose(float(t["loss"]), float(t["loss_y"]), rtol=1e-6)
+
+
+def test_domain_probe_reads_the_domain_id():
+    """The linear probe's AUC is ~1 on a representation that contains the domain id and
+    ~0.5 on one that does not."""
+    from tfdebias.methods import dadin as D
+
+    rng = np.random.default_rng(1)
+    n = 4000
+    dom = (rng.random(n) < 0.5).astype(float)
+    noise = rng.standard_normal((n, 6))
+    assert D.domain_probe_auc(np.c_[noise, dom], dom) > 0.999
+    # a mean shift of 0.5 on 6 axes: d' = 0.5 sqrt(6), AUC = Phi(d' / sqrt 2) = 0.807
+    assert abs(D.domain_probe_auc(noise + 0.5 * dom[:, None], dom) - 0.807) < 0.03
+    assert abs(D.domain_probe_auc(noise, dom) - 0.5) < 0.05
+
+
+def test_domain_diagnostics_of_a_model():
+    from tfdebias.methods import dadin as D
+
+    schema, sp = _schema_and_splits()
+    sample = {k: v[:8] for k, v in sp["train"].items() if k != "click"}
+    rows = {name: args for name, model, args, group in D.TABLE_ROWS if model == "dadin"}
+    m = D.build_row_model("dadin", {"embedding_dim": 4, "hidden_units": [8, 6], **rows["DADIN++"]},
+                          schema, sample, 0)
+    out = D.domain_diagnostics(m, sp["train"], schema, n=300)
+    assert {"probe/h_da", "probe/h", "loss/domain"} <= set(out)
+    assert 0.0 <= out["probe/h"] <= 1.0 and out["loss/domain"] > 0
+    nine = D.build_row_model("dadin", {"embedding_dim": 4, "hidden_units": [8, 6], **rows["DADIN9"]},
+                             schema, sample, 0)
+    assert "loss/domain" not in D.domain_diagnostics(nine, sp["train"], schema, n=300)

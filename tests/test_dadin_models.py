@@ -88,3 +88,11 @@ def test_linear_probe_sees_domains():
     dom = np.repeat([0, 1], 100)
     assert moons.linear_probe_auc(rng.normal(size=(200, 3)) + dom[:, None] * 3, dom) > 0.99
     assert moons.linear_probe_auc(rng.normal(size=(200, 3)), dom) < 0.7
+
+
+def test_toy_runs_each_number_of_target_labels():
+    recs, fig = moons.run_toy(0, steps=3, target_labels=(0, 2))
+    assert [r["name"] for r in recs] == ["DADIN-toy, 0 target labels", "DNN, 0 target labels",
+                                         "DADIN-toy, 2 target labels", "DNN, 2 target labels"]
+    assert fig["k"] == 0 and set(fig["models"]) == {"DADIN-toy", "DNN"}
+    assert all(0.0 <= r["metrics"]["target/accuracy"] <= 1.0 for r in recs)

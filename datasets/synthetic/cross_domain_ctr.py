@@ -65,11 +65,73 @@ disjoint users), ``train_unbiased`` (target domain, see 7.).
 Configs: ``small`` (default; ~41k train rows, 453 test rows), ``medium`` (sized for
 an evidence table: 10,000 users, 2 days, ~653k train rows (~500k source, ~153k target,
 65 per user on average), ~58k test rows over ~2,920 test users (most cold-start) and
-300 target items, so a test AUC's standard error is about 0.0045; the default of
+300 target items, so a test AUC's standard error is about 0.0045; the negative control of
 ``tfdebias reproduce dadin``), and ``paper``, sized
 like the Amazon 2014 5-core Movies_and_TV -> Digital_Music pair that DADIN uses (50,052
 movie items; target items 3,568; 20,000 shared users, ~1M source and ~63k target rows;
 DADIN gives no statistics, so the user overlap and target item count are our estimates).
+
+Scenario ``covariate_shift`` (configs ``covariate_shift``, the evidence default, and
+``covariate_shift_phi0`` / ``_phi15`` / ``_phi60`` / ``_small``; ``scenario =
+"covariate_shift"``). The configs above (``small``, ``medium``, ``paper``) are the
+``concept_shift`` story: a label-prior shift (intercepts -1.5 vs -2.5) and a rotated
+*taste* (``domain_shift``), under which aligning the two domains' marginals cannot help
+and may hurt: ``medium`` is the negative control. ``covariate_shift`` is the problem
+DANN-style alignment addresses, the shift of the DADIN paper's toy (Sec. 4.1: the target
+distribution is the source one rotated by 35 degrees) in a CTR log:
+
+1. One labelling function for both domains: ``relevance = sigmoid(b + alpha <z_u, y_i>)``
+   with the same ``b`` (``source_intercept == target_intercept``) and a user's one taste
+   ``z_u``; item latents ``y_i`` of both domains come from one mixture of
+   ``n_clusters`` centres (one item semantics).
+2. Items are described by content ``x_i = R_d y_i + eps`` read through one binning for
+   both domains (``item_c1..item_c{dim}``, ``content_bins`` equal-mass bins of the pooled
+   content per axis: one shared encoder's input), with ``R_source`` a random orthogonal
+   map and ``R_target = rot(phi) R_source``, ``rot(phi)`` the rotation by ``phi_degrees``
+   in each plane of axes (0, 1), (2, 3), ... (:func:`rotation`). ``phi = 0``: no shift.
+3. A large source and a small target domain: every user logs ``Poisson(source_rate m_u)``
+   source impressions; a fraction ``target_user_fraction`` of users is in the target
+   domain, of whom a fraction ``a_train`` logs ``Poisson(target_rate m_u)`` target
+   training impressions on the *training* target items; the others are cold-start.
+4. ``valid`` / ``test``: ``Poisson(test_rate m_u)`` target impressions of every target
+   user (a fraction ``a_cross`` of them goes to ``valid``) on target items never seen in
+   training (a fraction ``test_item_fraction`` of target items is held out): item ids
+   carry nothing at test time, the content does.
+5. Histories (day 0): source clicks of every user, target clicks of the users with target
+   training rows; ``cold_start`` = no target row in ``train`` (their target history empty).
+6. ``train_unbiased``: as many rows as ``train``, all target impressions on the training
+   target items of every target user (her share ``m_u / sum m`` of the log): the target
+   labels the log lacks.
+
+Sizes (``covariate_shift``): 8,000 users, ~400K source and ~19K target train rows,
+~19.7K test rows (target domain, about half of them of cold-start users) over ~3,800
+users, click rate 0.27 in both domains. The ``phi`` configs differ from it in the
+rotation only: the same users, items and logged impressions.
+
+Numpy checks (nothing trained; :func:`covariate_checks`), on the test split:
+
+==========  =====  ==============  ==============  ============  ==============
+phi         truth  source map AUC  target map AUC  probe x lin.  probe x quad.
+==========  =====  ==============  ==============  ============  ==============
+0           0.847  0.845           0.845           0.51          0.49
+15          0.847  0.833           0.845           0.57          0.62
+35          0.847  0.782           0.845           0.64          0.78
+60          0.847  0.672           0.845           0.72          0.88
+==========  =====  ==============  ==============  ============  ==============
+
+"source map": the AUC of ``<z_u, R_source^T x_i>``, the true taste against the item
+latent read back from target content by the source's map (what one encoder fitted on the
+source computes); "target map": by the target's own map (what alignment aims to
+recover). The gap between them, 0 / 0.012 / 0.063 / 0.17, is the part of the target's
+ranking that the shift costs an encoder fitted on the source, and it grows with ``phi``.
+"probe": held-out AUC of a linear / quadratic logistic domain classifier on item
+content ``x`` (on the latent ``y`` it is 0.49 at every ``phi``): the shift is in the
+inputs, visible to a domain classifier, and absent in the semantics. Source and target
+click rates are equal (0.270 / 0.268): no label-prior shift. Made by::
+
+    python -c "from tfdebias.datasets.synthetic import cross_domain_ctr as C
+    for c in ('covariate_shift_phi0', 'covariate_shift_phi15', 'covariate_shift',
+              'covariate_shift_phi60'): print(c, C.covariate_checks(c))"
 """
 
 from __future__ import annotations
@@ -116,7 +178,18 @@ DEFAULTS = {
     "a_train": 0.8,
     "a_cross": 0.3,
     "last_day": "global",
+    # the ``covariate_shift`` scenario (new configs only; the default ``concept_shift`` is
+    # the generator of 1.0.0/1.1.0 and ignores these)
+    "scenario": "concept_shift",
+    "phi_degrees": 35.0,
+    "n_clusters": 8,
+    "content_bins": 16,
+    "content_noise": 0.1,
+    "test_item_fraction": 0.5,
+    "test_rate": 4.0,
 }
+
+SCENARIOS = ("concept_shift", "covariate_shift")
 
 CONFIGS = {
     "small": {},
@@ -152,6 +225,37 @@ CONFIGS = {
     },
 }
 
+#: the ``covariate_shift`` scenario (see the module docstring): one labelling function,
+#: items read through their content, the target's content rotated by ``phi_degrees``
+_COVARIATE = {
+    "scenario": "covariate_shift",
+    "n_users": 8000,
+    "n_items_source": 2000,
+    "n_items_target": 2000,
+    "source_rate": 50.0,
+    "target_user_fraction": 0.6,
+    "target_rate": 8.0,
+    "test_rate": 5.0,
+    "a_train": 0.5,
+    "a_cross": 0.2,
+    "source_intercept": -1.5,
+    "target_intercept": -1.5,
+    "preference_click": 2.0,
+    "popularity_exponent": 0.5,
+}
+CONFIGS.update({
+    # the evidence default (EVIDENCE_CONFIG): ~400K source and ~19K target train rows,
+    # ~19K target test rows on target items unseen in train
+    "covariate_shift": {**_COVARIATE, "phi_degrees": 35.0},
+    # the sweep over the rotation (phi = 0: no shift, the gap is target sparsity alone)
+    "covariate_shift_phi0": {**_COVARIATE, "phi_degrees": 0.0},
+    "covariate_shift_phi15": {**_COVARIATE, "phi_degrees": 15.0},
+    "covariate_shift_phi60": {**_COVARIATE, "phi_degrees": 60.0},
+    # for tests
+    "covariate_shift_small": {**_COVARIATE, "n_users": 1500, "n_items_source": 400,
+                              "n_items_target": 400, "source_rate": 20.0},
+})
+
 
 def _params(params: Mapping | None) -> dict:
     p = _base.merge_params(DEFAULTS, params, NAME)
@@ -161,6 +265,17 @@ def _params(params: Mapping | None) -> dict:
     )
     _base.check_fraction(p, "domain_shift", "target_user_fraction", "a_train", "a_cross",
                          where=NAME)
+    if p["scenario"] not in SCENARIOS:
+        raise UsageError(f"{NAME}: scenario must be one of {SCENARIOS}, got {p['scenario']!r}")
+    if p["scenario"] == "covariate_shift":
+        _base.check_positive(p, "n_clusters", "content_bins", where=NAME)
+        _base.check_fraction(p, "test_item_fraction", where=NAME)
+        if p["dim"] % 2:
+            raise UsageError(f"{NAME}: covariate_shift rotates pairs of content axes; dim must "
+                             f"be even, got {p['dim']}")
+        if not 0.0 < p["test_item_fraction"] < 1.0:
+            raise UsageError(f"{NAME}: test_item_fraction must be in (0, 1), got "
+                             f"{p['test_item_fraction']}")
     if p["last_day"] not in ("global", "user"):
         raise UsageError(f"{NAME}: last_day must be 'global' or 'user', got {p['last_day']!r}")
     return p
@@ -168,6 +283,8 @@ def _params(params: Mapping | None) -> dict:
 
 def schema(params: Mapping | None = None) -> Schema:
     p = _params(params)
+    if p["scenario"] == "covariate_shift":
+        return _covariate_schema(p)
     n_items = 1 + p["n_items_source"] + p["n_items_target"]
     n_cats = 1 + p["n_categories_source"] + p["n_categories_target"]
     return Schema([
@@ -192,10 +309,217 @@ def schema(params: Mapping | None = None) -> Schema:
     ])
 
 
+def _covariate_schema(p: dict) -> Schema:
+    n_items = 1 + p["n_items_source"] + p["n_items_target"]
+    content = [Feature(f"item_c{k + 1}", "categorical", vocab_size=p["content_bins"] + 1,
+                       description=f"content feature {k + 1} of the item, binned (one scale "
+                                   "for both domains)")
+               for k in range(p["dim"])]
+    return Schema([
+        Feature("user_id", "categorical", vocab_size=p["n_users"] + 1, description="user"),
+        Feature("user_age", "categorical", vocab_size=p["n_age"] + 1, description="age bucket"),
+        Feature("user_gender", "categorical", vocab_size=3, description="gender (1, 2)"),
+        Feature("user_activity", "categorical", vocab_size=p["n_activity"] + 1,
+                description="activity level (quantile bucket)"),
+        Feature("item_id", "categorical", vocab_size=n_items,
+                description=f"item; source 1..{p['n_items_source']}, target after"),
+        *content,
+        Feature("domain", "domain", vocab_size=2, description="0 = source, 1 = target"),
+        Feature("history_source", "sequence", vocab_size=n_items, max_len=p["max_len"],
+                vocab="item_id", description="source items clicked before the log, right-aligned"),
+        Feature("history_target", "sequence", vocab_size=n_items, max_len=p["max_len"],
+                vocab="item_id", description="target items clicked before the log, right-aligned"),
+        Feature("click", "label", description="clicked (Bernoulli(relevance))"),
+        Feature("relevance", "truth", description="true P(click) of the row"),
+        Feature("cold_start", "truth", description="1 if the user has no target row in train"),
+    ])
+
+
+def rotation(phi_degrees: float, dim: int) -> np.ndarray:
+    """``rot(phi)``: the rotation by ``phi`` in each plane of content axes ``(0, 1)``,
+    ``(2, 3)``, ... (a ``dim`` x ``dim`` orthogonal matrix; ``dim`` even)."""
+    c, s = np.cos(np.deg2rad(phi_degrees)), np.sin(np.deg2rad(phi_degrees))
+    return np.kron(np.eye(dim // 2), np.array([[c, -s], [s, c]]))
+
+
+def covariate_world(p: Mapping) -> dict:
+    """The latent world of the ``covariate_shift`` scenario (nothing logged): user tastes
+    ``z`` (n_users, dim), activity ``m``, item latents ``y`` (all items, source first),
+    content ``x`` (before binning), the maps ``R_source`` / ``R_target`` and the bin edges.
+    :func:`simulate` logs from it; the numpy checks of the docstring read it."""
+    p = _params(p)
+    s_struct = np.random.SeedSequence(p["seed"]).spawn(3)[0]
+    rng = np.random.default_rng(s_struct)
+    nu, d, ns, nt = p["n_users"], p["dim"], p["n_items_source"], p["n_items_target"]
+    z = _base.latent(rng, nu, d)
+    act = 0.5 * rng.standard_normal(nu)
+    m = np.exp(act) / np.exp(act).mean()
+    centres = _base.latent(rng, p["n_clusters"], d)  # one item semantics for both domains
+    cluster = rng.integers(0, p["n_clusters"], ns + nt)
+    y = 0.8 * centres[cluster] + 0.6 * _base.latent(rng, ns + nt, d)
+    r_source = np.linalg.qr(rng.standard_normal((d, d)))[0]
+    r_target = rotation(p["phi_degrees"], d) @ r_source
+    dom = np.r_[np.zeros(ns, int), np.ones(nt, int)]
+    maps = np.stack([r_source, r_target])[dom]  # (items, d, d)
+    scale = float(np.sqrt(np.mean(y ** 2)))
+    x = np.einsum("nij,nj->ni", maps, y) + p["content_noise"] * scale * rng.standard_normal((ns + nt, d))
+    # one binning for both domains: equal-mass edges of the pooled content, per axis
+    qs = np.linspace(0, 1, p["content_bins"] + 1)[1:-1]
+    edges = np.quantile(x, qs, axis=0)  # (bins - 1, d)
+    bins = 1 + np.stack([np.searchsorted(edges[:, k], x[:, k], side="right")
+                         for k in range(d)], axis=1)
+    age = _base.quantile_bucket(z[:, 0] + 0.5 * rng.standard_normal(nu), p["n_age"])
+    gender = np.where(z[:, 1] + 0.5 * rng.standard_normal(nu) > 0, 2, 1)
+    activity = _base.quantile_bucket(act, p["n_activity"])
+    is_t_user = rng.random(nu) < p["target_user_fraction"]
+    warm = is_t_user & (rng.random(nu) < p["a_train"])  # target users with target train rows
+    valid_user = is_t_user & (rng.random(nu) < p["a_cross"])  # test-day rows go to valid
+    test_item = rng.random(nt) < p["test_item_fraction"]
+    return {"z": z, "m": m, "y": y, "x": x, "bins": bins, "cluster": cluster,
+            "r_source": r_source, "r_target": r_target, "age": age, "gender": gender,
+            "activity": activity, "is_t_user": is_t_user, "warm": warm,
+            "valid_user": valid_user, "test_item": np.r_[np.zeros(ns, bool), test_item]}
+
+
+def _auc(y: np.ndarray, score: np.ndarray) -> float:
+    """ROC AUC by the Mann-Whitney rank sum (ties at mid-rank); numpy only, so the
+    simulator imports nothing from the evaluation layer above it."""
+    y = np.asarray(y) > 0.5
+    order = np.argsort(score, kind="stable")
+    s = np.asarray(score)[order]
+    ranks = np.empty(len(s))
+    ranks[order] = np.arange(1, len(s) + 1)
+    # mid-ranks of tied scores
+    _, first, counts = np.unique(s, return_index=True, return_counts=True)
+    mid = first + (counts + 1) / 2.0
+    ranks[order] = np.repeat(mid, counts)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def _logistic_probe_auc(x: np.ndarray, label: np.ndarray, seed: int = 0) -> float:
+    """Held-out AUC (half / half) of a ridge-regularised logistic regression fitted by
+    Newton steps (no model library: the simulator stays numpy)."""
+    auc = _auc
+    rng = np.random.default_rng(seed)
+    fit = rng.random(len(label)) < 0.5
+    xs = np.c_[np.ones(len(x)), (x - x[fit].mean(0)) / (x[fit].std(0) + 1e-9)]
+    beta = np.zeros(xs.shape[1])
+    for _ in range(25):  # Newton steps, each one vectorised
+        prob = _base.sigmoid(xs[fit] @ beta)
+        grad = xs[fit].T @ (prob - label[fit]) + 1e-3 * beta
+        hess = (xs[fit] * (prob * (1 - prob))[:, None]).T @ xs[fit] + 1e-3 * np.eye(len(beta))
+        beta -= np.linalg.solve(hess, grad)
+    return float(auc(label[~fit], xs[~fit] @ beta))
+
+
+def covariate_checks(config: str = "covariate_shift", **overrides) -> dict:
+    """The numpy checks of the ``covariate_shift`` scenario (nothing trained), on the
+    test split of ``config``: AUC of the true ``relevance``; AUC of the taste ``z_u``
+    against the item latent read back from its content by the *source* map
+    (``R_source^T x``: what one encoder fitted on the source computes on target content)
+    and by the target's own map (``R_target^T x``: the repair alignment aims at); held-out
+    AUC of a linear and a quadratic domain probe on item content ``x`` and on the latent
+    ``y`` (the shift is in the inputs only); source and target click rates of ``train``."""
+    p = _params({**CONFIGS[config], **overrides})
+    w = covariate_world(p)
+    test = _simulate_covariate(p)["test"]
+    auc = _auc
+
+    ns = p["n_items_source"]
+    uu, ii, yy = test["user_id"] - 1, test["item_id"] - 1, test["click"].astype(float)
+    z, x = w["z"][uu], w["x"][ii]
+    out = {"truth": float(auc(yy, test["relevance"])),
+           "source_map": float(auc(yy, np.einsum("nd,nd->n", z, x @ w["r_source"]))),
+           "target_map": float(auc(yy, np.einsum("nd,nd->n", z, x @ w["r_target"])))}
+    dom = (np.arange(len(w["x"])) >= ns).astype(float)
+    quad = lambda v: np.c_[v, np.einsum("ni,nj->nij", v, v).reshape(len(v), -1)]  # noqa: E731
+    out.update(probe_x_linear=_logistic_probe_auc(w["x"], dom),
+               probe_x_quadratic=_logistic_probe_auc(quad(w["x"]), dom),
+               probe_y_quadratic=_logistic_probe_auc(quad(w["y"]), dom))
+    train = _simulate_covariate(p)["train"]
+    out.update(ctr_source=float(train["click"][train["domain"] == 0].mean()),
+               ctr_target=float(train["click"][train["domain"] == 1].mean()),
+               ctr_test=float(yy.mean()), n_test=int(len(yy)))
+    return out
+
+
+def _simulate_covariate(p: dict) -> _base.Splits:
+    """The ``covariate_shift`` scenario (module docstring, "Scenario covariate_shift")."""
+    sch = schema(p)
+    w = covariate_world(p)
+    nu, ns, nt = p["n_users"], p["n_items_source"], p["n_items_target"]
+    z, m, y = w["z"], w["m"], w["y"]
+    rng = np.random.default_rng(np.random.SeedSequence(p["seed"]).spawn(3)[1])
+
+    def pool_probs(items):
+        pop = _base.zipf_weights(len(items), p["popularity_exponent"], rng)
+        return items, pop
+
+    src_items = pool_probs(np.arange(ns))
+    t_ids = ns + np.arange(nt)
+    tr_items = pool_probs(t_ids[~w["test_item"][ns:]])
+    te_items = pool_probs(t_ids[w["test_item"][ns:]])
+
+    def draw(users_ok, rate, pool):
+        counts = rng.poisson(rate * m) * users_ok
+        uu = np.repeat(np.arange(nu), counts)
+        ii = pool[0][rng.choice(len(pool[0]), len(uu), p=pool[1])]
+        intercept = np.where(ii < ns, p["source_intercept"], p["target_intercept"])
+        rel = _base.sigmoid(intercept + p["preference_click"] * np.einsum("nd,nd->n", z[uu], y[ii]))
+        return uu, ii, rel, rng.random(len(rel)) < rel
+
+    everyone = np.ones(nu, bool)
+    # day 0: histories (clicked items, in order); the target history of warm users only
+    hist = {}
+    for name, ok, n_imp, pool in (("history_source", everyone, p["history_source_impressions"], src_items),
+                                  ("history_target", w["warm"], p["history_target_impressions"], tr_items)):
+        uu, ii, _, click = draw(ok, n_imp / m, pool)  # rate / m: Poisson(n_imp) per user
+        hist[name] = _base.pad_right_aligned(uu[click], ii[click] + 1, nu, p["max_len"])
+
+    def rows(uu, ii, domain, rel, click):
+        return {"user_id": uu + 1, "user_age": w["age"][uu], "user_gender": w["gender"][uu],
+                "user_activity": w["activity"][uu], "item_id": ii + 1,
+                **{f"item_c{k + 1}": w["bins"][ii, k] for k in range(p["dim"])},
+                "domain": np.full(len(uu), domain),
+                "history_source": hist["history_source"][uu],
+                "history_target": hist["history_target"][uu],
+                "click": click, "relevance": rel,
+                "cold_start": (~w["warm"][uu]).astype(np.float32)}
+
+    def logged(drawn, domain):
+        uu, ii, rel, click = drawn
+        return rows(uu, ii, domain, rel, click)
+
+    train = _base.concat([logged(draw(everyone, p["source_rate"], src_items), 0),
+                          logged(draw(w["warm"], p["target_rate"], tr_items), 1)])
+    test_day = logged(draw(w["is_t_user"], p["test_rate"], te_items), 1)
+    is_valid = w["valid_user"][test_day["user_id"] - 1]
+    splits = {"train": train, "valid": _base.take(test_day, is_valid),
+              "test": _base.take(test_day, ~is_valid)}
+    # the unbiased training sample: as many rows as train, all target impressions (train
+    # items) of every target user, each with her share of the target log
+    rng = np.random.default_rng([p["seed"], UNBIASED_STREAM])
+    t_users = np.flatnonzero(w["is_t_user"])
+    n_train = len(train["click"])
+    uu = np.sort(rng.choice(t_users, n_train, p=m[t_users] / m[t_users].sum()))
+    ii = tr_items[0][rng.choice(len(tr_items[0]), n_train, p=tr_items[1])]
+    rel = _base.sigmoid(p["target_intercept"] + p["preference_click"] * np.einsum("nd,nd->n", z[uu], y[ii]))
+    splits["train_unbiased"] = rows(uu, ii, 1, rel, rng.random(n_train) < rel)
+    has_target = np.zeros(nu, bool)  # users with a target row in train (a warm user may draw none)
+    has_target[train["user_id"][train["domain"] == 1] - 1] = True
+    for part in splits.values():  # a cold user is new to the target domain
+        part["cold_start"] = (~has_target[part["user_id"] - 1]).astype(np.float32)
+        part["history_target"][part["cold_start"] == 1] = 0
+    return {k: _base.cast_to_schema(sch, v) for k, v in splits.items()}
+
+
 def simulate(params: Mapping | None = None) -> _base.Splits:
     """Splits ``train``, ``valid``, ``test``, ``train_unbiased`` as column dicts (see the
     module docstring)."""
     p = _params(params)
+    if p["scenario"] == "covariate_shift":
+        return _simulate_covariate(p)
     sch = schema(p)
     s_struct, s_rows, s_split = np.random.SeedSequence(p["seed"]).spawn(3)
     rng = np.random.default_rng(s_struct)
@@ -315,6 +639,7 @@ class CrossDomainCtr(SimulatorBuilder):
     """TFDS builder ``cross_domain_ctr`` (see the module docstring)."""
 
     BUILDER_CONFIGS = _base.make_configs(CONFIGS)
+    EVIDENCE_CONFIG = "covariate_shift"
     _schema_fn = staticmethod(schema)
     _simulate_fn = staticmethod(simulate)
     _defaults = DEFAULTS

@@ -37,13 +37,21 @@ Choices where the paper is ambiguous (also in ``docs/methods/dadin.md``):
   cross-entropies of Eq. (15)-(18) are read as the usual (positive) binary
   cross-entropy.
 * **Threshold T** (Eq. (17)-(18)) applies to the *predicted* CTR ``y_hat`` (as the
-  paper says and the code does); ``L_d^1`` averages over the ``rho`` rows with
-  ``y_hat >= T``, ``L_d^0`` over the ``tau`` rows below; an empty class contributes 0.
-  The paper gives no value; the authors' code uses 0.05 on DIGIX (click rate of a few
-  percent). Our default 0.2 is, likewise, near the simulator's click rate. The
-  conditioning ``y_hat * h_DA`` of Eq. (13)-(14) is soft and ``y_hat`` is not detached
-  (as in the code); the GRL sits *outside* the product, as Eq. (13) writes it, so the
-  reversed gradient also reaches the label predictor through ``y_hat``.
+  paper says and the code does); ``L_d^1`` averages over the ``rho`` rows in class 1,
+  ``L_d^0`` over the ``tau`` rows in class 0; an empty class contributes 0. The paper
+  gives no value of ``T``; the authors' code uses 0.05 on DIGIX. A fixed ``T`` between
+  the two domains' click rates splits the batch by domain rather than by class (a
+  near-chance model predicts its domain's base rate), leaving the intra-class
+  classifiers nothing to align. Default ``threshold="domain_median"``: each domain of a
+  batch is split at its own median ``y_hat``, so both domains fall in both classes
+  (:func:`intra_class_membership`); ``threshold=<T>`` is the paper's fixed rule.
+* **Conditioning ``y_hat * h_DA``** (Eq. (13)-(14)): ``condition="detached"`` (default)
+  stops the gradient through ``y_hat``: a class-membership weight, as CDAN's and
+  MADA's conditioning uses the prediction, so the reversed gradient cannot move the
+  label predictor's domain offset. ``condition="paper"`` is Eq. (13) literally,
+  ``Rev(y_hat h_DA)`` (the reversed gradient reaches the predictor through ``y_hat``);
+  ``condition="authors"`` is the authors' code, ``Rev(h_DA) y_hat`` (``y_hat`` gets the
+  classifier's unreversed gradient).
 * **DNN width.** The text says "two FC layers" giving ``h_spec in R^d``; Table 2 lists
   DADIN with hidden units ``[512, 128, 64]`` (64 = d). We default to Table 2;
   ``h_spec`` has the width of the last layer. The authors' code uses ``[128, d]``.
@@ -55,12 +63,19 @@ Choices where the paper is ambiguous (also in ``docs/methods/dadin.md``):
 * **Domain-agnostic layer**: one ``Dense`` with a sigmoid (the code's
   ``sigmoid(Linear(d, d))``); the paper gives no form. Without it (DADIN6) the
   classifiers and the label predictor all read ``h_spec``.
-* **GRL scale**: Eq. (11) is ``-I`` (scale 1). The authors' code ramps the scale with
-  DANN's ``2 / (1 + exp(-10 p)) - 1``, ``p = step / 15000``, and so do we by default
-  (``grl_warmup_steps=15000``); ``grl_warmup_steps=0`` is the literal Eq. (11). On the
-  simulator the literal version collapses training (train AUC stays at 0.5: the
-  domain is given away by the disjoint item ids, and a full-strength reversed gradient
-  from step 0 overwhelms the CTR gradient in the shared embeddings).
+* **GRL weight**: Eq. (11) is ``-I`` (weight 1). The authors' code ramps the weight with
+  DANN's ``2 / (1 + exp(-10 p)) - 1``, ``p = step / 15000``; a run of a few hundred or
+  thousand steps then ends at a weight of 0.08-0.3, not 1. Default
+  ``grl_schedule="run"``: the same ramp with ``p = step / total steps of the run``
+  (:meth:`DADIN.set_run_length`, or ``fit``'s epochs x steps per epoch), so the weight
+  reaches ``grl_scale`` by the end of a run of any length; ``"warmup"`` is the authors'
+  fixed 15,000 steps, ``"constant"`` (or ``grl_warmup_steps=0``) the literal Eq. (11)
+  with a constant ``grl_scale`` (the tuning grid has 0.03, 0.1, 0.3, 1).
+* **Loss weights and clipping**: the evidence table uses the authors' ``lambda_2 =
+  lambda_3 = 0.5`` and clips the gradient at global norm 10 (their FuxiCTR
+  ``max_gradient_norm``; ``clip_norm``, default 10, 0 = off), with a GRL maximum of 0.1
+  (:data:`~tfdebias.methods.dadin.reproduce.ADVERSARY`): at 1, a plain DANN on the
+  simulator's ``covariate_shift`` diverges (with Adam, clipping does not bound the step).
 * **Inputs.** The user profile is every ``user_*`` categorical feature, the item field
   every ``item_*`` one (a single item table serves both domains: the simulator's item
   ids are disjoint ranges of one id space; the code keeps two tables, which is the same
@@ -75,6 +90,18 @@ the flattened ``m``), DADIN4 ``dnn=False``, DADIN5 both, DADIN6
 ``domain_agnostic=False``, DADIN7 ``global_domain_loss=False``, DADIN8
 ``intra_class_loss=False``, DADIN9 neither loss, DADIN++ everything. A removed piece is
 not built, so its parameters disappear from ``count_params()``.
+In the evidence table the loss ablations are zero weights instead
+(:data:`~tfdebias.methods.dadin.reproduce.ZERO_WEIGHT`: DADIN7 ``lambda_global=0``,
+DADIN8 ``lambda_intra=0``, DADIN9 both): the same layers as DADIN++, so under one seed
+they start from the same weights and draw the same dropout masks (paired seeds); the
+architectural ablations DADIN1-6 take DADIN++'s initial weights wherever they share its
+layers (:func:`share_initial_weights`). The table adds a plain **DANN** row (DADIN's
+backbone, no domain-agnostic layer, one global domain classifier on the representation
+the predictor reads, weight 1) and a **target-only** row (DADIN9 on the target rows).
+
+Diagnostics: :func:`domain_diagnostics` (linear-probe domain separability of ``h_DA``
+and ``h``, :func:`domain_probe_auc`, and the global classifier's loss, ``ln 2`` when it
+is confused).
 
 Example:
 
@@ -104,9 +131,15 @@ from tfdebias.methods.dadin.data import (  # noqa: F401
     model_sample,
     target_domain_rows,
 )
-from tfdebias.methods.dadin.losses import dadin_loss_terms  # noqa: F401
+from tfdebias.methods.dadin.losses import (  # noqa: F401
+    DOMAIN_MEDIAN,
+    dadin_loss_terms,
+    intra_class_membership,
+)
 from tfdebias.methods.dadin.model import (  # noqa: F401
+    CONDITIONS,
     DADIN,
+    GRL_SCHEDULES,
     PAPER_DEFAULTS,
     VARIANTS,
     InterestAttention,
@@ -114,8 +147,14 @@ from tfdebias.methods.dadin.model import (  # noqa: F401
     grl_schedule,
     variant_args,
 )
-from tfdebias.methods.dadin.protocol import evidence_scores  # noqa: F401
+from tfdebias.methods.dadin.protocol import (  # noqa: F401
+    domain_diagnostics,
+    domain_probe_auc,
+    evidence_scores,
+    representations,
+)
 from tfdebias.methods.dadin.reproduce import (  # noqa: F401
+    ADVERSARY,
     FLOOR,
     LOGISTIC,
     METHOD,
@@ -125,6 +164,7 @@ from tfdebias.methods.dadin.reproduce import (  # noqa: F401
     SKYLINE,
     TABLE_ROWS,
     TRUTH,
+    ZERO_WEIGHT,
     json_budget,
     run_reproduce,
 )

@@ -34,8 +34,9 @@ def target_domain_rows(train: dict, schema) -> dict:
 
 def group_rows(group: str, splits: dict, target_rows: dict) -> dict:
     """The rows a table group trains on: the target-domain rows of ``train`` for the
-    single-domain rows, ``train_unbiased`` for the skyline, all of ``train`` otherwise."""
-    return (target_rows if group == "single" else
+    single-domain rows (groups ``single`` and ``target``), ``train_unbiased`` for the
+    skyline, all of ``train`` otherwise."""
+    return (target_rows if group in ("single", "target") else
             splits["train_unbiased"] if group == "skyline" else splits["train"])
 
 

@@ -12,6 +12,29 @@ def _bce_from_logits(labels, logits):
     return ops.maximum(logits, 0.0) - logits * labels + ops.log1p(ops.exp(-ops.abs(logits)))
 
 
+#: ``threshold`` value that splits each domain of a batch at its own median ``y_hat``
+DOMAIN_MEDIAN = "domain_median"
+
+
+def intra_class_membership(y_hat, domain, threshold):
+    """1 where a row is in class 1 of Eq. (17)-(18), else 0 (B,), from the detached
+    ``y_hat``. ``threshold`` is the paper's fixed ``T`` (class 1 = ``y_hat >= T``) or
+    :data:`DOMAIN_MEDIAN`: ``T`` is the median ``y_hat`` of the row's own domain in the
+    batch (the upper median: class 1 holds ``ceil(n_d / 2)`` of a domain's ``n_d`` rows),
+    so both domains fall in both classes whatever their base rates."""
+    if not isinstance(threshold, str):
+        return ops.cast(y_hat >= threshold, "float32")
+    big = ops.ones_like(y_hat) * 2.0  # above every probability: sorts last
+    out = ops.zeros_like(y_hat)
+    for d in (0.0, 1.0):
+        mask = ops.equal(domain, d)
+        ordered = ops.sort(ops.where(mask, y_hat, big))
+        n = ops.sum(ops.cast(mask, "int32"))
+        median = ops.take(ordered, n // 2)  # n = 0: no row uses it
+        out = out + ops.cast(ops.logical_and(mask, y_hat >= median), "float32")
+    return out
+
+
 def dadin_loss_terms(
     labels,
     y_logit,
@@ -24,7 +47,7 @@ def dadin_loss_terms(
     lambda_global: float = 1.0,
     lambda_intra: float = 1.0,
     alpha: float = 0.5,
-    threshold: float = 0.2,
+    threshold: float | str = 0.2,
     sample_weight=None,
 ) -> dict:
     """DADIN's named loss terms for one batch (Eq. (15)-(18), (20), (22)).
@@ -35,7 +58,8 @@ def dadin_loss_terms(
       domain: domain labels ``d_i`` (B,): 1 = target, 0 = source.
       d_global, d_intra1, d_intra0: logits (B,) of ``D_dagger``, ``D^1``, ``D^0``
         (``None`` where the variant has no such classifier: the term is 0).
-      threshold: ``T``; a row is in class 1 when ``y_hat >= T`` (Eq. (17)-(18)).
+      threshold: ``T``; a row is in class 1 when ``y_hat >= T`` (Eq. (17)-(18)); or
+        :data:`DOMAIN_MEDIAN` (:func:`intra_class_membership`).
       sample_weight: optional per-row weights of ``L_y``.
 
     Returns ``{"loss_y", "loss_global", "loss_intra0", "loss_intra1", "loss"}`` where
@@ -60,7 +84,7 @@ def dadin_loss_terms(
     loss_1 = loss_0 = zero
     if d_intra1 is not None or d_intra0 is not None:
         y_hat = ops.stop_gradient(ops.sigmoid(y_logit))
-        in_1 = ops.cast(y_hat >= threshold, "float32")  # the rho rows of Eq. (17)
+        in_1 = intra_class_membership(y_hat, domain, threshold)  # the rho rows of Eq. (17)
         in_0 = 1.0 - in_1  # the tau rows of Eq. (18)
         if d_intra1 is not None:
             l1 = _bce_from_logits(domain, flat(d_intra1))

@@ -17,7 +17,7 @@ from tfdebias.layers.attention_pooling import AttentionPooling
 from tfdebias.layers.bi_interaction import BiInteraction
 from tfdebias.layers.gradient_reversal import GradientReversal
 from tfdebias.layers.mlp import MLP
-from tfdebias.methods.dadin.losses import dadin_loss_terms
+from tfdebias.methods.dadin.losses import DOMAIN_MEDIAN, dadin_loss_terms
 from tfdebias.models import register
 from tfdebias.models.base import Backbone
 
@@ -40,9 +40,17 @@ PAPER_DEFAULTS = {"embedding_dim": 64, "hidden_units": [512, 128, 64], "batch_si
                   "learning_rate": 1e-4, "optimizer": "adam"}
 
 
+#: how the GRL weight moves during training (``DADIN(grl_schedule=...)``)
+GRL_SCHEDULES = ("run", "warmup", "constant")
+#: how ``y_hat`` conditions the intra-class classifiers (``DADIN(condition=...)``)
+CONDITIONS = ("detached", "paper", "authors")
+
+
 def grl_schedule(step, warmup_steps: int, scale: float = 1.0):
     """DANN's ramp ``scale * (2 / (1 + exp(-10 p)) - 1)``, ``p = min(step / warmup, 1)``
-    (the authors' code, ``official_code_notes.md`` §3.1); ``scale`` when ``warmup <= 0``."""
+    (Ganin et al.; the authors' code with ``warmup = 15000``); ``scale`` when
+    ``warmup <= 0``. Over a run of ``n`` steps, ``warmup = n`` and ``step`` counted from 1
+    make the last step's weight ``scale * (2 / (1 + e^-10) - 1) = 0.99991 scale``."""
     if warmup_steps <= 0:
         return scale
     p = ops.minimum(ops.cast(step, "float32") / float(warmup_steps), 1.0)
@@ -123,11 +131,22 @@ class DADIN(Backbone):
       predictor_units, predictor_dropout: the label predictor, Eq. (9) (100 units).
       item_attention, interest_attention, bi_interaction, dnn, domain_agnostic,
         global_domain_loss, intra_class_loss: the ablation switches (:data:`VARIANTS`).
-      lambda_y, lambda_global, lambda_intra, alpha, threshold: the loss, Eq. (20)-(22).
-      grl_scale, grl_warmup_steps: the GRL coefficient and its DANN ramp.
-      detach_condition: stop the gradient through ``y_hat`` in ``y_hat * h_DA`` (not in
-        the paper, whose Eq. (13)-(14) let the reversed gradient reach the label
-        predictor; a diagnostic switch, see docs/methods/dadin.md).
+      lambda_y, lambda_global, lambda_intra, alpha: the loss, Eq. (20)-(22); an
+        ablation without a domain loss is the same model with its lambda at 0.
+      threshold: ``T`` of Eq. (17)-(18): ``"domain_median"`` (default: each domain of a
+        batch split at its own median ``y_hat``) or a fixed value in (0, 1) (the paper's).
+      grl_scale, grl_schedule, grl_warmup_steps: the GRL weight's maximum and how it
+        moves: ``"run"`` (default) DANN's ramp over the whole training run (``p = step /
+        total steps``, the total from :meth:`set_run_length` or ``fit``'s epochs x steps),
+        ``"warmup"`` the ramp over ``grl_warmup_steps`` (the authors' code: 15,000),
+        ``"constant"`` the literal Eq. (11). ``grl_warmup_steps=0`` also means constant.
+      condition: how ``y_hat`` conditions ``D^1``/``D^0``: ``"detached"`` (default,
+        ``Rev(sg(y_hat) h_DA)``), ``"paper"`` (Eq. (13)-(14), ``Rev(y_hat h_DA)``: the
+        reversed gradient also reaches the label predictor) or ``"authors"`` (their code,
+        ``Rev(h_DA) y_hat``: ``y_hat`` gets the classifier's unreversed gradient).
+      detach_condition: ``True`` = ``condition="detached"`` (kept for old configs).
+      clip_norm: clip the gradient to this global norm (the authors' FuxiCTR
+        ``max_gradient_norm``, 10); 0 = no clipping.
       user_features, item_features: override the ``user_*`` / ``item_*`` defaults.
       target_history, source_history, domain_feature: feature names.
       embedding_l2: L2 penalty on looked-up embeddings.
@@ -154,10 +173,13 @@ class DADIN(Backbone):
         lambda_global: float = 1.0,
         lambda_intra: float = 1.0,
         alpha: float = 0.5,
-        threshold: float = 0.2,
+        threshold: float | str = DOMAIN_MEDIAN,
         grl_scale: float = 1.0,
+        grl_schedule: str = "run",
         grl_warmup_steps: int = 15000,
+        condition: str = "detached",
         detach_condition: bool = False,
+        clip_norm: float = 10.0,
         user_features: Sequence[str] | None = None,
         item_features: Sequence[str] | None = None,
         target_history: str = "history_target",
@@ -182,8 +204,23 @@ class DADIN(Backbone):
             raise SchemaError(f"DADIN: no domain feature {domain_feature!r}")
         if not 0.0 <= float(alpha) <= 1.0:
             raise UsageError(f"DADIN: alpha must be in [0, 1], got {alpha}")
-        if not 0.0 < float(threshold) < 1.0:
+        if isinstance(threshold, str):
+            if threshold != DOMAIN_MEDIAN:
+                raise UsageError(f"DADIN: threshold must be {DOMAIN_MEDIAN!r} or a number in "
+                                 f"(0, 1), got {threshold!r}")
+        elif not 0.0 < float(threshold) < 1.0:
             raise UsageError(f"DADIN: threshold T must be in (0, 1), got {threshold}")
+        else:
+            threshold = float(threshold)
+        if grl_schedule not in GRL_SCHEDULES:
+            raise UsageError(f"DADIN: grl_schedule must be one of {GRL_SCHEDULES}, got "
+                             f"{grl_schedule!r}")
+        if detach_condition:
+            condition = "detached"
+        if condition not in CONDITIONS:
+            raise UsageError(f"DADIN: condition must be one of {CONDITIONS}, got {condition!r}")
+        if float(clip_norm) < 0:
+            raise UsageError(f"DADIN: clip_norm must be >= 0, got {clip_norm}")
         if dnn and not list(hidden_units):
             raise UsageError("DADIN: hidden_units must be non-empty when dnn=True")
         self.target_history, self.source_history = target_history, source_history
@@ -195,14 +232,20 @@ class DADIN(Backbone):
             intra_class_loss=bool(intra_class_loss))
         self.loss_args = dict(lambda_y=float(lambda_y), lambda_global=float(lambda_global),
                               lambda_intra=float(lambda_intra), alpha=float(alpha),
-                              threshold=float(threshold))
+                              threshold=threshold)
         self.grl_scale, self.grl_warmup_steps = float(grl_scale), int(grl_warmup_steps)
-        self.detach_condition = bool(detach_condition)
+        self.grl_schedule = "constant" if self.grl_warmup_steps <= 0 else grl_schedule
+        self.condition, self.clip_norm = condition, float(clip_norm)
+        self.detach_condition = condition == "detached"
+        # the run the "run" ramp spans: [total steps, optimizer step at its start,
+        # 1 once set_run_length fixed it]; plain variables, not model weights
+        self._run = tf.Variable([0.0, 0.0, 0.0], trainable=False, name="grl_run")
         self.remember(
             hidden_units=[int(u) for u in hidden_units], dnn_dropout=float(dnn_dropout),
             predictor_units=int(predictor_units), predictor_dropout=float(predictor_dropout),
             **self.switches, **self.loss_args, grl_scale=self.grl_scale,
-            grl_warmup_steps=self.grl_warmup_steps, detach_condition=self.detach_condition,
+            grl_schedule=self.grl_schedule, grl_warmup_steps=self.grl_warmup_steps,
+            condition=self.condition, clip_norm=self.clip_norm,
             user_features=self.user_features,
             item_features=self.item_features, target_history=target_history,
             source_history=source_history, domain_feature=domain_feature)
@@ -298,11 +341,15 @@ class DADIN(Backbone):
             out["d_global"] = ops.reshape(self.domain_classifier(self.grl(h_da)), (-1,))  # Eq. (12)
         if self.switches["intra_class_loss"]:
             yh = y_hat[:, None]
-            if self.detach_condition:  # no adversarial gradient into the label predictor
-                yh = ops.stop_gradient(yh)
-            out["d_intra1"] = ops.reshape(self.domain_classifier_1(self.grl(yh * h_da)), (-1,))  # (13)
-            out["d_intra0"] = ops.reshape(
-                self.domain_classifier_0(self.grl((1.0 - yh) * h_da)), (-1,))  # Eq. (14)
+            if self.condition == "authors":  # Rev(h_DA) * y_hat: y_hat is not reversed
+                rev = self.grl(h_da)
+                c1, c0 = rev * yh, rev * (1.0 - yh)
+            else:  # Rev(y_hat * h_DA), Eq. (13)-(14); "detached": no gradient into y_hat
+                if self.condition == "detached":
+                    yh = ops.stop_gradient(yh)
+                c1, c0 = self.grl(yh * h_da), self.grl((1.0 - yh) * h_da)
+            out["d_intra1"] = ops.reshape(self.domain_classifier_1(c1), (-1,))  # Eq. (13)
+            out["d_intra0"] = ops.reshape(self.domain_classifier_0(c0), (-1,))  # Eq. (14)
         return out
 
     def forward(self, features, training=False):
@@ -332,13 +379,43 @@ class DADIN(Backbone):
         self._auc.update_state(ops.reshape(labels, (-1,)), y_hat)
         return {m.name: m.result() for m in self.metrics}
 
+    # -- the GRL weight over a run -----------------------------------------------------
+    def set_run_length(self, steps: int, start: int | None = None) -> None:
+        """Fix the length of the training run the ``"run"`` ramp spans: ``steps``
+        optimizer steps from optimizer step ``start`` (default: the optimizer's current
+        step, 0 before training). ``fit`` otherwise sets it to epochs x steps per epoch."""
+        if int(steps) < 1:
+            raise UsageError(f"DADIN: a run has >= 1 step, got {steps}")
+        if start is None:
+            opt = getattr(self, "optimizer", None)
+            start = int(opt.iterations.numpy()) if opt is not None and opt.built else 0
+        self._run.assign([float(steps), float(start), 1.0])
+
+    def grl_weight(self, step):
+        """The GRL weight used at optimizer step ``step`` (0-based; the schedule counts
+        the step being taken, so a run's last step uses its full ``p = 1``)."""
+        if self.grl_schedule == "constant":
+            return ops.convert_to_tensor(self.grl_scale, "float32")
+        done = ops.cast(step, "float32") + 1.0
+        if self.grl_schedule == "warmup":
+            return grl_schedule(done, self.grl_warmup_steps, self.grl_scale)
+        p = ops.minimum((done - self._run[1]) / ops.maximum(self._run[0], 1.0), 1.0)
+        return self.grl_scale * (2.0 / (1.0 + ops.exp(-10.0 * p)) - 1.0)
+
+    def fit(self, *args, **kwargs):
+        """``keras.Model.fit``; the ``"run"`` ramp spans this call's epochs x steps per
+        epoch unless :meth:`set_run_length` fixed the run before."""
+        callbacks = list(kwargs.pop("callbacks", None) or [])
+        if self.grl_schedule == "run":
+            callbacks.insert(0, _RunLength(self))
+        return super().fit(*args, callbacks=callbacks, **kwargs)
+
     def train_step(self, data):
         from keras.src.losses.loss import scale_loss_for_distribution
 
         x, y, sw = keras.utils.unpack_x_y_sample_weight(data)
-        if self.grl is not None and self.grl_warmup_steps > 0:
-            self.grl._scale.assign(
-                grl_schedule(self.optimizer.iterations, self.grl_warmup_steps, self.grl_scale))
+        if self.grl is not None and self.grl_schedule != "constant":
+            self.grl._scale.assign(self.grl_weight(self.optimizer.iterations))
         with tf.GradientTape() as tape:
             out = self.forward_all(x, training=True)
             terms = self.loss_terms(x, y, out, sample_weight=sw)
@@ -347,6 +424,8 @@ class DADIN(Backbone):
                 loss = loss + ops.sum(ops.stack([ops.cast(v, "float32") for v in self.losses]))
             scaled = scale_loss_for_distribution(loss)
         grads = tape.gradient(scaled, self.trainable_variables)
+        if self.clip_norm > 0:  # the authors' max_gradient_norm
+            grads, _ = tf.clip_by_global_norm(grads, self.clip_norm)
         self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
         return self._update_metrics(terms, y, out["y_hat"])
 
@@ -355,6 +434,24 @@ class DADIN(Backbone):
         out = self.forward_all(x, training=False)
         terms = self.loss_terms(x, y, out, sample_weight=sw, training=False)
         return self._update_metrics(terms, y, out["y_hat"])
+
+
+class _RunLength(keras.callbacks.Callback):
+    """Sets a DADIN's ``"run"`` ramp to span the ``fit`` call (epochs x steps per epoch
+    as Keras counts them), unless :meth:`DADIN.set_run_length` fixed it; when Keras cannot
+    count the steps (an endless data set), the ramp spans ``grl_warmup_steps``."""
+
+    def __init__(self, dadin):
+        super().__init__()
+        self._dadin = dadin
+
+    def on_train_begin(self, logs=None):
+        m = self._dadin
+        if float(m._run[2].numpy()) > 0:
+            return
+        steps, epochs = self.params.get("steps"), self.params.get("epochs")
+        total = int(steps) * int(epochs) if steps and epochs else m.grl_warmup_steps
+        m._run.assign([float(max(total, 1)), float(m.optimizer.iterations.numpy()), 0.0])
 
 
 def variant_args(name: str) -> dict:

@@ -135,6 +135,8 @@ def train_row(model: str, model_args: dict, train: dict, schema, train_cfg: dict
         sample = next(iter(tdata.make_dataset(train, schema, batch_size=8)))[0]
     obj = build_row_model(model, model_args, schema, sample, seed)
     compile_model(obj, make_optimizer(config.optimizer, config.learning_rate))
+    if hasattr(obj, "set_run_length"):  # DADIN's GRL ramp spans exactly this run
+        obj.set_run_length(steps)
     fit(obj, train_ds, None, config, verbose=0, callbacks=[_stop_at_step(steps)])
     done = int(obj.optimizer.iterations.numpy())
     if done != steps:  # pragma: no cover - a guard on the budget's one promise
