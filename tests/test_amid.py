@@ -100,14 +100,128 @@ def test_mim_reads_no_target_item_and_no_other_row(data):
 def test_threshold_controls_the_groups(data):
     splits, schema = data
     b = _batch(splits["test"], np.arange(12))
+    t = schema["history_a"].max_len
     low = _model(schema, splits, threshold=-1e6)
     s, mask, rate = low.enhanced_sequence(b)
-    assert s.shape[1] == 2 * schema["history_a"].max_len
+    assert s.shape[1] == 2 * t
     assert float(rate) == pytest.approx(1.0)
-    assert mask.numpy()[:, 8:].any(axis=1).all()  # every row receives messages
+    assert mask.numpy()[:, t:].any(axis=1).all()  # every row receives messages
     high = _model(schema, splits, threshold=1e6)
     _, mask, rate = high.enhanced_sequence(b)
-    assert float(rate) == 0.0 and not mask.numpy()[:, 8:].any()
+    assert float(rate) == 0.0
+    # no sampled user is in a group: only the user's own other-domain positions are real
+    other = np.where(b["domain"].numpy()[:, None] == 0, b["history_b"].numpy(), b["history_a"].numpy())
+    np.testing.assert_array_equal(mask.numpy()[:, t:], other > 0)
+
+
+def test_own_other_domain_message_always_reaches_her(data):
+    """Sec. 4.1: the user's own other-domain sequence is propagated whenever she has one,
+    whatever the threshold (only the N sampled users are grouped)."""
+    splits, schema = data
+    test = splits["test"]
+    rows = np.flatnonzero(test["overlap"] == 1)[:6]
+    assert len(rows) == 6
+    b = _batch(test, rows)
+    for k in (1e6, -1e6, 0.3):
+        m = _model(schema, splits, threshold=k)
+        u = m.user_representation(b).numpy()
+        changed = dict(b)
+        for name in ("history_a", "history_b"):  # change her other-domain items only
+            mine = (b["domain"].numpy() == (1 if name == "history_a" else 0))[:, None]
+            h = b[name].numpy()
+            changed[name] = tf.constant(np.where(mine & (h > 0), 1 + (h % 5), h))
+        assert not np.allclose(m.user_representation(changed).numpy(), u, atol=1e-6), k
+    # a user without another domain gets nothing from her (empty) other-domain sequence
+    m = _model(schema, splits, threshold=1e6)
+    lone = np.flatnonzero(test["overlap"] == 0)[:4]
+    bl = _batch(test, lone)
+    m_o = m._encoded(bl)[3]
+    assert not m_o.numpy().any()
+
+
+def test_prefix_representation_is_causal_and_ends_at_the_full_one(data):
+    """Position t's representation (its next-item loss) never reads an item after t, and
+    the last position's is Mean(S*) of Eq. (7), for every configuration."""
+    from tfdebias.models.sequential import masked_mean
+
+    splits, schema = data
+    b = _batch(splits["test"], np.arange(10))
+    t = schema["history_a"].max_len
+    for kw in ({"threshold": 0.0}, {"mim": False, "estimator": "ips"},
+               {"mim": False, "transfer": False, "estimator": "none"}):
+        m = _model(schema, splits, **kw)
+        u, valid, _ = m.prefix_representations(b)
+        s, mask, _ = m.enhanced_sequence(b)
+        np.testing.assert_allclose(u.numpy()[:, -1], masked_mean(s, mask).numpy(), atol=1e-5)
+        changed = dict(b)
+        for name in ("history_a", "history_b"):  # the most recent item of each history
+            h = b[name].numpy().copy()
+            h[:, -1] = np.where(h[:, -1] > 0, 1 + h[:, -1] % 7, 0)
+            changed[name] = tf.constant(h)
+        u2, _, _ = m.prefix_representations(changed)
+        if not (kw.get("mim", True) or kw.get("transfer", True)):  # else: the other domain's
+            # history (changed here too) is read whole at every position
+            np.testing.assert_allclose(u2.numpy()[:, : t - 1], u.numpy()[:, : t - 1], atol=1e-5)
+    # MIM: with the other domain left alone, earlier prefixes never see the last target item
+    m = _model(schema, splits, threshold=0.0)
+    u, _, _ = m.prefix_representations(b)
+    changed = dict(b)
+    dom = b["domain"].numpy()
+    for z, name in enumerate(("history_a", "history_b")):
+        h = b[name].numpy().copy()
+        h[:, -1] = np.where((dom == z) & (h[:, -1] > 0), 1 + h[:, -1] % 7, h[:, -1])
+        changed[name] = tf.constant(h)
+    u2, _, _ = m.prefix_representations(changed)
+    np.testing.assert_allclose(u2.numpy()[:, : t - 1], u.numpy()[:, : t - 1], atol=1e-5)
+    assert not np.allclose(u2.numpy()[:, -1], u.numpy()[:, -1], atol=1e-6)
+
+
+def test_position_loss_reads_every_next_item(data):
+    splits, schema = data
+    m = _model(schema, splits, mim=False, transfer=False, estimator="none")
+    assert m.position_loss
+    b = _batch(splits["train"], np.arange(8))
+    nxt = m.next_items(b).numpy()
+    dom = b["domain"].numpy()
+    own = np.where(dom[:, None] == 0, b["history_a"].numpy(), b["history_b"].numpy())
+    np.testing.assert_array_equal(nxt[:, :-1], own[:, 1:])
+    np.testing.assert_array_equal(nxt[:, -1], b["item_id"].numpy())
+    b["neg_positions"] = tf.ones_like(b["history_a"])  # item 1 as every position's negative
+    with_pos = float(m.loss_terms(b, phase=1)["recommendation"])
+    del b["neg_positions"]
+    assert with_pos != pytest.approx(float(m.loss_terms(b, phase=1)["recommendation"]))
+    bert = models.build("amid", schema, backbone="bert4rec", embedding_dim=8, mim=False,
+                        transfer=False, estimator="none", n_sampled_users=8, bank_size=16)
+    assert not bert.position_loss  # bidirectional: the last position only
+
+
+def test_user_level_propensity_and_the_true_one(data):
+    splits, schema = data
+    m = _model(schema, splits)
+    cols = {k: np.concatenate([splits["train"][k][:6], splits["unobserved"][k][:6]])
+            for k in splits["train"]}
+    cols["propensity"] = np.where(cols["overlap"] == 1, 0.5, cols["propensity"])
+    b = _batch(cols, np.arange(12))
+    b["neg_item_id"] = tf.where(b["domain"] == 0, tf.constant(3, tf.int64), tf.constant(45, tf.int64))
+    assert m.propensity_clip == 0.01 and m.n_sampled_users == 8
+    first = next(w for w in m.propensity_model.trainable_weights if len(w.shape) == 2)
+    assert first.shape[0] == m.dim  # reads the user alone
+    true = _model(schema, splits, propensity="true")
+    t_learned, t_true = m.loss_terms(b, phase=2), true.loss_terms(b, phase=2)
+    changed = dict(b, propensity=b["propensity"] * 0.5)
+    assert float(true.loss_terms(changed, phase=2)["loss"]) != pytest.approx(float(t_true["loss"]))
+    assert float(m.loss_terms(changed, phase=2)["loss"]) == pytest.approx(float(t_learned["loss"]))
+    assert models.build("amid", schema).n_sampled_users == 64
+
+
+def test_group_rate_of_zero_or_one_fails_the_run():
+    from tfdebias.errors import DataError
+    from tfdebias.methods.amid.train import check_group_rates
+
+    check_group_rates([0.2, 0.7])
+    for bad in ([0.0], [0.4, 1.0]):
+        with pytest.raises(DataError, match="group rate"):
+            check_group_rates(bad, where="SASRec + MIM seed 0: ")
 
 
 def test_phase_losses_and_unobserved_labels_unread(data):

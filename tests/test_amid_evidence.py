@@ -267,15 +267,18 @@ def test_reproduce_quick_rows_roles_records_and_evidence(tmp_path, tiny_draws, m
     assert [n for n, d in tiny_draws] == ["cross_domain_sequences/small"] * 2
     assert [d for _, d in tiny_draws] == [0, 1]
     roles = {r["name"]: r["role"] for r in res["rows"]}
+    # the closed scenario ships no hidden interest: no true-interest row
     assert roles == {"SASRec": "floor", "SASRec on train_unbiased": "skyline",
                      "SASRec + IPSCDR": "baseline", "SASRec + MIM": "baseline",
-                     "SASRec + AMID": "method", "popularity": "simple", "item-kNN": "simple"}
+                     "SASRec + AMID": "method", "SASRec + AMID (true propensity)": "truth",
+                     "popularity": "simple", "item-kNN": "simple"}
     # the skyline trains on train_unbiased, everything else on train, all with one budget
     splits_used = {(m, a.get("estimator"), a.get("mim")): s for m, a, s, _ in calls}
-    assert splits_used[("sasrec", None, None)] in ("train", "train_unbiased")
+    assert splits_used[("amid", "none", False)] in ("train", "train_unbiased")
+    assert all(m == "amid" for m, *_ in calls)  # one model, one loop, one loss for every row
     assert sorted(s for *_, s, _ in calls).count("train_unbiased") == 2  # once per data seed
     budgets = {d: v for d, v in res["steps_per_row"].items()}
-    assert len(calls) == 10 and all(st == budgets[str(i // 5)] for i, (*_, st) in enumerate(calls))
+    assert len(calls) == 12 and all(st == budgets[str(i // 6)] for i, (*_, st) in enumerate(calls))
     # evidence fields
     h = res["headroom"]
     assert h["metric"] == amid.HEADLINE == "test/A/ndcg@10"
@@ -302,12 +305,17 @@ def test_reproduce_full_row_set_adds_the_cross_domain_baselines():
     assert {"STAR", "Pi-Net", "C2DSR"} <= set(names)
     quick = [r[0] for r in amid.experiment_rows(["sasrec"], quick=True)]
     assert quick == ["SASRec", "SASRec on train_unbiased", "SASRec + IPSCDR", "SASRec + MIM",
-                     "SASRec + AMID"]
+                     "SASRec + AMID", "SASRec + AMID (true propensity)"]
+    with_truth = amid.experiment_rows(["sasrec"], quick=True, interest=["interest_00", "interest_01"])
+    truth = {r[0]: r for r in with_truth if r[3] == "truth"}
+    assert set(truth) == {"SASRec + true interest", "SASRec + AMID (true propensity)"}
+    assert truth["SASRec + true interest"][2]["interest_features"] == ["interest_00", "interest_01"]
+    assert truth["SASRec + AMID (true propensity)"][2]["propensity"] == "true"
     both = amid.experiment_rows(["sasrec", "gru4rec"], quick=True)
     assert [r[3] for r in both].count("floor") == 1 and [r[3] for r in both].count("skyline") == 1
     from tfdebias import data as tdata
 
-    assert tdata.evidence_data("cross_domain_sequences") == "cross_domain_sequences/medium"
+    assert tdata.evidence_data("cross_domain_sequences") == "cross_domain_sequences/open_world"
     assert tdata.evidence_data("cross_domain_sequences/small") == "cross_domain_sequences/small"
 
 
@@ -341,5 +349,23 @@ def test_reproduce_trains_real_rows_for_the_same_steps(tmp_path, tiny_draws):
     n_c = -(-len(cds.simulate(TINY)["train"]["item_id"]) // 256)  # one L_c pass (bs 256)
     assert n_c < 3
     assert amid_rec["metrics"]["steps_c"] == n_c and amid_rec["metrics"]["steps_r"] == 3 - n_c
-    assert 0.0 <= amid_rec["metrics"]["group_rate"] <= 1.0
+    assert 0.0 < amid_rec["metrics"]["group_rate"] < 1.0
+    assert 0.0 <= amid_rec["metrics"]["propensity/auc"] <= 1.0
     assert set(res["headroom"]) >= {"metric", "skyline", "floor", "gap"}
+
+
+def test_a_run_whose_groups_collapse_fails(tiny):
+    """A MIM row whose interest groups are empty (rate 0: threshold above every cosine)
+    or full (rate 1) fails its run instead of entering the table."""
+    from tfdebias.errors import DataError
+
+    splits, schema = tiny
+    cand = amid.ranking_candidates(splits, ["history_a", "history_b"], "test", n_neg=10, seed=0,
+                                   n_users=schema["user_id"].vocab_size)
+    for k in (1e6, -1e6):
+        args = {"backbone": "sasrec", "mim": True, "estimator": "none", "threshold": k,
+                "n_sampled_users": 4, "bank_size": 8, "embedding_dim": 8,
+                "backbone_args": {"num_blocks": 1, "hidden_units": [8]}}
+        with pytest.raises(DataError, match="group rate"):
+            amid.run_row("amid", args, splits, schema, seed=0, steps=1, batch_size=64,
+                         learning_rate=1e-3, dr_lr_ratio=0.1, candidates=cand, where="MIM: ")

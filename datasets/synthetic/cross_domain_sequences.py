@@ -69,7 +69,7 @@ same size as ``train`` (above). ``label`` is 1.0 on every row: negatives are sam
 by the pipeline.
 
 Configs: ``small`` (k_u 0.25, default), ``medium`` (the same scenario with 12,000
-users: 7.2K test users per domain, ~7.1K train rows; the default of
+users: 7.2K test users per domain, ~7.1K train rows; the negative control of
 ``tfdebias reproduce amid``), ``small_ku75``, ``medium_ku75``, ``paper`` and
 ``paper_ku75``, the last two sized like AMID's Cloth-Sport (19,000 users, ~12%
 overlapping, 23,033 and 18,357 items as in the Amazon 2014 5-core Clothing and Sports
@@ -80,6 +80,57 @@ so its NDCG@10 over one domain's test users has a standard error of about 0.003-
 (per-user NDCG has a standard deviation of about 0.2-0.25) and the three user groups
 of a domain (overlapping ~2.4K, observed non-overlapping ~1.2K, unobserved
 non-overlapping ~3.6K test users) about 0.004-0.007.
+
+Open-world scenario (``open_world``, the config ``tfdebias reproduce amid`` reads by
+default, and ``open_world_small`` for tests; ``scenario="open_world"``, its own random
+streams, nothing above changes). It holds what AMID acts on at a measurable size:
+
+1. ``rho = 0.9``: ``z_u^D = sqrt(rho) g_u + sqrt(1 - rho) s_u^D``; item latents of *both*
+   domains are drawn around ``n_topics`` shared topic centres
+   (``v_i = sqrt(w) c_topic(i) + sqrt(1 - w) e_i``, ``w = topic_weight``), so one domain's
+   items say which items of the other a user likes.
+2. Overlap depends on activity: ``P(overlap) = sigmoid(c + overlap_activity * a_u)``
+   (mean ``overlap_fraction``). An overlapping user has a long *primary* domain
+   (``min_len + Poisson(mean_extra_len * e^(0.4 a_u))`` items) and a short other one;
+   a non-overlapping user's only domain is short with probability ``short_fraction``.
+   A short domain has 3-5 items: 1-3 before its validation item, 0-2 before its
+   training target, 2-4 before its test item.
+3. Items are chosen as in step 4 above (``temperature`` 2, drift 0.3).
+4. Selection of the non-overlapping users depends on the user *and on the outcome*
+   (S -> O <- R, Fig. 4): ``logit = c + selection_strength * <g_u, mu> d^(1/4) +
+   outcome_selection * z(log pop of her level-0 target)`` (both standardised; ``c`` sets
+   the mean to ``k_u``): the users the platform observes are the mainstream ones whose
+   next item was a popular one.
+5. Hidden truth shipped: ``propensity`` (the true P(observed), role ``exposure``) and the
+   shared interest ``g_u`` as ``interest_00``..``interest_<dim-1>`` (role ``truth``: no
+   model reads them unless asked by name, as the true-interest positive control does).
+
+Numpy checks (nothing trained; :func:`numpy_checks`, full ranking over the domain's
+items, NDCG@10, mean +- standard error over test rows), made by::
+
+    python -c "from tfdebias.datasets.synthetic import cross_domain_sequences as c; \
+print(c.numpy_checks('open_world', seed=0))"
+
+=====================================================  ===============  ===============  ===============
+``open_world``                                          data seed 0      data seed 1      data seed 2
+=====================================================  ===============  ===============  ===============
+cross-domain headroom (true interest, unobserved n-o)  +.0382 +- .0032  +.0360 +- .0032  +.0367 +- .0031
+own other-domain history (overlapping, short domain)   +.0141 +- .0043  +.0124 +- .0044  +.0137 +- .0041
+selection headroom, item-kNN, all test rows            +.0008 +- .0010  +.0017 +- .0009  -.0002 +- .0010
+selection headroom, item-kNN, unobserved n-o           +.0016 +- .0014  +.0020 +- .0014  -.0021 +- .0014
+log-pop z of level-0 targets: train / unobserved       1.11 / 0.46      1.15 / 0.66      0.86 / 0.33
+  / train_unbiased                                     0.78             0.90             0.59
+=====================================================  ===============  ===============  ===============
+
+So the cross-domain headroom is large (the hidden interest lifts the scorer from 0.096
+to 0.134 on unobserved non-overlapping users, data seed 0) and an overlapping user's own
+other-domain history helps her short domain; the selection shifts the observed
+targets' popularity by a third of a standard deviation against a random sample, but a
+history-conditioned item-kNN fitted on the random sample gains only ~0.1 NDCG points
+(the selection headroom a trained backbone shows is measured by the evidence table's
+floor and skyline). ``open_world``: 8,000 users, ~20 % overlapping (33 % of the test
+rows), 600 + 500 items, histories cut to the last 12 items, ~4.8K train rows, ~9.6K
+test rows; ``open_world_small``: 1,500 users, 200 + 160 items.
 """
 
 from __future__ import annotations
@@ -113,6 +164,13 @@ DEFAULTS = {
     "temperature": 3.0,
     "k_u": 0.25,
     "selection_strength": 1.5,
+    # the open-world scenario (``scenario="open_world"``; unused by the closed one)
+    "scenario": "closed",
+    "n_topics": 24,
+    "topic_weight": 0.7,
+    "short_fraction": 0.75,
+    "overlap_activity": 1.0,
+    "outcome_selection": 1.5,
 }
 
 _PAPER = {
@@ -124,6 +182,10 @@ _PAPER = {
     "mean_extra_len": 3.0,
 }
 _MEDIUM = {"n_users": 12000}
+_OPEN = {"scenario": "open_world", "n_users": 8000, "overlap_fraction": 0.2,
+         "selection_strength": 2.0, "outcome_selection": 2.5,
+         "n_items_a": 600, "n_items_b": 500, "cross_correlation": 0.9, "drift": 0.3,
+         "min_len": 8, "mean_extra_len": 6.0, "temperature": 2.0, "max_len": 12}
 CONFIGS = {
     "small": {},
     "medium": dict(_MEDIUM),
@@ -131,7 +193,12 @@ CONFIGS = {
     "medium_ku75": dict(_MEDIUM, k_u=0.75),
     "paper": dict(_PAPER),
     "paper_ku75": dict(_PAPER, k_u=0.75),
+    "open_world": dict(_OPEN),
+    "open_world_small": dict(_OPEN, n_users=1500, n_items_a=200, n_items_b=160),
 }
+#: the config ``tfdebias reproduce amid --data cross_domain_sequences`` reads
+EVIDENCE_CONFIG = "open_world"
+SCENARIOS = ("closed", "open_world")
 
 
 def _params(params: Mapping | None) -> dict:
@@ -140,6 +207,11 @@ def _params(params: Mapping | None) -> dict:
                          "n_candidates", where=NAME)
     _base.check_fraction(p, "overlap_fraction", "domain_a_fraction", "cross_correlation",
                          "k_u", where=NAME)
+    if p["scenario"] not in SCENARIOS:
+        raise UsageError(f"{NAME}: scenario must be one of {SCENARIOS}, got {p['scenario']!r}")
+    if p["scenario"] == "open_world":
+        _base.check_positive(p, "n_topics", where=NAME)
+        _base.check_fraction(p, "topic_weight", "short_fraction", where=NAME)
     if p["min_len"] < 4:
         raise UsageError(f"{NAME}: min_len must be >= 4 (three held-out levels + history)")
     return p
@@ -161,13 +233,17 @@ def schema(params: Mapping | None = None) -> Schema:
         Feature("observed", "label", description="1 if the user is observed in training"),
         Feature("propensity", "exposure", description="true P(observed) of the user"),
         Feature("overlap", "truth", description="1 if the user has both domains"),
-    ])
+    ] + ([Feature(f"interest_{j:02d}", "truth",
+                  description=f"the user's shared (cross-domain) interest g_u, coordinate {j}")
+          for j in range(p["dim"])] if p["scenario"] == "open_world" else []))
 
 
 def simulate(params: Mapping | None = None) -> _base.Splits:
     """Splits ``train``, ``unobserved``, ``valid``, ``test``, ``train_unbiased`` (see the
     module docstring)."""
     p = _params(params)
+    if p["scenario"] == "open_world":
+        return _simulate_open_world(p)
     sch = schema(p)
     s_struct, s_seq, s_sel = np.random.SeedSequence(p["seed"]).spawn(3)
     rng = np.random.default_rng(s_struct)
@@ -225,7 +301,24 @@ def simulate(params: Mapping | None = None) -> _base.Splits:
     propensity = np.where(overlap, 1.0, prop_non)
     observed = overlap | (rng.random(nu) < propensity)
 
-    # rows: per level k, each domain's history ends before its own level-k target
+    levels = _levels(sch, p, (seq_users, seq_t, seq_item, seq_len), observed, propensity, overlap)
+    train_level = levels[0]
+    obs = train_level["observed"] == 1
+    return {
+        "train": _base.take(train_level, obs),
+        "unobserved": _base.take(train_level, ~obs),
+        "valid": levels[1],
+        "test": levels[2],
+        "train_unbiased": _unbiased_sample(train_level, overlap, observed, p["seed"]),
+    }
+
+
+def _levels(sch, p, seqs, observed, propensity, overlap, truth=None) -> list:
+    """The rows of the three levels (0 train, 1 valid, 2 test): per level ``k`` each
+    domain's history ends before its own level-``k`` target. ``truth``: extra per-user
+    columns (name -> (n_users,) array)."""
+    seq_users, seq_t, seq_item, seq_len = seqs
+    nu = len(observed)
     levels = []
     for k in range(3):  # train, valid, test levels
         hist, target_rows = [], []
@@ -246,7 +339,100 @@ def simulate(params: Mapping | None = None) -> _base.Splits:
             "observed": observed[ru],
             "propensity": propensity[ru],
             "overlap": overlap[ru],
+            **{name: col[ru] for name, col in (truth or {}).items()},
         }))
+    return levels
+
+
+def _sequences(rng, p, users, length, z, drift, v, pop, offset):
+    """One domain's sequences, flat and sorted by (user, t): ``(users, t, item, T)``.
+    Step ``t`` draws ``n_candidates`` items by popularity and keeps the best of
+    ``temperature * <z_u + (t+1)/T delta_u, v> + Gumbel``."""
+    d = v.shape[1]
+    uu = np.repeat(users, length)
+    tt = _base.rank_within_groups(uu)
+    tl = np.repeat(length, length)
+    item = np.empty(len(uu), np.int64)
+    for sl in _base.user_blocks(len(uu), p["n_candidates"] * d, 16_000_000):  # memory bound
+        cand = rng.choice(len(v), (sl.stop - sl.start, p["n_candidates"]), p=pop)
+        want = z[uu[sl]] + ((tt[sl] + 1) / tl[sl])[:, None] * drift[uu[sl]]
+        score = p["temperature"] * np.einsum("sd,scd->sc", want, v[cand])
+        score += rng.gumbel(size=score.shape)
+        item[sl] = cand[np.arange(len(cand)), np.argmax(score, axis=1)] + offset
+    return uu, tt, item, tl
+
+
+def _simulate_open_world(p, latents: dict | None = None) -> _base.Splits:
+    """The ``open_world`` scenario (module docstring, "Open-world scenario");
+    ``latents``: a dict that receives the item latents ``v`` and ``pop`` (numpy checks)."""
+    sch = schema(p)
+    s_struct, s_seq, s_sel = np.random.SeedSequence([int(p["seed"]), 23]).spawn(3)
+    rng = np.random.default_rng(s_struct)
+    nu, d, k_top = p["n_users"], p["dim"], p["n_topics"]
+    n_items = (p["n_items_a"], p["n_items_b"])
+    offset = (1, 1 + p["n_items_a"])
+
+    # 1. users: shared interest g, domain interests z^D (correlation rho), activity
+    rho = p["cross_correlation"]
+    g = _base.latent(rng, nu, d)
+    z = [np.sqrt(rho) * g + np.sqrt(1 - rho) * _base.latent(rng, nu, d) for _ in range(2)]
+    drift = [p["drift"] * _base.latent(rng, nu, d) for _ in range(2)]
+    activity = rng.standard_normal(nu)
+    # 2. items: topics shared by the two domains, log-normal popularity along mu
+    mu = rng.standard_normal(d)
+    mu /= np.linalg.norm(mu)
+    centers = _base.latent(rng, k_top, d)
+    w = p["topic_weight"]
+    v = [np.sqrt(w) * centers[rng.integers(k_top, size=n)] + np.sqrt(1 - w) * _base.latent(rng, n, d)
+         for n in n_items]
+    pop = [np.exp(vi @ mu * d**0.25) for vi in v]
+    pop = [x / x.sum() for x in pop]
+    # 3. overlap depends on activity; a primary (long) domain; short histories
+    c_o = _base.calibrate_intercept(p["overlap_activity"] * activity, p["overlap_fraction"])
+    overlap = rng.random(nu) < _base.sigmoid(c_o + p["overlap_activity"] * activity)
+    primary = (rng.random(nu) >= p["domain_a_fraction"]).astype(np.int64)  # 0 = A
+    short_non = rng.random(nu) < p["short_fraction"]
+    short_len = 2 + rng.integers(1, 4, size=nu)  # 1-3 items before the level-1 target
+    mult = np.exp(0.4 * activity)
+    mult /= mult.mean()
+    long_len = p["min_len"] + rng.poisson(p["mean_extra_len"] * mult)
+
+    # 4. sequences
+    rng = np.random.default_rng(s_seq)
+    seqs = ([], [], [], [])
+    for dom in range(2):
+        has = (primary == dom) | overlap
+        users = np.flatnonzero(has)
+        short = np.where(overlap[users], primary[users] != dom, short_non[users])
+        length = np.where(short, short_len[users], long_len[users])
+        for acc, x in zip(seqs, _sequences(rng, p, users, length, z[dom], drift[dom], v[dom],
+                                           pop[dom], offset[dom])):
+            acc.append(x)
+
+    # 5. selection of the non-overlapping users on the user (how mainstream) and on the
+    # outcome: the popularity of her level-0 target item (S -> O <- R)
+    uu, tt, it, tl = (np.concatenate(a) for a in seqs)
+    first = tt == tl - 3  # the level-0 targets
+    log_pop = np.log(np.concatenate(pop))  # by item id - 1
+    target_pop = np.zeros(nu)
+    target_pop[uu[first]] = log_pop[it[first] - 1]  # one domain per non-overlapping user
+    non = ~overlap
+    outcome = (target_pop - target_pop[non].mean()) / max(target_pop[non].std(), 1e-9)
+    user_side = g @ mu * d**0.25  # how mainstream her shared interest is (unit sd)
+    logit = p["selection_strength"] * user_side + p["outcome_selection"] * outcome
+    rng = np.random.default_rng(s_sel)
+    k_u = float(p["k_u"])
+    if non.any() and 0.0 < k_u < 1.0:
+        prop_non = _base.sigmoid(_base.calibrate_intercept(logit[non], k_u) + logit)
+    else:
+        prop_non = np.full(nu, k_u)
+    propensity = np.where(overlap, 1.0, prop_non)
+    observed = overlap | (rng.random(nu) < propensity)
+
+    if latents is not None:
+        latents.update(v=v, pop=pop, z=z, g=g)
+    truth = {f"interest_{j:02d}": g[:, j] for j in range(d)}
+    levels = _levels(sch, p, seqs, observed, propensity, overlap, truth)
     train_level = levels[0]
     obs = train_level["observed"] == 1
     return {
@@ -274,10 +460,117 @@ def _unbiased_sample(train_level, overlap, observed, seed) -> _base.Columns:
     return out
 
 
+def numpy_checks(config: str = "open_world", seed: int = 0, k: int = 10) -> dict:
+    """The two headrooms of an ``open_world`` config, measured in numpy (nothing trained).
+
+    Every test row's positive is ranked against all items of its domain (NDCG@k).
+
+    * **Cross-domain headroom** (what the other domain can add): the scorer
+      ``temperature * <u, v_i> + log pop_i`` with the simulator's true item latents and
+      popularity, where ``u`` is what the scorer knows of the user: ``hist`` =
+      ``sum_t (v_t - E v) / (n + 3)`` over her target-domain history (a shrunk estimate of
+      her interest from her own items), ``hist+other`` adds ``rho`` times the same over
+      her other-domain history, ``hist+interest`` adds the hidden shared interest
+      ``sqrt(rho) g_u``. Headroom = NDCG(``hist+interest``) - NDCG(``hist``) on the
+      unobserved non-overlapping users; ``own_other_domain_gain`` = NDCG(``hist+other``) -
+      NDCG(``hist``) on the overlapping users' rows of their short domain.
+    * **Selection headroom** (what the selection removes): an item-kNN (cosine
+      co-occurrence of the training users' items, scored against the test row's two
+      histories) fitted on ``train_unbiased`` minus the same fitted on ``train``, over
+      all test rows and on the unobserved non-overlapping users.
+    Also the mean standardised log-popularity of the level-0 targets of ``train``,
+    ``train_unbiased`` and ``test`` (the outcome side of the selection)."""
+    p = _params(dict(CONFIGS[config], seed=seed))
+    if p["scenario"] != "open_world":
+        raise UsageError(f"{NAME}: numpy_checks needs an open_world config, got {config!r}")
+    lat: dict = {}
+    sp = _simulate_open_world(p, lat)
+    v_all = np.concatenate([np.zeros((1, p["dim"]))] + lat["v"])  # by item id (0 = pad)
+    log_pop = np.log(np.concatenate([[1.0]] + lat["pop"]))
+    n_a, n_all = p["n_items_a"], len(v_all)
+    test = sp["test"]
+    dom = test["domain"]
+    overlap, observed = test["overlap"] == 1, test["observed"] == 1
+    unob = ~overlap & ~observed
+    temp, rho = p["temperature"], p["cross_correlation"]
+    v_bar = [pop_d @ v_d for pop_d, v_d in zip(lat["pop"], lat["v"])]  # E[v] of a draw
+
+    def estimate(name, z):
+        ids = test[name]
+        n = (ids > 0).sum(1)
+        return ((v_all[ids] - v_bar[z]) * (ids > 0)[..., None]).sum(1) / (n + 3.0)[:, None], n
+
+    (ea, na), (eb, nb) = estimate("history_a", 0), estimate("history_b", 1)
+    a_row = (dom == 0)[:, None]
+    own, other = np.where(a_row, ea, eb), np.where(a_row, eb, ea)
+    n_own = np.where(dom == 0, na, nb)
+    g = np.stack([test[f"interest_{j:02d}"] for j in range(p["dim"])], 1)
+
+    def ndcg(scores):  # scores (rows, n_all) by item id
+        out = np.empty(len(dom))
+        for z, ids in ((0, np.arange(1, n_a + 1)), (1, np.arange(n_a + 1, n_all))):
+            sel = dom == z
+            s = scores(sel, ids)
+            pos = s[np.arange(sel.sum()), test["item_id"][sel] - ids[0]]
+            rank = (s > pos[:, None]).sum(1)
+            out[sel] = np.where(rank < k, 1.0 / np.log2(rank + 2.0), 0.0)
+        return out
+
+    def latent_scorer(u):
+        return lambda sel, ids: temp * u[sel] @ v_all[ids].T + log_pop[ids][None]
+
+    def knn_scorer(split):
+        cols = sp[split]
+        items = np.concatenate([cols["item_id"][:, None], cols["history_a"], cols["history_b"]], 1)
+        m = np.zeros((int(cols["user_id"].max()) + 1, n_all))
+        m[np.repeat(cols["user_id"], items.shape[1])[items.reshape(-1) > 0], items[items > 0]] = 1.0
+        co = m.T @ m
+        norm = np.sqrt(np.diag(co)) + 1e-9
+        np.fill_diagonal(co, 0.0)
+        sim = co / norm[:, None] / norm[None]
+        hist = np.concatenate([test["history_a"], test["history_b"]], 1)
+        h = np.zeros((len(hist), n_all))
+        np.put_along_axis(h, hist, 1.0, 1)
+        h[:, 0] = 0.0
+        s_all = h @ sim + 1e-6 * m.sum(0)[None]  # ties broken by popularity
+        return lambda sel, ids: s_all[sel][:, ids]
+
+    res = {"hist": ndcg(latent_scorer(own)), "hist+other": ndcg(latent_scorer(own + rho * other)),
+           "hist+interest": ndcg(latent_scorer(own + np.sqrt(rho) * g)),
+           "item-kNN on train": ndcg(knn_scorer("train")),
+           "item-kNN on train_unbiased": ndcg(knn_scorer("train_unbiased"))}
+    groups = {"overlapping": overlap, "observed_non_overlapping": ~overlap & observed,
+              "unobserved_non_overlapping": unob}
+    out = {"ndcg": {name: {"all": round(float(x.mean()), 4),
+                           **{g_: round(float(x[m].mean()), 4) for g_, m in groups.items()}}
+                    for name, x in res.items()}}
+
+    def diff(a, b, sel):
+        d_ = res[a][sel] - res[b][sel]
+        return {"mean": round(float(d_.mean()), 4), "se": round(float(d_.std(ddof=1) / np.sqrt(sel.sum())), 4)}
+
+    short_ov = overlap & (n_own <= 4)  # the test rows of an overlapping user's short domain
+    out["cross_domain_headroom"] = diff("hist+interest", "hist", unob)
+    out["own_other_domain_gain"] = diff("hist+other", "hist", short_ov)
+    every = np.ones(len(dom), bool)
+    out["selection_headroom_knn"] = diff("item-kNN on train_unbiased", "item-kNN on train", every)
+    out["selection_headroom_knn_unobserved"] = diff("item-kNN on train_unbiased", "item-kNN on train", unob)
+    lp = np.concatenate([np.log(x) for x in lat["pop"]])
+    out["target_log_pop_z"] = {s_: round(float(((log_pop[sp[s_]["item_id"]] - lp.mean()) / lp.std()).mean()), 3)
+                               for s_ in ("train", "unobserved", "train_unbiased")}
+    n_valid = np.where(sp["valid"]["domain"] == 0, (sp["valid"]["history_a"] > 0).sum(1),
+                       (sp["valid"]["history_b"] > 0).sum(1))
+    out["valid_rows_with_1_to_3_own_items"] = round(float((n_valid <= 3).mean()), 3)
+    out["overlapping_test_rows"] = round(float(overlap.mean()), 3)
+    out["rows"] = {s_: int(len(c_["item_id"])) for s_, c_ in sp.items()}
+    return out
+
+
 class CrossDomainSequences(SimulatorBuilder):
     """TFDS builder ``cross_domain_sequences`` (see the module docstring)."""
 
     BUILDER_CONFIGS = _base.make_configs(CONFIGS)
+    EVIDENCE_CONFIG = EVIDENCE_CONFIG
     _schema_fn = staticmethod(schema)
     _simulate_fn = staticmethod(simulate)
     _defaults = DEFAULTS

@@ -28,22 +28,25 @@ Choices where the paper is silent or the released code differs (also in
    every row of the group mask the same (each user gets one shared message,
    official_code_notes 1.3); we compute the per-pair ``a'_ij`` of Eq. (3).
 2. **The N sampled users** are drawn from a bank of training users' histories kept in
-   the model (:meth:`AMID.set_user_bank`): a fresh random ``N`` per training step, a
-   fixed ``N`` at evaluation and serving, so a user's score never depends on which
+   the model (:meth:`AMID.set_user_bank`): a fresh random ``N`` (default 64) per training
+   step, a fixed ``N`` at evaluation and serving, so a user's score never depends on which
    other test users share her batch (the code uses the mini-batch itself, N = 256).
    ``W_C`` has ``N + 1`` entries: the ``N`` sampled users and the user's own
    other-domain sequence ("the message from the same user in a different domain will
-   also be propagated").
+   also be propagated"), which is never thresholded: it reaches her whenever she has
+   another domain. A run whose group rate (sampled users only) is 0 or 1 fails.
 3. **The threshold of Eq. (4)** is hard in the forward pass; its gradient is the
    straight-through gradient of ``sigmoid((a' - k) / tau)``, so ``W1``, ``W2`` learn
    (with a hard step they would get no gradient at all). ``a'`` is the max *cosine*
    of the projected positions, so ``k`` lives in [-1, 1] (default 0.3, about the median
    of ``a'`` at initialisation on the simulator; at 0.5 the groups emptied during training).
-4. **The propensity model is fitted** to the observation indicator ``o`` of each row of
-   ``D`` by binary cross-entropy on a stopped-gradient representation, in the ``L_r``
-   phase (the paper does not say how ``g_psi`` is learnt; the code fits nothing, so its
-   "propensity" is only a learned denominator). It is clipped to ``[propensity_clip,
-   1]`` wherever it divides, and enters ``L_c`` and ``L_r`` with its gradient stopped.
+4. **The propensity model is user-level and fitted**: ``g_psi`` reads ``Mean(S*)`` alone
+   (observation is per user) and is fitted to the observation indicator ``o`` of each
+   row of ``D`` by binary cross-entropy on a stopped-gradient representation, in the
+   ``L_r`` phase (the paper does not say how ``g_psi`` is learnt; the code fits nothing,
+   so its "propensity" is only a learned denominator). It is clipped to
+   ``[propensity_clip, 1]`` (default 0.01) wherever it divides, and enters ``L_c`` and
+   ``L_r`` with its gradient stopped; ``propensity="true"`` reads the data's true one.
 5. **Unobserved users' pairs carry no label**: their "positive" is replaced by a random
    item of the domain, so neither ``L_r`` nor MIM ever reads an unobserved user's true
    next item (in ``L_r`` an unobserved pair contributes ``e_hat`` only, Eq. 15).
@@ -56,7 +59,13 @@ Choices where the paper is silent or the released code differs (also in
    still passes its gradient into ``theta``'s representation, which is how the
    unobserved users' pairs inform the recommender. ``fit_amid(steps=N)`` stops after
    exactly ``N`` updates of either optimizer; ``tfdebias reproduce amid`` gives every
-   row (backbone, +MIM, +IPSCDR, +AMID, skyline) the same ``N``.
+   row the same ``N`` and keeps each row's best checkpoint on validation.
+8. **Next-item loss at every position** (``position_loss``): ``L_c``'s recommendation
+   term scores the item after each position of the target history from the prefix's
+   representation (MIM's groups over the prefix only), not only the row's target; the
+   causal backbones only (BERT4Rec keeps the last position). **The head** adds
+   ``<Mean(S*), v>`` to Eq. (7)'s MLP logit (``dot_head``): the MLP alone learned the
+   user-item interaction too slowly for a backbone to beat an item-kNN.
 Modules: :mod:`.losses` (Eq. 9, the DR and IPS estimators), :mod:`.model` (MIM, the
 heads, :class:`AMID`), :mod:`.data` (the ``L_r`` stream, negative pools), :mod:`.train`
 (Algorithm 1, :func:`fit_amid`, step budgets), :mod:`.protocol` (the sampled-negative
@@ -64,21 +73,26 @@ ranking protocol and the evidence scores), :mod:`.reproduce` (``tfdebias reprodu
 """
 
 from tfdebias.methods.amid.losses import domain_mean, doubly_robust_estimate, ips_estimate
-from tfdebias.methods.amid.model import (AMID, BACKBONES, ESTIMATORS, MultiInterestModule,
-                                         PairHead, build_amid)
+from tfdebias.methods.amid.model import (AMID, BACKBONES, ESTIMATORS, PROPENSITIES,
+                                         MultiInterestModule, PairHead, build_amid)
 from tfdebias.methods.amid.data import make_dr_dataset, samplers_pools, split_negatives
-from tfdebias.methods.amid.train import fit_amid, reset_optimizer, step_budget
+from tfdebias.methods.amid.train import (check_group_rates, fit_amid, reset_optimizer,
+                                         step_budget, validation_ndcg)
 from tfdebias.methods.amid.protocol import (DOMAIN_NAMES, GROUPS, clear_candidates,
                                             ranking_candidates, ranking_evidence,
                                             ranking_protocol, score_candidate_matrix,
                                             user_groups)
-from tfdebias.methods.amid.reproduce import (CDSR_ROWS, DEFAULTS, DISPLAY, HEADLINE, QUICK,
-                                             ROW_TEMPLATES, SEARCH_SPACE, SIMPLE_ROWS,
-                                             TRAIN_SPLIT, experiment_rows, run_reproduce,
-                                             run_row, simple_scores)
+from tfdebias.methods.amid.reproduce import (CDSR_ROWS, CROSS_METRIC, DEFAULTS, DISPLAY,
+                                             HEADLINE, QUICK, ROW_TEMPLATES, SEARCH_SPACE,
+                                             SIMPLE_ROWS, TRAIN_SPLIT, cross_domain_headroom,
+                                             experiment_rows, group_rate, propensity_quality,
+                                             run_reproduce, run_row, simple_scores,
+                                             validation_set)
 
 __all__ = [
-    "AMID", "BACKBONES", "CDSR_ROWS", "DEFAULTS", "DISPLAY", "DOMAIN_NAMES", "ESTIMATORS",
+    "AMID", "BACKBONES", "CDSR_ROWS", "CROSS_METRIC", "DEFAULTS", "PROPENSITIES",
+    "check_group_rates", "cross_domain_headroom", "group_rate", "propensity_quality",
+    "validation_ndcg", "validation_set", "DISPLAY", "DOMAIN_NAMES", "ESTIMATORS",
     "GROUPS", "HEADLINE", "MultiInterestModule", "PairHead", "QUICK", "ROW_TEMPLATES",
     "SEARCH_SPACE", "SIMPLE_ROWS", "TRAIN_SPLIT", "build_amid", "clear_candidates",
     "domain_mean", "doubly_robust_estimate", "experiment_rows", "fit_amid", "ips_estimate",

@@ -7,16 +7,20 @@ import numpy as np
 
 
 def make_dr_dataset(train_columns, unobserved_columns, schema, sampler, *, batch_size: int = 256,
-                    seed: int = 1):
+                    seed: int = 1, truth=(), repeat: bool = False):
     """The ``L_r`` stream over ``D`` = observed + unobserved rows, shuffled per epoch, with
     two fresh negatives per row (``neg_item_id``; ``neg_item_id_2`` stands in for an
-    unobserved row's unknown positive). ``.epoch`` is the variable to set each epoch."""
+    unobserved row's unknown positive); ``repeat``: epoch after epoch without end (what
+    :func:`~tfdebias.methods.amid.train.fit_amid` iterates); ``truth``: the truth columns
+    the model reads (a positive control's interest features). ``.epoch`` is the variable
+    to set each epoch."""
     from tfdebias import data as tdata
     from tfdebias.data import samplers
 
     both = {k: np.concatenate([train_columns[k], unobserved_columns[k]])
             for k in train_columns if k in unobserved_columns}
-    ds = tdata.make_dataset(both, schema, batch_size=batch_size, shuffle=True, seed=seed)
+    ds = tdata.make_dataset(both, schema, batch_size=batch_size, shuffle=True, seed=seed,
+                            repeat=repeat, truth=list(truth))
     epoch = ds.epoch
     ds = samplers.add_negatives(ds, sampler, seed=seed + 7, count=2).map(split_negatives)
     ds.epoch = epoch

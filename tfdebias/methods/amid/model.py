@@ -90,7 +90,11 @@ class MultiInterestModule(keras.layers.Layer):
         ``banks``: per domain ``(S (N, T, d), mask (N, T))`` of the N sampled users; row
         ``i`` groups with the N users of its other domain ``other[i]`` (rows are
         partitioned by that domain, so each row is compared with N users, not 2N).
-        ``s_self`` / ``m_self``: the user's own other-domain sequence (last ``W_C`` slot)."""
+        ``s_self`` / ``m_self``: the user's own other-domain sequence (last ``W_C`` slot),
+        propagated whenever she has one, never thresholded (Sec. 4.1: "the message from
+        the same user in a different domain will also be propagated"). The group rate
+        is the share of (row, sampled user) pairs in one group (the own message is not
+        counted: it is always in)."""
         if not self.built:
             self.build()
         n = self.n_sampled
@@ -109,16 +113,54 @@ class MultiInterestModule(keras.layers.Layer):
             a_cnt += tf.reduce_sum(has) * tf.cast(tf.shape(qz)[0], q.dtype)
         agg = tf.dynamic_stitch(rows, aggs)
         covered = tf.dynamic_stitch(rows, covs)
-        has_self = tf.cast(tf.reduce_any(m_self, axis=1), s_i.dtype)
-        a_self = self.group(self.self_similarity(q, m_i, self.project(self.w2, s_self), m_self)) * has_self
         msg_self = self.w_ip(s_self * tf.cast(m_self, s_self.dtype)[..., None])
-        agg = agg + (a_self * self.w_c[n])[:, None, None] * msg_self
-        covered = covered + tf.stop_gradient(a_self)[:, None] * tf.cast(m_self, a_self.dtype)
+        agg = agg + self.w_c[n] * msg_self  # zero where she has no other domain
+        covered = covered + tf.cast(m_self, covered.dtype)
         s_star = self.w_f(tf.concat([s_i, agg], axis=1))  # Eq. (6)
         mask = tf.concat([m_i, covered > 0], axis=1)
-        rate = (a_sum + tf.reduce_sum(tf.stop_gradient(a_self))) / \
-            tf.maximum(a_cnt + tf.reduce_sum(has_self), 1.0)
-        return s_star, mask, rate
+        return s_star, mask, a_sum / tf.maximum(a_cnt, 1.0)
+
+    def prefix_messages(self, s_i, m_i, banks, other, s_self, m_self):
+        """The message half of Eq. (6) for every prefix of the target sequence (the
+        groups of Eq. 3 taken over positions ``<= t`` only, so the message that helps
+        predict item ``t + 1`` never saw it): ``(sum (B, T, d), count (B, T), rate)``,
+        ``sum`` the sum over the aggregated positions before ``W_F`` and ``count`` how
+        many of them are real. At the last position it is :meth:`call`'s message half."""
+        if not self.built:
+            self.build()
+        n = self.n_sampled
+        t = tf.shape(s_i)[1]
+        q = self.project(self.w1, s_i)
+        part = tf.cast(other, tf.int32)
+        rows = tf.dynamic_partition(tf.range(tf.shape(s_i)[0]), part, len(banks))
+        upto = tf.linalg.band_part(tf.ones([t, t]), -1, 0)  # [t, s]: s <= t
+        m_self_f = tf.cast(m_self, s_i.dtype)
+        sums, covs, a_sum, a_cnt = [], [], 0.0, 0.0
+        for z, (s_b, m_b) in enumerate(banks):
+            qz, mz = tf.gather(q, rows[z]), tf.gather(m_i, rows[z])
+            k = self.project(self.w2, s_b)
+            sim = tf.einsum("btd,nsd->bnts", qz, k)
+            key_bias = (tf.cast(m_b, sim.dtype) - 1.0) * 1e9
+            best = tf.reduce_max(sim + key_bias[None, :, None, :], axis=3)  # (b, N, T)
+            best = best + ((tf.cast(mz, sim.dtype) - 1.0) * 1e9)[:, None, :]
+            # a'_ij(t) = max over query positions s <= t (a cumulative max)
+            pre = tf.reduce_max(best[:, :, None, :] + (upto[None, None] - 1.0) * 1e9, axis=3)
+            has = tf.cast(tf.reduce_any(m_b, axis=1), q.dtype)[None, :, None]
+            a = self.group(pre) * has  # (b, N, T)
+            mb = tf.cast(m_b, s_b.dtype)
+            msg_sum = tf.reduce_sum(self.w_ip(s_b * mb[..., None]), axis=1)  # (N, d)
+            sums.append(tf.einsum("bnt,nd->btd", a * self.w_c[None, :n, None], msg_sum))
+            self_m = tf.gather(m_self_f, rows[z])  # (b, T) positions of her own message
+            cover = tf.einsum("bnt,np->btp", tf.stop_gradient(a), mb) + self_m[:, None, :]
+            covs.append(tf.reduce_sum(tf.cast(cover > 0, s_i.dtype), axis=2))  # (b, T)
+            last = tf.stop_gradient(a[:, :, -1])
+            a_sum += tf.reduce_sum(last)
+            a_cnt += tf.reduce_sum(has) * tf.cast(tf.shape(qz)[0], q.dtype)
+        total = tf.dynamic_stitch(rows, sums)
+        count = tf.dynamic_stitch(rows, covs)
+        msg_self = tf.reduce_sum(self.w_ip(s_self * m_self_f[..., None]), axis=1)  # (B, d)
+        total = total + self.w_c[n] * msg_self[:, None, :]
+        return total, count, a_sum / tf.maximum(a_cnt, 1.0)
 
 
 class PairHead(keras.layers.Layer):
@@ -134,6 +176,9 @@ class PairHead(keras.layers.Layer):
 
 
 # -- the method model ------------------------------------------------------------------
+PROPENSITIES = ("learned", "true")
+
+
 @keras.saving.register_keras_serializable(package="tfdebias")
 @register("amid")
 class AMID(Backbone):
@@ -144,30 +189,53 @@ class AMID(Backbone):
       backbone_args: constructor arguments of the backbone (``num_blocks``, ...).
       mim: use MIM (Eq. 3-6); ``False`` transfers only the user's own other-domain
         sequence through ``W_ip`` (the IPSCDR-style cross-domain input).
+      transfer: with ``mim=False``, whether the own other-domain sequence is transferred
+        at all (``False`` = the plain single-domain backbone, trained the same way).
       estimator: ``"dr"`` (AMID, Eq. 9/13/15), ``"ips"`` (IPSCDR-style), ``"none"``.
+      propensity: ``"learned"`` (the user-level ``g_psi``) or ``"true"`` (the data's
+        ``propensity`` column: the true-propensity positive control, simulators only).
+      interest_features: names of columns holding a per-user vector appended to the
+        user's sequence as one more (projected) position: the hidden-truth positive
+        control of the cross-domain headroom (a simulator's shared interest); ``None``.
       n_sampled_users: ``N`` of Eq. (6).
       threshold, tau: ``k`` of Eq. (4) and the straight-through temperature.
       lambda_imputation: ``lambda_1`` of Eq. (13).
       l2: ``lambda_2..lambda_5`` of Eq. (13)/(15), one weight on the squared kernels.
       propensity_clip: lower clip of ``p_hat`` wherever it divides.
       bank_size: rows of the user bank per domain (:meth:`set_user_bank`).
+      dot_head: add the inner product ``<Mean(S*), v>`` to the logit of Eq. (7). The MLP
+        over the concatenation learns item biases fast and the user-item interaction
+        slowly (at 1,000 steps a SASRec scored below an item-kNN on the simulator); the
+        inner product gives the interaction directly, and the MLP can still learn the
+        rest. Every row of a table uses the same head.
+      position_loss: ``L_c``'s recommendation term at every position of the target
+        history (next-item prediction from each prefix) instead of the row's target only;
+        applies to the causal backbones (SASRec, GRU4Rec), BERT4Rec always uses the last.
     """
 
     def __init__(self, schema, backbone: str = "sasrec", backbone_args: dict | None = None,
-                 mim: bool = True, estimator: str = "dr", n_sampled_users: int = 16,
+                 mim: bool = True, estimator: str = "dr", n_sampled_users: int = 64,
                  threshold: float = 0.3, tau: float = 0.1, lambda_imputation: float = 0.1,
-                 l2: float = 1e-6, propensity_clip: float = 0.05, bank_size: int = 1024,
-                 embedding_dim: int = 32, **kwargs):
+                 l2: float = 1e-4, propensity_clip: float = 0.01, bank_size: int = 1024,
+                 embedding_dim: int = 32, transfer: bool = True, propensity: str = "learned",
+                 interest_features=None, position_loss: bool = True, dot_head: bool = True,
+                 **kwargs):
         super().__init__(schema, embedding_dim=embedding_dim, **kwargs)
         from tfdebias import models
 
         if estimator not in ESTIMATORS:
             raise UsageError(f"estimator={estimator!r}; expected one of {ESTIMATORS}")
+        if propensity not in PROPENSITIES:
+            raise UsageError(f"propensity={propensity!r}; expected one of {PROPENSITIES}")
         if not 0.0 < propensity_clip <= 1.0:
             raise UsageError(f"propensity_clip must be in (0, 1], got {propensity_clip}")
         if n_sampled_users < 1 or bank_size < n_sampled_users:
             raise UsageError(f"need 1 <= n_sampled_users <= bank_size, got "
                              f"{n_sampled_users} and {bank_size}")
+        interest_features = list(interest_features or [])
+        missing = [f for f in interest_features if f not in self.schema]
+        if missing:
+            raise UsageError(f"interest_features {missing} are not in the schema")
         backbone_args = dict(backbone_args or {})
         backbone_args["embedding_dim"] = embedding_dim
         self.backbone = models.build(backbone, self.schema, **backbone_args)
@@ -177,21 +245,31 @@ class AMID(Backbone):
             raise UsageError("AMID needs exactly two domains (two item-history sequences)")
         self.backbone_name = backbone
         self.mim = bool(mim)
+        self.transfer_own = bool(transfer) or self.mim
         self.estimator = estimator
+        self.propensity_source = propensity
+        self.interest_features = interest_features
         self.n_sampled_users = int(n_sampled_users)
         self.lambda_imputation = float(lambda_imputation)
         self.l2 = float(l2)
         self.propensity_clip = float(propensity_clip)
         self.bank_size = int(bank_size)
+        # prefix (every-position) loss only where position t's output never saw t + 1
+        self.position_loss = bool(position_loss) and getattr(self.backbone, "causal", True)
+        self.dot_head = bool(dot_head)
         self.remember(backbone=backbone, backbone_args=backbone_args, mim=self.mim,
                       estimator=estimator, n_sampled_users=self.n_sampled_users,
                       threshold=float(threshold), tau=float(tau),
                       lambda_imputation=self.lambda_imputation, l2=self.l2,
-                      propensity_clip=self.propensity_clip, bank_size=self.bank_size)
+                      propensity_clip=self.propensity_clip, bank_size=self.bank_size,
+                      transfer=bool(transfer), propensity=propensity,
+                      interest_features=interest_features, position_loss=bool(position_loss),
+                      dot_head=self.dot_head)
         d = self.backbone.embedding_dim
         self.dim = d
         self.mim_module = MultiInterestModule(d, self.n_sampled_users, threshold, tau, name="mim")
         self.transfer = keras.layers.Dense(d, use_bias=False, name="W_ip_self")
+        self.interest_projection = keras.layers.Dense(d, name="interest_projection")
         hidden = self.backbone.hidden_units
         self.imputation_model = PairHead(hidden, "softplus", name="imputation_model")
         self.propensity_model = PairHead(hidden, None, name="propensity_model")
@@ -222,62 +300,131 @@ class AMID(Backbone):
         self.user_bank.assign(bank)
 
     def sampled_users(self, training):
-        """(2, N, T) ids: a random N of the bank while training, its first N otherwise."""
+        """(2, N, T) ids: a random N of the bank while training, its first N otherwise
+        (the bank is a seeded random draw of the training users)."""
         if training:
             idx = tf.random.shuffle(tf.range(self.bank_size))[: self.n_sampled_users]
             return tf.gather(self.user_bank, idx, axis=1)
         return self.user_bank[:, : self.n_sampled_users]
 
     # -- the enhanced sequence and the representation -----------------------------------
-    def enhanced_sequence(self, features, training=False):
-        """``(S* (B, 2T or T, d), mask, group rate)``: Eq. (6) (or the IPS variant)."""
+    def _encoded(self, features, training=False):
         bb = self.backbone
         hs, ms = bb.encode_all(features, training=training)
         dom = bb.target_domain(features)
         other = 1 - dom
-        s_i, m_i = bb.select(hs, dom), bb.select(ms, dom)
-        s_o, m_o = bb.select(hs, other), bb.select(ms, other)
-        if not self.mim:
-            msg = self.transfer(s_o)
-            return tf.concat([s_i, msg], 1), tf.concat([m_i, m_o], 1), tf.constant(0.0)
-        bank = self.sampled_users(training)
-        banks = [bb.encode(z, bank[z], training=training) for z in range(2)]
-        return self.mim_module(s_i, m_i, banks, other, s_o, m_o)
+        return (bb.select(hs, dom), bb.select(ms, dom), bb.select(hs, other),
+                bb.select(ms, other), other)
+
+    def _interest(self, features):
+        g = tf.stack([tf.reshape(tf.cast(features[f], tf.float32), [-1])
+                      for f in self.interest_features], axis=1)
+        return self.interest_projection(g)
+
+    def enhanced_sequence(self, features, training=False):
+        """``(S* (B, L, d), mask, group rate)``: Eq. (6) (MIM, ``L = 2T``), the target
+        sequence and the transferred own other-domain sequence (IPSCDR-style, ``2T``) or
+        the target sequence alone (the plain backbone, ``T``); the interest position,
+        when asked for, last."""
+        s_i, m_i, s_o, m_o, other = self._encoded(features, training=training)
+        rate = tf.constant(0.0)
+        if self.mim:
+            bank = self.sampled_users(training)
+            banks = [self.backbone.encode(z, bank[z], training=training) for z in range(2)]
+            s, m, rate = self.mim_module(s_i, m_i, banks, other, s_o, m_o)
+        elif self.transfer_own:
+            s, m = tf.concat([s_i, self.transfer(s_o)], 1), tf.concat([m_i, m_o], 1)
+        else:
+            s, m = s_i, m_i
+        if self.interest_features:
+            tok = self._interest(features)
+            if self.mim:
+                tok = self.mim_module.w_f(tok)
+            s = tf.concat([s, tok[:, None, :]], 1)
+            m = tf.concat([m, tf.ones_like(m[:, :1])], 1)
+        return s, m, rate
+
+    def prefix_representations(self, features, training=False):
+        """``(u (B, T, d), valid (B, T), rate)``: ``Mean(S*)`` of Eq. (7) after each
+        position ``t`` of the target history (its items ``<= t``, the messages grouped on
+        them), ``valid`` where the user has at least one item or message to be read.
+        ``u[:, -1]`` is :meth:`user_representation`."""
+        s_i, m_i, s_o, m_o, other = self._encoded(features, training=training)
+        mf = tf.cast(m_i, s_i.dtype)
+        own_sum = tf.cumsum(s_i * mf[..., None], axis=1)
+        own_cnt = tf.cumsum(mf, axis=1)
+        rate = tf.constant(0.0)
+        if self.mim:
+            bank = self.sampled_users(training)
+            banks = [self.backbone.encode(z, bank[z], training=training) for z in range(2)]
+            rest, rest_cnt, rate = self.mim_module.prefix_messages(s_i, m_i, banks, other, s_o, m_o)
+        elif self.transfer_own:
+            mo = tf.cast(m_o, s_o.dtype)
+            rest = tf.reduce_sum(self.transfer(s_o) * mo[..., None], axis=1)[:, None, :]
+            rest_cnt = tf.reduce_sum(mo, axis=1)[:, None]
+        else:
+            rest, rest_cnt = tf.zeros_like(own_sum[:, :1]), tf.zeros_like(own_cnt[:, :1])
+        if self.interest_features:
+            rest = rest + self._interest(features)[:, None, :]
+            rest_cnt = rest_cnt + 1.0
+        cnt = own_cnt + rest_cnt
+        u = (own_sum + rest) / tf.maximum(cnt, 1.0)[..., None]
+        if self.mim:
+            u = self.mim_module.w_f(u)  # W_F is linear: Mean(x W_F) = Mean(x) W_F
+        return u, cnt > 0, rate
 
     def user_representation(self, features, training=False):
         """``Mean(S*)`` of Eq. (7), (B, d)."""
-        s, m, _ = self.enhanced_sequence(features, training=training)
-        return masked_mean(s, m)
+        u, _, _ = self.prefix_representations(features, training=training)
+        return u[:, -1]
 
     def forward(self, features, training=False):
         if not self.imputation_model.built:  # every head exists once the model is called
             self.build_heads()
         u = self.user_representation(features, training=training)
         v = self.backbone.item_vectors(tf.reshape(features[self.backbone.item_feature], [-1]))
-        return self.backbone.head(u, v, training=training), u
+        return self.head(u, v, training=training), u
 
     def score_candidates(self, features, candidates, training=False):
         """Eq. (7) logits for (B, C) candidates; each user encoded once."""
         u = self.user_representation(features, training=training)
         v = self.backbone.item_vectors(candidates)
-        return self.backbone.head(tf.broadcast_to(u[:, None, :], tf.shape(v)), v, training=training)
+        return self.head(tf.broadcast_to(u[:, None, :], tf.shape(v)), v, training=training)
+
+    def propensity_logit(self, u, training=False):
+        """``g_psi`` on the user alone (observation is per user): (B, d) -> (B,)."""
+        return tf.squeeze(self.propensity_model(tf.stop_gradient(u), training=training), -1)
 
     def build_heads(self):
         z = tf.zeros([1, 2 * self.dim])
         self.imputation_model(z)
-        self.propensity_model(z)
+        self.propensity_model(z[:, : self.dim])
         self.transfer(tf.zeros([1, 1, self.dim]))
+        if self.interest_features:
+            self.interest_projection(tf.zeros([1, len(self.interest_features)]))
 
     # -- the losses (one function) ---------------------------------------------------------
+    def next_items(self, features):
+        """(B, T) the item that follows each position of the target history (the next
+        history item, the row's target after the last); 0 where none."""
+        bb = self.backbone
+        hist = tf.stack([tf.cast(features[h], tf.int64) for h in bb.histories], axis=1)
+        own = tf.gather(hist, bb.target_domain(features), axis=1, batch_dims=1)  # (B, T)
+        target = tf.reshape(tf.cast(features[bb.item_feature], tf.int64), [-1, 1])
+        return tf.concat([own[:, 1:], target], axis=1)
+
     def loss_terms(self, features, phase: int = 1, training=False):
         """Named loss terms of one batch; ``loss`` is what the phase minimises.
 
         * phase 1, ``L_c`` (Eq. 13) on observed rows:
-          ``1/|Z| sum_Z [mean_O e + lambda_1 mean_O (e_hat - e)^2 / p_hat] + l2 ||.||^2``
-          (``estimator="none"``/``"ips"``: the first term only);
+          ``1/|Z| sum_Z [mean e + lambda_1 mean_O (e_hat - e)^2 / p_hat] + l2 ||.||^2``
+          (``estimator="none"``/``"ips"``: the first term only). With ``position_loss``
+          the first ``e`` is the next-item BCE at every position of the target history
+          (one fresh negative per position, ``neg_positions``), the rest on the row's
+          target;
         * phase 2, ``L_r`` (Eq. 15) on ``D``: ``1/|Z| sum_Z mean_D [e_hat + o (e - e_hat) /
           p_hat] + l2 ||theta||^2`` (``"ips"``: ``e_hat = 0``), plus ``propensity_bce``
-          fitting ``g_psi`` to ``o``.
+          fitting the user-level ``g_psi`` to ``o`` (with the learned propensity).
 
         ``e`` is the per-pair BCE on the row's (positive, negative) pair; unobserved rows
         get a random item instead of their positive (their label is never read).
@@ -294,23 +441,29 @@ class AMID(Backbone):
             alt = neg if "neg_item_id_2" not in features else tf.reshape(
                 tf.cast(features["neg_item_id_2"], tf.int64), [-1])
             pos = tf.where(o > 0, pos, alt)
-        s, m, rate = self.enhanced_sequence(features, training=training)
-        u = masked_mean(s, m)
+        u_all, valid, rate = self.prefix_representations(features, training=training)
+        u = u_all[:, -1]
         items = tf.stack([pos, neg], axis=1)
         v = bb.item_vectors(items)
         uu = tf.broadcast_to(u[:, None, :], tf.shape(v))
-        logits = bb.head(uu, v, training=training)
+        logits = self.head(uu, v, training=training)
         y = tf.broadcast_to(tf.constant([[1.0, 0.0]]), tf.shape(logits))
         e = tf.nn.sigmoid_cross_entropy_with_logits(y, logits)  # (B, 2)
         x = tf.concat([uu, v], axis=-1)
         e_hat = tf.squeeze(self.imputation_model(x, training=training), -1)  # (B, 2)
-        p_logit = tf.squeeze(self.propensity_model(tf.stop_gradient(x), training=training), -1)
-        p_hat = tf.sigmoid(p_logit)
-        p_div = tf.stop_gradient(tf.clip_by_value(p_hat, self.propensity_clip, 1.0))
+        p_logit = self.propensity_logit(u, training=training)
+        if self.propensity_source == "true":
+            p_hat = tf.reshape(tf.cast(features["propensity"], tf.float32), [-1])
+        else:
+            p_hat = tf.sigmoid(p_logit)
+        p_div = tf.stop_gradient(tf.clip_by_value(p_hat, self.propensity_clip, 1.0))[:, None]
         reg = self.l2 * tf.add_n([tf.reduce_sum(tf.square(w)) for w in self._kernels()])
         terms = {"group_rate": rate, "bce": tf.reduce_mean(e)}
         if phase == 1:
-            rec = domain_mean(e, dom, 2)
+            if self.position_loss and "neg_positions" in features:
+                rec = self._position_bce(features, u_all, valid, dom, training)
+            else:
+                rec = domain_mean(e, dom, 2)
             terms["recommendation"] = rec
             loss = rec + reg
             if self.estimator == "dr":
@@ -319,16 +472,35 @@ class AMID(Backbone):
                 loss = loss + self.lambda_imputation * imp
         else:
             oo = o[:, None] * tf.ones_like(e)
+            pp = p_div * tf.ones_like(e)
             if self.estimator == "dr":
-                risk = doubly_robust_estimate(e, e_hat, oo, p_div, clip=self.propensity_clip,
+                risk = doubly_robust_estimate(e, e_hat, oo, pp, clip=self.propensity_clip,
                                               domain=dom, n_domains=2)
             else:
-                risk = ips_estimate(e, oo, p_div, clip=self.propensity_clip, domain=dom, n_domains=2)
-            prop = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(oo, p_logit))
+                risk = ips_estimate(e, oo, pp, clip=self.propensity_clip, domain=dom, n_domains=2)
+            prop = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(o, p_logit))
             terms.update(dr_risk=risk, propensity_bce=prop)
-            loss = risk + prop + reg
+            loss = risk + reg + (prop if self.propensity_source == "learned" else 0.0)
         terms["loss"] = loss
         return terms
+
+    def _position_bce(self, features, u_all, valid, dom, training):
+        """``1/|Z| sum_Z`` (mean over the domain's real positions) of the next-item BCE
+        of every prefix: positive = :meth:`next_items`, negative = ``neg_positions``."""
+        bb = self.backbone
+        nxt = self.next_items(features)
+        negs = tf.cast(features["neg_positions"], tf.int64)[:, : tf.shape(nxt)[1]]
+        w = tf.cast((nxt > 0) & valid, tf.float32)  # a real next item, something to read
+        v = bb.item_vectors(tf.stack([nxt, negs], axis=2))  # (B, T, 2, d)
+        uu = tf.broadcast_to(u_all[:, :, None, :], tf.shape(v))
+        logits = self.head(uu, v, training=training)
+        y = tf.broadcast_to(tf.constant([1.0, 0.0]), tf.shape(logits))
+        e = tf.reduce_sum(tf.nn.sigmoid_cross_entropy_with_logits(y, logits), axis=2) * w  # (B, T)
+        oh = tf.one_hot(tf.cast(dom, tf.int32), 2)  # (B, 2)
+        sums = tf.reduce_sum(oh * tf.reduce_sum(e, 1, keepdims=True), 0)
+        counts = tf.reduce_sum(oh * tf.reduce_sum(w, 1, keepdims=True), 0)
+        present = tf.cast(counts > 0, tf.float32)
+        return 0.5 * tf.reduce_sum(sums / tf.maximum(counts, 1.0)) / tf.maximum(tf.reduce_sum(present), 1.0)
 
     def _kernels(self):
         return [w for w in self.trainable_weights if len(w.shape) == 2 and "embedding" not in w.path]
@@ -336,7 +508,8 @@ class AMID(Backbone):
     # -- which variables each phase updates (Algorithm 1) ---------------------------------
     def phase_variables(self, phase: int):
         """phase 1: theta + phi (not psi, whose gradient is zero there anyway);
-        phase 2: theta + psi (phi frozen)."""
+        phase 2: theta + psi (phi frozen). With the true propensity psi is never
+        trained; an unused cross-domain layer gets no update either."""
         imp = {id(w) for w in self.imputation_model.trainable_weights}
         prop = {id(w) for w in self.propensity_model.trainable_weights}
         skip = prop if phase == 1 else imp
@@ -390,7 +563,13 @@ class AMID(Backbone):
         return self.backbone.item_embedding(ids)
 
     def head(self, user, item, training=False):
-        return self.backbone.head(user, item, training=training)
+        """Eq. (7) before the sigmoid, ``MLP(Mean(S*) || v)``, plus ``<Mean(S*), v>`` with
+        ``dot_head`` (see the class docstring)."""
+        logit = self.backbone.head(user, item, training=training)
+        if self.dot_head:
+            user = tf.broadcast_to(user, tf.shape(item)) if user.shape.rank != item.shape.rank else user
+            logit = logit + tf.reduce_sum(user * item, axis=-1)
+        return logit
 
 
 # -- building --------------------------------------------------------------------------

@@ -43,7 +43,8 @@ def ranking_candidates(splits, histories, split: str, *, n_neg: int = 999, seed:
 def score_candidate_matrix(model, columns, candidates, *, batch_size: int = 256) -> np.ndarray:
     """``model.score_candidates`` over every row, in batches of ``batch_size`` users
     (one compiled call per batch scores ``batch_size x C`` pairs)."""
-    names = list(model.histories) + [model.domain_feature or "item_id", "item_id"]
+    names = list(model.histories) + [model.domain_feature or "item_id", "item_id"] + \
+        list(getattr(model, "interest_features", []))
     n = len(candidates)
     pad = (-n) % batch_size  # pad to whole batches: one trace serves every batch
     feats = {k: np.concatenate([np.asarray(columns[k]), np.repeat(np.asarray(columns[k])[:1], pad, 0)])
@@ -101,8 +102,8 @@ def user_groups(columns) -> dict[str, np.ndarray]:
 
 def ranking_evidence(scores: np.ndarray, columns, *, k: int = 10):
     """``(metrics, scores)`` of one model on the test rows: NDCG@k and HR@k over all rows,
-    per domain (``test/A/ndcg@10``) and per domain and user group
-    (``test/A/ndcg@10/unobserved_non_overlapping``); ``scores`` hold the per-row values as
+    per domain (``test/A/ndcg@10``), per user group (``test/ndcg@10/overlapping``) and per
+    domain and user group (``test/A/ndcg@10/unobserved_non_overlapping``); ``scores`` hold the per-row values as
     :func:`tfdebias.evaluation.evidence.row_mean` with the user id as the unit."""
     from tfdebias.evaluation.evidence import row_mean
     from tfdebias.evaluation.metrics import hit_at_rank, ndcg_at_rank, sampled_rank
@@ -113,6 +114,8 @@ def ranking_evidence(scores: np.ndarray, columns, *, k: int = 10):
     dom = np.asarray(columns["domain"], np.int64)
     groups = user_groups(columns) if {"overlap", "observed"} <= set(columns) else {}
     masks = {"test": np.ones(len(rank), bool)}
+    for g, gm in groups.items():
+        masks[f"test/@/{g}"] = gm
     for z, zname in enumerate(DOMAIN_NAMES):
         masks[f"test/{zname}"] = dom == z
         for g, gm in groups.items():
