@@ -296,6 +296,28 @@ def schema(params: Mapping | None = None) -> Schema:
     return Schema(feats)
 
 
+def _draw_exposures(x, y, p, rng_e, rng_u, uniform_rate, test_u, test_i, logit):
+    """Every user x item pair, one block of users at a time: the pair interest ``h``
+    (with its noise from ``rng_e``), the policy's exposure logit ``logit(h, users)``, an
+    exposure draw (``rng_e``) and the uniform policy's draw (``rng_u``, its own stream).
+    Returns ``(users, items, h, logit)`` of the logged pairs (outside the test block),
+    the test block's pairs and the uniformly shown pairs (outside the block)."""
+    nu, ni = len(x), len(y)
+    logged, block, uniform = [], [], []
+    for sl in _base.user_blocks(nu, ni):
+        uu = np.arange(sl.start, sl.stop)
+        h = x[sl] @ y.T + p["interest_noise"] * rng_e.standard_normal((len(uu), ni))
+        e = logit(h, uu)
+        shown = rng_e.random(e.shape) < _base.sigmoid(e)
+        in_block = test_u[uu][:, None] & test_i[None, :]
+        uniform_shown = rng_u.random(e.shape) < uniform_rate
+        for mask, out in ((shown & ~in_block, logged), (in_block, block),
+                          (uniform_shown & ~in_block, uniform)):
+            r, c = np.nonzero(mask)
+            out.append((uu[r], c, h[r, c], e[r, c]))
+    return tuple(tuple(np.concatenate(a) for a in zip(*parts)) for parts in (logged, block, uniform))
+
+
 def simulate(params: Mapping | None = None) -> _base.Splits:
     """Splits ``train``, ``valid``, ``test`` as column dicts (see the module docstring)."""
     p = _params(params)
@@ -339,21 +361,9 @@ def simulate(params: Mapping | None = None) -> _base.Splits:
     # the same world's interest h (pair noise included) as the logged ones.
     rng_u = np.random.default_rng([p["seed"], UNBIASED_STREAM])
     uniform_rate = min(1.0, 1.5 * p["density"])
-    logged, block, uniform = [], [], []
-    for sl in _base.user_blocks(nu, ni):
-        uu = np.arange(sl.start, sl.stop)
-        h = x[sl] @ y.T + p["interest_noise"] * rng_e.standard_normal((len(uu), ni))
-        e = exposure_logit(h, uu[:, None], np.arange(ni)[None, :]) + b_e
-        shown = rng_e.random(e.shape) < _base.sigmoid(e)
-        in_block = test_u[uu][:, None] & test_i[None, :]
-        uniform_shown = rng_u.random(e.shape) < uniform_rate
-        for mask, out in ((shown & ~in_block, logged), (in_block, block),
-                          (uniform_shown & ~in_block, uniform)):
-            r, c = np.nonzero(mask)
-            out.append((uu[r], c, h[r, c], e[r, c]))
-    lu, li, lh, le = (np.concatenate(a) for a in zip(*logged))
-    tu, ti, th, te = (np.concatenate(a) for a in zip(*block))
-    uu_, ui_, uh_, ue_ = (np.concatenate(a) for a in zip(*uniform))
+    (lu, li, lh, le), (tu, ti, th, te), (uu_, ui_, uh_, ue_) = _draw_exposures(
+        x, y, p, rng_e, rng_u, uniform_rate, test_u, test_i,
+        lambda h, uu: exposure_logit(h, uu[:, None], np.arange(ni)[None, :]) + b_e)
 
     rng = np.random.default_rng(s_rows)
     # 5. positions
@@ -500,21 +510,9 @@ def _simulate_proxy_bias(p: dict) -> _base.Splits:
     rng_e = np.random.default_rng(s_expo)
     rng_u = np.random.default_rng([p["seed"], 20, UNBIASED_STREAM])
     uniform_rate = min(1.0, 1.5 * p["density"])
-    logged, block, uniform = [], [], []
-    for sl in _base.user_blocks(nu, ni):
-        uu = np.arange(sl.start, sl.stop)
-        h = x[sl] @ y.T + p["interest_noise"] * rng_e.standard_normal((len(uu), ni))
-        e = b_e + user_logit[uu][:, None] + item_logit[None, :]
-        shown = rng_e.random(e.shape) < _base.sigmoid(e)
-        in_block = test_u[uu][:, None] & test_i[None, :]
-        uniform_shown = rng_u.random(e.shape) < uniform_rate
-        for mask, out in ((shown & ~in_block, logged), (in_block, block),
-                          (uniform_shown & ~in_block, uniform)):
-            r, c = np.nonzero(mask)
-            out.append((uu[r], c, h[r, c], e[r, c]))
-    lu, li, lh, le = (np.concatenate(a) for a in zip(*logged))
-    tu, ti, th, te = (np.concatenate(a) for a in zip(*block))
-    uu_, ui_, uh_, ue_ = (np.concatenate(a) for a in zip(*uniform))
+    (lu, li, lh, le), (tu, ti, th, te), (uu_, ui_, uh_, ue_) = _draw_exposures(
+        x, y, p, rng_e, rng_u, uniform_rate, test_u, test_i,
+        lambda h, uu: b_e + user_logit[uu][:, None] + item_logit[None, :])
 
     rng = np.random.default_rng(s_rows)
     n_pos = p["n_positions"]

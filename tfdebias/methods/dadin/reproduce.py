@@ -4,7 +4,7 @@ and 4 (DADIN1-9, DADIN++) (:func:`run_reproduce`), its CLI arguments, the search
 
 from __future__ import annotations
 
-from tfdebias.commands import positive_int
+from tfdebias.commands import positive_float, positive_int
 from tfdebias.errors import UsageError
 from tfdebias.methods.dadin.data import group_rows, load_splits, model_sample, target_domain_rows
 from tfdebias.methods.dadin.losses import DOMAIN_MEDIAN
@@ -278,7 +278,7 @@ def _reproduce_arguments(parser):
     parser.add_argument("--grl-schedule", choices=GRL_SCHEDULES, default=None,
                         help="DADIN rows: the GRL weight ramped over the run (default), over "
                              "the authors' 15,000 steps (warmup), or constant (Eq. (11))")
-    parser.add_argument("--grl-scale", type=_positive_float, default=None,
+    parser.add_argument("--grl-scale", type=positive_float, default=None,
                         help="DADIN rows: the GRL weight's maximum (default 0.1)")
     parser.add_argument("--threshold", type=_threshold, default=None,
                         help="DADIN rows: T of Eq. (17)-(18), 'domain_median' (default) or "
@@ -287,18 +287,6 @@ def _reproduce_arguments(parser):
                         help="DADIN rows: y_hat in the intra-class classifiers' input: "
                              "detached (default), paper (Eq. (13)-(14)) or authors "
                              "(Rev(h_DA) * y_hat)")
-
-
-def _positive_float(text: str) -> float:
-    import argparse
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return value
 
 
 def _threshold(text: str):
