@@ -266,11 +266,9 @@ def _params(params: Mapping | None) -> dict:
     return p
 
 
-def schema(params: Mapping | None = None) -> Schema:
-    p = _params(params)
-    if p["scenario"] == "proxy_bias":
-        return _proxy_bias_schema(p)
-    feats = [
+def _side_features(p: dict) -> list:
+    """The user and item features both scenarios share, in schema order."""
+    return [
         Feature("user_id", "categorical", vocab_size=p["n_users"] + 1, description="user"),
         Feature("item_id", "categorical", vocab_size=p["n_items"] + 1, description="video"),
         Feature("user_activity", "categorical", vocab_size=p["n_activity"] + 1,
@@ -279,6 +277,15 @@ def schema(params: Mapping | None = None) -> Schema:
                 description="taste segment (nearest of n_segments prototypes)"),
         Feature("item_category", "categorical", vocab_size=p["n_categories"] + 1,
                 description="item category"),
+    ]
+
+
+def schema(params: Mapping | None = None) -> Schema:
+    p = _params(params)
+    if p["scenario"] == "proxy_bias":
+        return _proxy_bias_schema(p)
+    feats = [
+        *_side_features(p),
         Feature("log_show_cnt", "proxy", description="log(1 + logged shows of the item)"),
     ]
     feats += [
@@ -432,14 +439,7 @@ PROXY_PRIOR_SHOWS = 10.0
 
 def _proxy_bias_schema(p: dict) -> Schema:
     feats = [
-        Feature("user_id", "categorical", vocab_size=p["n_users"] + 1, description="user"),
-        Feature("item_id", "categorical", vocab_size=p["n_items"] + 1, description="video"),
-        Feature("user_activity", "categorical", vocab_size=p["n_activity"] + 1,
-                description="activity level (quantile bucket, 1 = least active)"),
-        Feature("user_segment", "categorical", vocab_size=p["n_segments"] + 1,
-                description="taste segment (nearest of n_segments prototypes)"),
-        Feature("item_category", "categorical", vocab_size=p["n_categories"] + 1,
-                description="item category"),
+        *_side_features(p),
         Feature("log_show_cnt", "proxy", description="log(1 + shows of the item in the logged train rows)"),
         Feature("logged_ctr", "proxy", description="the item's smoothed click rate in the logged train rows"),
         Feature("mean_position", "proxy", description="the item's smoothed mean display position in the "

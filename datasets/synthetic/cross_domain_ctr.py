@@ -281,13 +281,9 @@ def _params(params: Mapping | None) -> dict:
     return p
 
 
-def schema(params: Mapping | None = None) -> Schema:
-    p = _params(params)
-    if p["scenario"] == "covariate_shift":
-        return _covariate_schema(p)
-    n_items = 1 + p["n_items_source"] + p["n_items_target"]
-    n_cats = 1 + p["n_categories_source"] + p["n_categories_target"]
-    return Schema([
+def _user_and_item_id(p: dict, n_items: int) -> list:
+    """The user features and the item id both scenarios share, in schema order."""
+    return [
         Feature("user_id", "categorical", vocab_size=p["n_users"] + 1, description="user"),
         Feature("user_age", "categorical", vocab_size=p["n_age"] + 1, description="age bucket"),
         Feature("user_gender", "categorical", vocab_size=3, description="gender (1, 2)"),
@@ -295,6 +291,17 @@ def schema(params: Mapping | None = None) -> Schema:
                 description="activity level (quantile bucket)"),
         Feature("item_id", "categorical", vocab_size=n_items,
                 description=f"item; source 1..{p['n_items_source']}, target after"),
+    ]
+
+
+def schema(params: Mapping | None = None) -> Schema:
+    p = _params(params)
+    if p["scenario"] == "covariate_shift":
+        return _covariate_schema(p)
+    n_items = 1 + p["n_items_source"] + p["n_items_target"]
+    n_cats = 1 + p["n_categories_source"] + p["n_categories_target"]
+    return Schema([
+        *_user_and_item_id(p, n_items),
         Feature("item_category", "categorical", vocab_size=n_cats,
                 description="item category; source categories first, then target"),
         Feature("domain", "domain", vocab_size=2, description="0 = source, 1 = target"),
@@ -316,13 +323,7 @@ def _covariate_schema(p: dict) -> Schema:
                                    "for both domains)")
                for k in range(p["dim"])]
     return Schema([
-        Feature("user_id", "categorical", vocab_size=p["n_users"] + 1, description="user"),
-        Feature("user_age", "categorical", vocab_size=p["n_age"] + 1, description="age bucket"),
-        Feature("user_gender", "categorical", vocab_size=3, description="gender (1, 2)"),
-        Feature("user_activity", "categorical", vocab_size=p["n_activity"] + 1,
-                description="activity level (quantile bucket)"),
-        Feature("item_id", "categorical", vocab_size=n_items,
-                description=f"item; source 1..{p['n_items_source']}, target after"),
+        *_user_and_item_id(p, n_items),
         *content,
         Feature("domain", "domain", vocab_size=2, description="0 = source, 1 = target"),
         Feature("history_source", "sequence", vocab_size=n_items, max_len=p["max_len"],

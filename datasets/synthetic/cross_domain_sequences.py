@@ -238,6 +238,16 @@ def schema(params: Mapping | None = None) -> Schema:
           for j in range(p["dim"])] if p["scenario"] == "open_world" else []))
 
 
+def _user_latents(rng, nu: int, d: int, rho: float, drift_scale: float):
+    """Shared interest ``g``, the two domain interests ``z^D`` (correlation ``rho``
+    with ``g``), their drifts and the users' activity, drawn in this order."""
+    g = _base.latent(rng, nu, d)
+    z = [np.sqrt(rho) * g + np.sqrt(1 - rho) * _base.latent(rng, nu, d) for _ in range(2)]
+    drift = [drift_scale * _base.latent(rng, nu, d) for _ in range(2)]
+    activity = rng.standard_normal(nu)
+    return g, z, drift, activity
+
+
 def simulate(params: Mapping | None = None) -> _base.Splits:
     """Splits ``train``, ``unobserved``, ``valid``, ``test``, ``train_unbiased`` (see the
     module docstring)."""
@@ -253,10 +263,7 @@ def simulate(params: Mapping | None = None) -> _base.Splits:
 
     # 1.-3. users, items, who has which domain
     rho = p["cross_correlation"]
-    g = _base.latent(rng, nu, d)
-    z = [np.sqrt(rho) * g + np.sqrt(1 - rho) * _base.latent(rng, nu, d) for _ in range(2)]
-    drift = [p["drift"] * _base.latent(rng, nu, d) for _ in range(2)]
-    activity = rng.standard_normal(nu)
+    g, z, drift, activity = _user_latents(rng, nu, d, rho, p["drift"])
     mu = rng.standard_normal(d)
     mu /= np.linalg.norm(mu)
     v = [_base.latent(rng, n, d) for n in n_items]
@@ -374,10 +381,7 @@ def _simulate_open_world(p, latents: dict | None = None) -> _base.Splits:
 
     # 1. users: shared interest g, domain interests z^D (correlation rho), activity
     rho = p["cross_correlation"]
-    g = _base.latent(rng, nu, d)
-    z = [np.sqrt(rho) * g + np.sqrt(1 - rho) * _base.latent(rng, nu, d) for _ in range(2)]
-    drift = [p["drift"] * _base.latent(rng, nu, d) for _ in range(2)]
-    activity = rng.standard_normal(nu)
+    g, z, drift, activity = _user_latents(rng, nu, d, rho, p["drift"])
     # 2. items: topics shared by the two domains, log-normal popularity along mu
     mu = rng.standard_normal(d)
     mu /= np.linalg.norm(mu)
