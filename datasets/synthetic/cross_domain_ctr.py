@@ -383,19 +383,11 @@ def covariate_world(p: Mapping) -> dict:
 
 
 def _auc(y: np.ndarray, score: np.ndarray) -> float:
-    """ROC AUC by the Mann-Whitney rank sum (ties at mid-rank); numpy only, so the
-    simulator imports nothing from the evaluation layer above it."""
-    y = np.asarray(y) > 0.5
-    order = np.argsort(score, kind="stable")
-    s = np.asarray(score)[order]
-    ranks = np.empty(len(s))
-    ranks[order] = np.arange(1, len(s) + 1)
-    # mid-ranks of tied scores
-    _, first, counts = np.unique(s, return_index=True, return_counts=True)
-    mid = first + (counts + 1) / 2.0
-    ranks[order] = np.repeat(mid, counts)
-    n_pos, n_neg = int(y.sum()), int((~y).sum())
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    """ROC AUC (scikit-learn's; the simulator imports nothing from the evaluation layer
+    above it)."""
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(np.asarray(y) > 0.5, score))
 
 
 def _logistic_probe_auc(x: np.ndarray, label: np.ndarray, seed: int = 0) -> float:
