@@ -2,7 +2,7 @@
 
 Workload: the ``cross_domain_sequences`` simulator generated in memory (no TFDS build;
 ``--config small`` by default, ``paper`` for Cloth-Sport sizes), batch 256, embedding
-32, the default AMID (N = 64 sampled users per domain since the second pass, N = 16
+32, the default AMID (N = 64 sampled users per domain since the December 2026 revision, N = 16
 before; DR estimator; the batches carry no ``neg_positions``, so ``L_c`` is timed with
 the row-target loss, not the every-position one ``tfdebias reproduce amid`` trains
 with). ``throughput.json`` in ``docs/results/amid/`` was measured with N = 16. Measured, each in

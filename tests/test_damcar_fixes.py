@@ -1,4 +1,4 @@
-"""DAMCAR's second pass: target rows labelled through the path Eq. (6) trains, Ganin's
+"""DAMCAR's revised training: target rows labelled through the path Eq. (6) trains, Ganin's
 warm-up of the reversal scale, the EMA rate from the step count, the bounded domain
 classifier input, the log-scaled duration, the early-stopped ranker, the "S_sam as 0" and
 oracle-label rows, and a protocol that the exposure policy cannot win."""
