@@ -1,6 +1,16 @@
 """DAMCAR's data preparation from the splits (numpy): scaled features and the item table
 (:class:`CascadeData`), the target domain ``S_sam`` (:func:`target_domain`, Eq. (1)-(3)),
-the hybrid training set (:func:`hybrid_columns`) and batches."""
+the hybrid training set (:func:`hybrid_columns`) and batches.
+
+**Item features live once per item.** Every model input that is a function of the item
+(a 512-d feed embedding, text ids, the author, ...) is kept in one table indexed by item
+id (``CascadeData.items``). Training sets, target domains and evaluation candidates
+carry only ``(user_id, item_id)`` per row (:meth:`CascadeData.ids`,
+:meth:`CascadeData.rows`), and the item features are gathered from the table per batch
+(:meth:`CascadeData.expand_batch`, :meth:`CascadeData.predict`): the same batches, with
+the same values, as per-row copies would give, without memory that grows with rows x
+feature width (at WeChat Channels' size, 512-d embeddings copied for every exposed and
+target-domain row were tens of GB; ``benchmarks/damcar_scale.py``)."""
 
 from __future__ import annotations
 
@@ -35,34 +45,132 @@ class CascadeData:
     n_items: int
     weight_column: str | None
     scaling: dict = dataclasses.field(default_factory=dict)
+    #: every split's item-side columns equal the item table at their item ids (checked by
+    #: :func:`prepare_cascade`), so a split's rows can be given as ids alone
+    #: (:meth:`rows`); False: :meth:`rows` returns the split's own feature columns
+    rows_match_items: bool = False
+    _tensors: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     def pairs(self, users, items) -> dict:
-        """Model features of (user, item) pairs (ids as in the data, 1-based)."""
-        users = np.asarray(users, np.int64)
-        items = np.asarray(items, np.int64)
-        out = {n: self.items[n][items] for n in self.item_names}
-        out[USER] = users
-        return out
+        """Model features of (user, item) pairs (ids as in the data, 1-based), every item
+        feature copied per row; :meth:`ids` is the memory-light form of the same rows."""
+        return self.expand(self.ids(users, items))
+
+    def ids(self, users, items) -> dict:
+        """(user, item) pairs as id columns only (1-based): what the training functions,
+        :meth:`predict` and :meth:`expand` take, the item features being looked up in the
+        item table (per batch) instead of copied per row."""
+        return {USER: np.asarray(users, np.int64), ITEM: np.asarray(items, np.int64)}
+
+    def rows(self, split: str) -> dict:
+        """The model inputs of a split's rows: the ``(user, item)`` id columns when the
+        split's item features are the item table's (:attr:`rows_match_items`), else the
+        split's user and item feature columns."""
+        cols = self.splits[split]
+        if self.rows_match_items:
+            return {k: cols[k] for k in self.user_names + [ITEM]}
+        return {k: cols[k] for k in self.user_names + self.item_names}
+
+    def missing_item_features(self, columns) -> list:
+        """Item features the model needs that ``columns`` lacks (to gather by item id)."""
+        return [n for n in self.item_names if n not in columns]
+
+    def expand(self, columns: dict) -> dict:
+        """``columns`` with every missing item feature gathered from the item table (numpy;
+        a copy per row: for a block of rows, not for a whole training set)."""
+        missing = self.missing_item_features(columns)
+        ids = np.asarray(columns[ITEM], np.int64)
+        return _ordered({**columns, **{n: self.items[n][ids] for n in missing}},
+                        self.user_names + self.item_names)
+
+    def expand_batch(self, batch: dict, names=None) -> dict:
+        """A batch of tensors with the item features ``names`` (default: the missing ones)
+        gathered from the item table by the batch's item ids (inside ``tf.data`` or a
+        model call)."""
+        names = self.missing_item_features(batch) if names is None else list(names)
+        return gather_items(batch, self.items, names, self._tensors,
+                            self.user_names + self.item_names)
+
+    def predict(self, model, columns: dict, **kwargs) -> np.ndarray:
+        """:func:`tfdebias.models.predict` of ``model`` (a Keras model or a function of a
+        batch) on ``columns``, gathering the missing item features per batch: the same
+        batches and outputs as on :meth:`expand`-ed columns."""
+        return predict_gathered(model, columns, self.items, self.missing_item_features(columns),
+                                self._tensors, self.user_names + self.item_names, **kwargs)
 
     def corpus(self) -> dict:
         return {n: self.items[n][self.present] for n in self.item_names}
 
 
+#: rows compared at a time by the item-table checks (bounds their temporary memory)
+CHECK_BLOCK_ROWS = 65_536
+
+
+def _rows_equal(values, ref_rows, ref, block: int = CHECK_BLOCK_ROWS) -> bool:
+    """Whether ``values[r] == ref[ref_rows[r]]`` for every row ``r``, compared in blocks
+    of rows (no full-size temporary copy of a wide column)."""
+    values = np.asarray(values)
+    n = len(values)
+    for a in range(0, n, block):
+        v = values[a:a + block].reshape(min(block, n - a), -1)
+        r = np.asarray(ref[ref_rows[a:a + block]]).reshape(len(v), -1)
+        if not np.array_equal(v, r):
+            return False
+    return True
+
+
+def _ordered(columns: dict, first) -> dict:
+    """``columns`` with the keys of ``first`` (those present) first, in that order: the
+    key order of full feature columns (``{k: split[k] for k in user_names + item_names}``)."""
+    head = [k for k in first if k in columns]
+    return {**{k: columns[k] for k in head},
+            **{k: v for k, v in columns.items() if k not in head}}
+
+
+def gather_items(batch: dict, table: dict, names, cache: dict, first=()) -> dict:
+    """``batch`` (tensors) plus the item features ``names`` gathered from ``table`` (item
+    id -> row arrays) by ``batch[ITEM]``; the table columns become TensorFlow constants
+    once, kept in ``cache``. Keys ordered as :func:`_ordered` with ``first``."""
+    import tensorflow as tf
+
+    names = list(names)
+    if not names:
+        return batch
+    with tf.init_scope():  # eager even while a tf.data or tf.function graph is traced:
+        for n in names:    # the table is captured by reference, never put in a graph
+            if n not in cache:
+                cache[n] = tf.constant(table[n])
+    ids = tf.cast(batch[ITEM], tf.int64)
+    return _ordered({**batch, **{n: tf.gather(cache[n], ids) for n in names}}, first)
+
+
+def predict_gathered(model, columns: dict, table: dict, names, cache: dict, first=(),
+                     **kwargs) -> np.ndarray:
+    """:func:`tfdebias.models.predict` of ``model`` on ``columns`` with the item features
+    ``names`` gathered from ``table`` per batch (:func:`gather_items`): the outputs of
+    ``predict`` on columns holding those features row by row, without the copy."""
+    import keras
+
+    from tfdebias.models import predict
+
+    names = list(names)
+    if not names:
+        return predict(model, columns, **kwargs)
+    fn = (lambda b: model(b, training=False)) if isinstance(model, keras.Model) else model
+    return predict(lambda b: fn(gather_items(b, table, names, cache, first)), columns, **kwargs)
+
+
 def item_side_names(columns: dict, schema, user_names) -> list[str]:
-    """Model inputs that are a function of the item (constant within an item id)."""
+    """Model inputs that are a function of the item (constant within an item id): each
+    row equals the first row of its item (compared in blocks of rows)."""
     ids = np.asarray(columns[ITEM]).reshape(-1)
-    order = np.argsort(ids, kind="stable")
-    sid = ids[order]
-    same = sid[1:] == sid[:-1]
+    _, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
+    first_row = first[inverse.reshape(-1)]  # per row, the first row with its item id
     out = []
     for f in schema.inputs:
         if f.name in user_names:
             continue
-        if f.name == ITEM:
-            out.append(f.name)
-            continue
-        v = np.asarray(columns[f.name]).reshape(len(ids), -1)[order]
-        if np.all(v[1:][same] == v[:-1][same]):
+        if f.name == ITEM or _rows_equal(columns[f.name], first_row, np.asarray(columns[f.name])):
             out.append(f.name)
     return out
 
@@ -110,10 +218,15 @@ def prepare_cascade(splits: dict, schema, log_scale: bool = True) -> CascadeData
         for n in item_names:
             items[n][ids] = cols[n]
     items[ITEM] = np.arange(n_ids, dtype=np.int64)
+    # can a split's rows be given as ids (their item features looked up in the table)?
+    match = all(np.asarray(cols[n]).dtype == items[n].dtype
+                and _rows_equal(cols[n], np.asarray(cols[ITEM], np.int64), items[n])
+                for cols in splits.values() for n in item_names if n != ITEM)
     model_schema = schema.select(user_names + item_names + [label])
     weight = "play_seconds" if "play_seconds" in splits["train"] else None
     return CascadeData(splits, model_schema, label, user_names, item_names, items,
-                       np.nonzero(seen)[0], schema[USER].vocab_size, n_ids, weight, scaling)
+                       np.nonzero(seen)[0], schema[USER].vocab_size, n_ids, weight, scaling,
+                       rows_match_items=bool(match))
 
 
 def hybrid_columns(features_e: dict, target_e, rank_e, features_t: dict | None = None,

@@ -12,7 +12,7 @@ import numpy as np
 from tfdebias.errors import DataError, UsageError
 from tfdebias.evaluation import metrics as M
 from tfdebias.evaluation import protocols
-from tfdebias.methods.damcar.data import CascadeData
+from tfdebias.methods.damcar.data import CascadeData, predict_gathered
 from tfdebias.methods.damcar.losses import ITEM, USER
 from tfdebias.models import predict
 
@@ -45,9 +45,18 @@ class EvalSet:
     table: dict
     seen: tuple
     item_names: list
+    _tensors: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     def corpus_features(self) -> dict:
         return {n: self.table[n][self.corpus] for n in self.item_names}
+
+    def predict(self, model, columns: dict, **kwargs) -> np.ndarray:
+        """:func:`tfdebias.models.predict` of ``model`` on ``columns`` (``item_id``, and
+        ``user_id`` for a model that reads it), the item features gathered per batch from
+        ``table``: the outputs on the rows given feature by feature, without the copy."""
+        names = [n for n in self.item_names if n not in columns]
+        return predict_gathered(model, columns, self.table, names, self._tensors,
+                                self.item_names, **kwargs)
 
 
 def eval_set(splits: dict, label: str, item_names, *, holdout=("test", "oracle"),
@@ -198,10 +207,10 @@ def cascade_eval(score_block, ranker, es: EvalSet, *, ks=(100, 200), rank_ratio:
         top_ids = es.corpus[top]
         rel = {g: lists[a:b] for g, lists in es.relevant.items()}
         rs_all = None
-        if ranker is not None:
-            feats = {n: es.table[n][top_ids.reshape(-1)] for n in es.item_names}
-            feats[USER] = np.repeat(es.users[a:b], kmax).astype(np.int64)
-            rs_all = predict(ranker, feats).reshape(b - a, kmax)
+        if ranker is not None:  # item features gathered per predict batch, not per block
+            pairs = {ITEM: top_ids.reshape(-1),
+                     USER: np.repeat(es.users[a:b], kmax).astype(np.int64)}
+            rs_all = es.predict(ranker, pairs).reshape(b - a, kmax)
         for k1 in ks:
             k1e = min(k1, kmax)
             ids = top_ids[:, :k1e]
@@ -231,7 +240,8 @@ def retriever_scorer(retriever, es: EvalSet):
         # the towers' (n, d) float32 outputs, so the scores are their own float32 dot products
         return predict(tower, columns, full=True, dtype=np.float32)
 
-    iv = vectors(retriever.item_tower, es.corpus_features(), len(es.corpus))
+    # the corpus's item features gathered per batch (no copy of the whole corpus)
+    iv = es.predict(retriever.item_tower, {ITEM: es.corpus}, full=True, dtype=np.float32)
 
     def score(users):
         uv = vectors(retriever.user_tower, {USER: np.asarray(users, np.int64)}, len(users))
@@ -312,13 +322,12 @@ def simple_scorers(data: CascadeData, es: EvalSet) -> dict:
     knn = baselines.ItemKNN(u, i, data.n_items)
     hist = _histories(es.users, u, i)
     tie = 1e-9 * pop / max(pop.max(), 1.0)
-    row_of = {int(x): r for r, x in enumerate(es.users)}
 
     def popularity(users):
         return np.broadcast_to(pop[es.corpus], (len(users), len(es.corpus)))
 
     def item_knn(users):
-        rows = np.fromiter((row_of[int(x)] for x in users), np.int64, len(users))
+        rows = np.searchsorted(es.users, np.asarray(users, np.int64))  # es.users is sorted
         return knn.score(hist[rows])[:, es.corpus] + tie[es.corpus]
 
     return {POPULARITY: popularity, ITEM_KNN: item_knn}

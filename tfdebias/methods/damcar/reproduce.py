@@ -25,7 +25,6 @@ from tfdebias.methods.damcar.protocol import (ITEM_KNN, POPULARITY, TRUE_TOP, Ev
                                               truth_scorer)
 from tfdebias.methods.damcar.train import (ABLATIONS, METHODS, ORACLE, SKYLINE, SSAM_ZERO,
                                            Budget, Settings, run_seed)
-from tfdebias.models import predict
 
 #: Table 4 of the paper (the tuner's grid; see the module docstring).
 SEARCH_SPACE = {
@@ -228,7 +227,7 @@ def run_reproduce(args) -> Path:
                 ft = res["info"]["target_features"]
                 for row in ("BC", "DAMCAR"):
                     m = res["models"][row]
-                    dist[row] = predict(m, ft)
+                    dist[row] = data.predict(m, ft)
                 if getattr(args, "export", False):
                     te = data.splits["test"]
                     rws = {k: np.asarray(te[k])[:256] for k in data.user_names + data.item_names}

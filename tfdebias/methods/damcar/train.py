@@ -73,11 +73,31 @@ class Budget:
         return self.retriever_steps(False)
 
 
-def _dataset(columns, schema, label, batch_size, shuffle, seed, repeat=False):
+def _dataset(columns, schema, label, batch_size, shuffle, seed, repeat=False, data=None):
+    """``make_dataset`` of ``columns``; with ``data`` (a :class:`CascadeData`) the item
+    features that ``columns`` lacks (rows given as ids) are gathered per batch from the
+    item table (:func:`with_item_features`)."""
     from tfdebias.data import make_dataset
 
-    return make_dataset(columns, schema, batch_size=batch_size, shuffle=shuffle, seed=seed,
-                        label=label, repeat=repeat, drop_remainder=False)
+    ds = make_dataset(columns, schema, batch_size=batch_size, shuffle=shuffle, seed=seed,
+                      label=label, repeat=repeat, drop_remainder=False)
+    return ds if data is None else with_item_features(ds, data, columns)
+
+
+def with_item_features(ds, data: CascadeData, columns):
+    """``ds`` (batches of ``columns``) with the item features that ``columns`` lacks
+    gathered per batch from ``data``'s item table by the batch's item ids: the batches
+    of the same rows given with every feature, without a per-row copy of the item
+    features (a 512-d embedding per exposed and target-domain row). Keeps ``ds.epoch``."""
+    missing = data.missing_item_features(columns)
+    if not missing:
+        return ds
+    epoch = getattr(ds, "epoch", None)
+    data.expand_batch({"item_id": tf.zeros([0], tf.int64)}, missing)  # the tables, eagerly
+    out = ds.map(lambda x, *rest: (data.expand_batch(x, missing), *rest)).prefetch(2)
+    if epoch is not None:
+        out.epoch = epoch
+    return out
 
 
 def _optimizer(budget: Budget):
@@ -130,24 +150,27 @@ def train_ranker(data: CascadeData, kind: str = "deepfm", seed: int = 0,
     if kind not in ("deepfm", "dcn"):
         raise UsageError(f"ranker must be 'deepfm' or 'dcn', got {kind!r}")
     keras.utils.set_random_seed(seed)
-    names = data.user_names + data.item_names + [data.label]
-    cols = {k: data.splits["train"][k] for k in names}
+    # the train rows as ids when their item features are the item table's (gathered per
+    # batch); else their own columns
+    cols = {**data.rows("train"), data.label: data.splits["train"][data.label]}
+    names = list(cols)
     model = models.build(kind, data.schema, embedding_dim=32, hidden_units=(256, 128),
                          embedding_l2=l2, dnn_l2=l2)
     valid = data.splits.get("valid")
     steps = budget.ranker_steps
     if not early_stopping or steps is None or valid is None or len(valid[data.label]) == 0:
-        ds = _dataset(cols, data.schema, data.label, budget.batch_size, True, seed)
+        ds = _dataset(cols, data.schema, data.label, budget.batch_size, True, seed, data=data)
         model(next(iter(ds))[0])
         compile_model(model, _optimizer(budget))
         return _fit(model, ds, [ds.epoch], epochs=budget.ranker_epochs, steps=steps,
                     verbose=verbose)
-    ds = make_dataset(cols, data.schema, batch_size=budget.batch_size, shuffle=True,
-                      seed=seed, label=data.label, repeat=True, drop_remainder=False)
+    ds = with_item_features(make_dataset(cols, data.schema, batch_size=budget.batch_size,
+                                         shuffle=True, seed=seed, label=data.label,
+                                         repeat=True, drop_remainder=False), data, cols)
     nv = len(valid[data.label])
     pick = np.sort(np.random.default_rng(seed).permutation(nv)[:max_valid_rows])
     vcols = {k: np.asarray(valid[k])[pick] for k in names}
-    v_ds = _dataset(vcols, data.schema, data.label, 4096, False, seed)
+    v_ds = _dataset(vcols, data.schema, data.label, 4096, False, seed, data=data)
     model(next(iter(ds))[0])
     compile_model(model, _optimizer(budget))
     chunk = max(1, int(steps) // max(int(checks), 1))
@@ -162,8 +185,10 @@ def train_ranker(data: CascadeData, kind: str = "deepfm", seed: int = 0,
     return model
 
 
-def ranker_scores(ranker, features: dict) -> np.ndarray:
-    return predict(ranker, features)
+def ranker_scores(ranker, features: dict, data: CascadeData | None = None) -> np.ndarray:
+    """The ranker's score of every row of ``features``; with ``data``, rows may be given
+    as ids (:meth:`CascadeData.ids`): the item features are gathered per batch."""
+    return predict(ranker, features) if data is None else data.predict(ranker, features)
 
 
 def auto_alpha(steps: int | None, alpha_max: float = 0.99, memory: float = 10.0) -> float:
@@ -190,7 +215,9 @@ def train_label_generator(data: CascadeData, source: dict, source_y, target: dic
     ``alpha=None`` picks the EMA rate from the step count (:func:`auto_alpha`);
     ``warmup`` warms the reversal scale up over the whole run (Ganin's schedule,
     :func:`~tfdebias.methods.damcar.model.grl_schedule`). The other options are
-    :class:`LabelGenerator`'s."""
+    :class:`LabelGenerator`'s. ``source`` and ``target`` may give their rows as ids
+    (:meth:`CascadeData.ids`, :meth:`CascadeData.rows`): the item features are then
+    gathered per batch from ``data``'s item table."""
     from tfdebias.training.engine import compile_model
 
     keras.utils.set_random_seed(seed)
@@ -202,8 +229,8 @@ def train_label_generator(data: CascadeData, source: dict, source_y, target: dic
     tgt_idx = np.random.default_rng(seed).permutation(np.resize(np.arange(nt), ns))
     tgt = {k: np.asarray(v)[tgt_idx] for k, v in target.items()}
     tgt["_y"] = np.zeros(ns, np.float32)
-    s_ds = _dataset(src, data.schema, "_y", budget.batch_size, True, seed)
-    t_ds = _dataset(tgt, data.schema, "_y", budget.batch_size, True, seed + 1)
+    s_ds = _dataset(src, data.schema, "_y", budget.batch_size, True, seed, data=data)
+    t_ds = _dataset(tgt, data.schema, "_y", budget.batch_size, True, seed + 1, data=data)
     ds = tf.data.Dataset.zip((s_ds, t_ds))
     total = budget.label_steps or budget.label_epochs * int(s_ds.cardinality())
     model = LabelGenerator(data.schema, embedding_dim=32, lambda1=lambda1, lambda2=lambda2,
@@ -227,11 +254,13 @@ def train_retrieval(data: CascadeData, columns: dict, *, lambda3=0.0, adversaria
                     verbose=0) -> HybridRetrieval:
     """Fit (or continue fitting) a :class:`HybridRetrieval` on a hybrid training set
     ``columns`` (features + ``_target``, ``_rank``, ``_weight``, ``_domain``) for
-    ``steps`` optimizer steps, else ``epochs`` (default ``budget.retrieval_epochs``)."""
+    ``steps`` optimizer steps, else ``epochs`` (default ``budget.retrieval_epochs``).
+    Rows given as ids (no item features in ``columns``) get theirs per batch from
+    ``data``'s item table."""
     from tfdebias.training.engine import compile_model
 
     keras.utils.set_random_seed(seed)
-    ds = _dataset(columns, data.schema, TARGET, budget.batch_size, True, seed)
+    ds = _dataset(columns, data.schema, TARGET, budget.batch_size, True, seed, data=data)
     if model is None:
         model = HybridRetrieval(data.schema, lambda3=lambda3, adversarial=adversarial,
                                 temperature=temperature, user_features=data.user_names,
@@ -363,21 +392,26 @@ def run_seed(data: CascadeData, seed: int, settings: Settings, budget: Budget,
     scores every pseudo-label's AUC against the truth on ``S_sam`` (``info``).
     ``eval_on``: the :class:`EvalSet` to score on (default: built from the splits).
     ``on_row(name)`` is called after each row is trained and scored (progress).
+    ``info["target_features"]``: the target domain ``S_sam`` as model rows (ids alone when
+    ``data.rows_match_items``: score them with ``data.predict``).
     """
     s = settings
     tr = data.splits["train"]
     label = np.asarray(tr[data.label], np.float32)
-    fe = {k: tr[k] for k in data.user_names + data.item_names}
+    # rows as (user, item) ids, their item features gathered per batch from the item
+    # table, when the splits' item features are the table's (else per-row columns)
+    fe = data.rows("train")
+    pairs = data.ids if data.rows_match_items else data.pairs
     if ranker is None:
         ranker = train_ranker(data, s.ranker, seed, budget, verbose)
         if on_row:
             on_row("ranker")
-    r_e = ranker_scores(ranker, fe)
+    r_e = ranker_scores(ranker, fe, data)
     t0 = time.perf_counter()
     tu, ti, tstats = target_domain(data, s.radius, s.walks, seed)
     tdg_seconds = time.perf_counter() - t0
-    ft = data.pairs(tu, ti)
-    r_t = ranker_scores(ranker, ft) if len(tu) else np.zeros(0)
+    ft = pairs(tu, ti)
+    r_t = ranker_scores(ranker, ft, data) if len(tu) else np.zeros(0)
     results, per_user, models_out = {}, {}, {}
     info = {"target": tstats, "tdg_seconds": tdg_seconds}
     info["ranker"] = _diagnostics(data, ranker, r_t)
@@ -399,8 +433,8 @@ def run_seed(data: CascadeData, seed: int, settings: Settings, budget: Budget,
         if kind == "random":
             ru, ri, _ = target_domain(data, s.radius, s.walks, seed, random_sampling=True,
                                       like=(tu, ti))
-            f_t = data.pairs(ru, ri)
-            rt = ranker_scores(ranker, f_t)
+            f_t = pairs(ru, ri)
+            rt = ranker_scores(ranker, f_t, data)
         else:
             f_t, rt = ft, r_t
         lg = train_label_generator(
@@ -409,8 +443,8 @@ def run_seed(data: CascadeData, seed: int, settings: Settings, budget: Budget,
             warmup=s.grl_warmup, ema_ramp=s.ema_ramp, target_label_path=s.target_label_path,
             domain_through_g=s.domain_through_g, domain_target_term=s.domain_target_term)
         tpath = s.target_label_path == "source"
-        ps = predict(lambda b: lg.pseudo_labels(b, True), fe)
-        pt = predict(lambda b: lg.pseudo_labels(b, tpath), f_t)
+        ps = data.predict(lambda b: lg.pseudo_labels(b, True), fe)
+        pt = data.predict(lambda b: lg.pseudo_labels(b, tpath), f_t)
         diag = _diagnostics(data, lambda b: lg.pseudo_labels(b, tpath), pt)
         diag["alpha"] = round(lg.alpha, 4)
         if truth is not None and len(pt):
@@ -431,9 +465,8 @@ def run_seed(data: CascadeData, seed: int, settings: Settings, budget: Budget,
         elif name == SKYLINE:
             if "train_unbiased" not in data.splits:
                 raise DataError("the skyline needs the simulator's `train_unbiased` split")
-            tu_cols = data.splits["train_unbiased"]
-            fu = {k: tu_cols[k] for k in data.user_names + data.item_names}
-            yu = np.asarray(tu_cols[data.label], np.float32)
+            fu = data.rows("train_unbiased")
+            yu = np.asarray(data.splits["train_unbiased"][data.label], np.float32)
             m = fit(hybrid_columns(fu, yu, np.zeros(len(yu), np.float32)), name)
         elif name == "KD":
             m = fit(hybrid_columns(fe, r_e, r_e), name)
