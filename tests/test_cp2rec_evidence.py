@@ -171,11 +171,14 @@ def test_rows_and_roles():
     quick = cp2rec_reproduce._trained_rows("ncf", cfg, _args(quick=True), oracle=True)
     labels = [r[0] for r in quick]
     assert labels == ["NCF", "NCF on uniform log (skyline)", "IPS-NCF", "CP2Rec-PROJ-NCF",
-                      "CP2Rec-COS-NCF w/o ABT, BD", "CP2Rec-PROJ-NCF (oracle p)"]
-    assert [r[3] for r in quick] == ["train", "train_unbiased"] + ["train"] * 4
+                      "CP2Rec-COS-NCF w/o ABT, BD", "CP2Rec-COS-NCF w/o ABT, BD on uniform log",
+                      "CP2Rec-PROJ-NCF (oracle p)"]
+    assert [r[3] for r in quick] == ["train", "train_unbiased", "train", "train", "train",
+                                     "train_unbiased", "train"]
     assert quick[0][1:3] == quick[1][1:3]  # the skyline is the floor's model and budget
+    assert quick[4][1:3] == quick[5][1:3]  # the proxy-reading twin: BD's model and budget
     assert [cp2rec.row_role(x, "ncf") for x in labels] == [
-        "floor", "skyline", "baseline", "method", "baseline", "baseline"]
+        "floor", "skyline", "baseline", "method", "baseline", "baseline", "baseline"]
     assert quick[-1][2]["propensity"] == "oracle"
     no_truth = cp2rec_reproduce._trained_rows("ncf", cfg, _args(quick=True), oracle=False)
     assert [r[0] for r in no_truth] == labels[:-1]
@@ -230,3 +233,48 @@ def test_fixed_and_snips_budgets(small):
     kept = evidence.snips_logloss(valid["click"], predict(model, valid, inputs=[f.name for f in schema.inputs]),
                                   np.clip(valid[cp2rec.PROPENSITY_HAT], cp2rec.PROPENSITY_CLIP, 1))
     assert kept == pytest.approx(info["valid/snips_best"], rel=1e-5)
+
+
+def test_tune_trials_start_from_the_defaults_and_draw_distinct_grid_points():
+    pts = cp2rec_reproduce.trial_points("cp2rec", {"purifier": "proj"}, 8)
+    assert pts[0] == {"gamma": 0.1, "beta": 0.01, "lambda_reg": 1e-6}  # the untuned row first
+    assert len(pts) == 8 and len({tuple(sorted(p.items())) for p in pts}) == 8
+    for p in pts:
+        assert p["gamma"] in cp2rec_reproduce.WEIGHT_GRID and p["beta"] in cp2rec_reproduce.WEIGHT_GRID
+        assert p["lambda_reg"] in cp2rec_reproduce.LAMBDA_GRID
+    # a grid smaller than the trials is tried whole, once; the plain backbone is not searched
+    ips = cp2rec_reproduce.trial_points("cp2rec_baseline", {"loss": "ips"}, 8)
+    assert sorted(p["lambda_reg"] for p in ips) == sorted(cp2rec_reproduce.LAMBDA_GRID)
+    assert cp2rec_reproduce.trial_points("ncf", {}, 8) == []
+    # without ABT there is no L_B weight to search; without a purifier no L_O weight
+    assert set(cp2rec_reproduce.tuned_grid("cp2rec", {"abt": False, "purifier": "cos"})) == {
+        "lambda_reg", "beta"}
+    assert set(cp2rec_reproduce.tuned_grid("cp2rec_baseline", {"loss": "bce"})) == {"lambda_reg"}
+
+
+def test_tune_trials_pick_the_best_biased_valid_auc(monkeypatch):
+    from tfdebias.methods.cp2rec.data import PROPENSITY_HAT
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 4000).astype(np.float32)
+    noise = rng.normal(size=4000)
+    splits = {"train": {}, "valid": {"click": y, PROPENSITY_HAT: np.full(4000, 0.5, np.float32)}}
+    # a stand-in for training: the "model" is its settings, and its valid predictions are
+    # the better the closer gamma is to 1e-3
+    monkeypatch.setattr(cp2rec_reproduce, "train_row", lambda name, margs, *a, **k: (margs, {}))
+    monkeypatch.setattr(cp2rec_reproduce, "predict", lambda margs, cols, **k: y + (
+        0.5 + abs(np.log10(margs["gamma"]) + 3)) * noise)
+    steps = []
+    progress = types.SimpleNamespace(step=steps.append)
+    schema = types.SimpleNamespace(label=types.SimpleNamespace(name="click"))
+    cfg = {"epochs": 1, "batch_size": 8, "stopping": "fixed", "patience": 1}
+    pts = cp2rec_reproduce.trial_points("cp2rec", {"purifier": "proj"}, 12)
+    out = cp2rec_reproduce._tune_rows([("CP2Rec-PROJ-NCF", "cp2rec", {"purifier": "proj"}, pts)],
+                                      splits, schema, cfg, types.SimpleNamespace(learning_rate=1e-3),
+                                      "d", [], progress)
+    trials = out["CP2Rec-PROJ-NCF"]["trials"]
+    assert len(trials) == len(steps) == 12
+    best = max(trials, key=lambda t: t["valid/auc"])
+    assert out["CP2Rec-PROJ-NCF"]["best"] == {k: v for k, v in best.items() if k != "valid/auc"}
+    tried = {t["gamma"] for t in trials}
+    assert best["gamma"] == min(tried, key=lambda g: abs(np.log10(g) + 3))

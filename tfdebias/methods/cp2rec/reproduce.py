@@ -27,6 +27,11 @@ from tfdebias.models import predict
 QUICK_ROWS = ("{b}", "IPS-{b}", "CP2Rec-PROJ-{b}", "CP2Rec-PROJ-{b} (oracle p)", "CP2Rec-COS-{b} w/o ABT, BD")
 #: the skyline row: the plain backbone trained on the simulator's ``train_unbiased``
 SKYLINE = "{b} on uniform log (skyline)"
+#: the plain-BCE row on CP2Rec's features and tower ("w/o ABT, BD") and its twin trained
+#: on ``train_unbiased``: their difference is the headroom of a model that reads the
+#: proxies (the skyline's is that of the plain backbone, which does not)
+FEATURE_FLOOR = "CP2Rec-COS-{b} w/o ABT, BD"
+FEATURE_SKYLINE = FEATURE_FLOOR + " on uniform log"
 
 #: Table 3 of the paper, declared once for the tuner (``tfdebias tune cp2rec``;
 #: registered as ``Reproducer.search_space``).
@@ -81,6 +86,57 @@ def row_role(label: str, backbone: str) -> str:
     return "baseline"
 
 
+#: Table 3 of the paper: lambda (regularisation) and the loss weights gamma, beta. The
+#: learning rate and batch size of Table 3 are the budget's instead (searched per row they
+#: would give rows different numbers of optimizer steps; see ``--tune-trials``).
+LAMBDA_GRID = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
+WEIGHT_GRID = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+
+
+def tuned_grid(model_name: str, model_args: dict) -> dict[str, tuple]:
+    """The Table 3 grid a row's ``--tune-trials`` search draws from: lambda for every
+    row built on CP2Rec's features and tower, plus the loss weights its loss has: gamma
+    (L_B, with ABT) and beta (L_O, with a purifier) for CP2Rec, CVIB's alpha and gamma,
+    DIB's alpha, gamma and beta (the paper names one "loss weight" range for all of
+    them). The plain backbone (the floor and the skyline) is not searched: its settings
+    are the budget's."""
+    if model_name not in ("cp2rec", "cp2rec_baseline"):
+        return {}
+    grid = {"lambda_reg": LAMBDA_GRID}
+    loss = model_args.get("loss", "ips")
+    if model_name == "cp2rec":
+        if model_args.get("abt", True):
+            grid["gamma"] = WEIGHT_GRID
+        if model_args.get("purifier", "proj") != "none":
+            grid["beta"] = WEIGHT_GRID
+    elif loss == "cvib":
+        grid.update(cvib_alpha=WEIGHT_GRID, cvib_gamma=WEIGHT_GRID)
+    elif loss == "dib":
+        grid.update(dib_alpha=WEIGHT_GRID, dib_gamma=WEIGHT_GRID, dib_beta=WEIGHT_GRID)
+    return grid
+
+
+def trial_points(model_name: str, model_args: dict, n: int, seed: int = 0) -> list[dict]:
+    """The ``n`` settings a row tries (fewer where its grid is smaller): first the row's
+    own defaults (the untuned table's), then distinct grid points drawn at random
+    (seeded, so every run tries the same points)."""
+    import inspect
+    import itertools
+
+    from tfdebias.methods.cp2rec.model import CP2Rec
+
+    grid = tuned_grid(model_name, model_args)
+    if not grid or n < 1:
+        return []
+    keys = sorted(grid)
+    defaults = {k: v.default for k, v in inspect.signature(CP2Rec.__init__).parameters.items()}
+    first = tuple(float(model_args.get(k, defaults[k])) for k in keys)
+    points = [pt for pt in itertools.product(*(grid[k] for k in keys)) if pt != first]
+    rng = np.random.default_rng(seed)
+    chosen = [first] + [points[i] for i in rng.permutation(len(points))[:max(0, n - 1)]]
+    return [dict(zip(keys, pt)) for pt in chosen]
+
+
 def _add_arguments(p):
     p.add_argument("--backbones", default=None,
                    help="comma-separated backbones (ncf, dcn), one evidence table each: the first "
@@ -97,6 +153,11 @@ def _add_arguments(p):
     p.add_argument("--oracle", action="store_true",
                    help="add rows trained with the simulator's true propensities (positive control; "
                         "always on with --quick where the data ships them)")
+    p.add_argument("--tune-trials", type=int, default=0,
+                   help="search each CP2Rec-feature row's Table 3 settings (lambda and its loss "
+                        "weights gamma, beta, ...) with this many trials on the first data seed, "
+                        "picked by the biased valid AUC (the paper's selection), then train every "
+                        "data seed with the picks; 0 (default) = the rows' defaults")
     p.add_argument("--rows", default=None,
                    help="only the trained rows whose label contains one of these comma-separated "
                         "strings (floor, skyline, simple baselines and truth always run)")
@@ -127,7 +188,10 @@ def _resolve(args):
     data = tdata.evidence_data(args.data or "confounded_ctr")
     n_data = getattr(args, "data_seeds", None) or (3 if args.quick else 5)
     seeds = args.seeds or (1 if args.quick else 2)
-    return dict(backbones=backbones, epochs=epochs, batch_size=batch_size, patience=patience,
+    tune_trials = getattr(args, "tune_trials", 0) or 0
+    if tune_trials < 0:
+        raise UsageError(f"--tune-trials must be >= 0, got {tune_trials}")
+    return dict(tune_trials=tune_trials, backbones=backbones, epochs=epochs, batch_size=batch_size, patience=patience,
                 stopping=stopping, hidden=hidden, data=data, data_seeds=tdata.data_seeds(data, n_data),
                 seeds=seeds)
 
@@ -156,6 +220,8 @@ def _trained_rows(backbone: str, cfg: dict, args, oracle: bool,
         out.append((label, name, margs, "train"))
         if label == b and skyline:  # the skyline: the same model and budget on the uniform log
             out.append((SKYLINE.format(b=b), name, dict(margs), "train_unbiased"))
+        if label == FEATURE_FLOOR.format(b=b) and skyline:  # its like-for-like twin
+            out.append((FEATURE_SKYLINE.format(b=b), name, dict(margs), "train_unbiased"))
     return out
 
 
@@ -169,6 +235,44 @@ def _proj_note(schema) -> str:
             f"{n_c} proxy fields >= d = 10, so the mean proxy field c_bar instead, proj_basis='auto'")
 
 
+def _tune_rows(searches, splits, schema, cfg, args, data, inputs, progress) -> dict:
+    """``--tune-trials``: train each searched row once per trial point (model seed 0, the
+    table's budget) on this data seed's ``train`` and keep the point of highest biased
+    valid AUC. Returns ``{row label: {"trials": [{values, "valid/auc"}], "best": values}}``
+    (a row without trial points is left out)."""
+    out = {}
+    for label, name, margs, points in searches:
+        trials = []
+        for k, values in enumerate(points):
+            model, _ = train_row(
+                name, {**margs, **values}, splits["train"], schema, seed=0, epochs=cfg["epochs"],
+                batch_size=cfg["batch_size"], learning_rate=args.learning_rate,
+                valid_cols=splits["valid"], stopping=cfg["stopping"], patience=cfg["patience"],
+                data=data)
+            p_valid = predict(model, splits["valid"], inputs=inputs, batch_size=PREDICT_BATCH)
+            score = valid_metrics(splits["valid"], p_valid, schema.label.name)["valid/auc"]
+            trials.append({**values, "valid/auc": score})
+            progress.step(f"tuning {label} [{k + 1}/{len(points)}] {values}: valid/auc {score:.4f}")
+            del model
+            keras.backend.clear_session()
+        if trials:
+            best = max(trials, key=lambda t: t["valid/auc"])
+            out[label] = {"trials": trials, "best": {k: v for k, v in best.items() if k != "valid/auc"}}
+    return out
+
+
+def _tuning_note(tuning: dict, cfg: dict) -> str:
+    if not tuning:
+        return "Settings: every row's defaults (no search). "
+    picks = "; ".join(f"{label}: " + ", ".join(f"{k} {v:g}" for k, v in t["best"].items())
+                      + f" (of {len(t['trials'])})" for label, t in tuning.items())
+    return (f"Settings: Table 3 search, up to {cfg['tune_trials']} trials per searched row (the "
+            f"row's defaults first, then distinct random points of its grid), each trained once on "
+            f"data seed {cfg['data_seeds'][0]} with model seed 0 and this budget, picked by the "
+            f"biased valid AUC; every data seed then trains with the picks (the uniform-log twin "
+            f"of a row with its row's). Picks: {picks}. ")
+
+
 def _run(args) -> Path:
     from tfdebias import data as tdata
     from tfdebias.evaluation.evidence import write_evidence
@@ -177,7 +281,7 @@ def _run(args) -> Path:
     cfg = _resolve(args)
     data, seeds = cfg["data"], cfg["seeds"]
     t_start = time.time()
-    plans, records = {}, {b: [] for b in cfg["backbones"]}
+    plans, records, tuning = {}, {b: [] for b in cfg["backbones"]}, {}
     progress = None
     sizes, train_sizes = {}, {}
     for d in cfg["data_seeds"]:
@@ -203,8 +307,17 @@ def _run(args) -> Path:
         if progress is None:
             oracle = (args.oracle or args.quick) and schema.exposure is not None
             plans = {b: _trained_rows(b, cfg, args, oracle, skyline=has_skyline) for b in cfg["backbones"]}
+            searches = [(label, name, margs, trial_points(name, margs, cfg["tune_trials"]))
+                        for b in cfg["backbones"] for label, name, margs, split in plans[b]
+                        if split == "train"]
             total = len(cfg["data_seeds"]) * sum(seeds * len(rows) + 1 for rows in plans.values())
-            progress = Progress(total)
+            progress = Progress(total + sum(len(pts) for *_, pts in searches))
+            tuning = _tune_rows(searches, splits, schema, cfg, args, data, inputs, progress)
+            for b in cfg["backbones"]:  # every data seed trains with the picks
+                for label, _, margs, _ in plans[b]:
+                    pick = tuning.get(label) or tuning.get(label.removesuffix(" on uniform log"))
+                    if pick:
+                        margs.update(pick["best"])
         for b in cfg["backbones"]:
             for label, role, metrics, scores in simple_rows(splits, schema, b, design):
                 records[b].append({"name": label, "role": role, "data_seed": d, "seed": 0,
@@ -254,7 +367,10 @@ def _run(args) -> Path:
             f"{sizes['test']} rows over {sizes['test_users']} users x {sizes['test_items']} items. "
             f"Test units for the bootstrap: test users. "
             + (f"Skyline: `{B}` with the same budget trained on `train_unbiased` (uniform logging policy, "
-               f"uniform positions, same size as `train`). " if has_skyline else "")
+               f"uniform positions, same size as `train`); `{FEATURE_SKYLINE.format(b=B)}`: the "
+               f"plain-BCE row on CP2Rec's features and tower trained the same way, so its "
+               f"difference to `{FEATURE_FLOOR.format(b=B)}` is the headroom of a model that "
+               f"reads the proxies. " if has_skyline else "")
             + f"Simple rows: the item's smoothed CTR in train, and logistic regression on {B}'s input "
             f"features; truth = the simulator's true click probability (context). Groups: "
             f"`test/auc/exposed-light` / `-heavy` = test items whose logged shows in train are at most / "
@@ -267,11 +383,12 @@ def _run(args) -> Path:
             f"simulator's true exposure probability x true examination. CP2Rec's L_U is self-normalised "
             f"(sum w l / sum w per batch); PROJ removes from z the span of all proxy fields "
             f"({proj_note}); the purifiers see c through stop_gradient. "
-            f"Wall time {time.time() - t_start:.0f} s.")
+            + _tuning_note(tuning, cfg)
+            + f"Wall time {time.time() - t_start:.0f} s.")
         where = out if k == 0 else out / b
         extra = {"data": data, "data_seeds": cfg["data_seeds"], "backbone": b,
                  "stopping_rule": cfg["stopping"], "epochs": cfg["epochs"],
-                 "batch_size": cfg["batch_size"], "steps_per_row": budget}
+                 "batch_size": cfg["batch_size"], "steps_per_row": budget, "tuning": tuning}
         if not has_skyline:
             from tfdebias.evaluation.results import write_results
 
