@@ -210,11 +210,37 @@ def test_simple_baselines_score_the_candidates(tiny):
     splits, schema = tiny
     cand = amid.ranking_candidates(splits, ["history_a", "history_b"], "test", n_neg=10, seed=0,
                                    n_users=schema["user_id"].vocab_size)
-    for name in amid.SIMPLE_ROWS:
+    for name in (*amid.SIMPLE_ROWS, amid.CROSS_DOMAIN_KNN):
         s = amid.simple_scores(name, splits, schema, cand)
         assert s.shape == cand.shape and np.isfinite(s).all()
     with pytest.raises(Exception):
         amid.simple_scores("magic", splits, schema, cand)
+
+
+def test_own_domain_knn_reads_only_the_targets_own_history(tiny):
+    """The like-for-like item-kNN reads what the single-domain backbone reads: blanking
+    the other domain's history leaves its scores unchanged, blanking the own domain's
+    changes them; the both-domains kNN moves with either."""
+    splits, schema = tiny
+    cand = amid.ranking_candidates(splits, ["history_a", "history_b"], "test", n_neg=10, seed=0,
+                                   n_users=schema["user_id"].vocab_size)
+    test = splits["test"]
+    own = np.where(np.asarray(test["domain"])[:, None] == 0, "history_a", "history_b")
+    assert ((np.asarray(test["history_a"]) > 0).any(1) & (np.asarray(test["history_b"]) > 0).any(1)).any()
+
+    def blank(which):  # zero the own ("own") or the other ("other") domain's history per row
+        t = dict(test)
+        for h in ("history_a", "history_b"):
+            hit = (own[:, 0] == h) if which == "own" else (own[:, 0] != h)
+            t[h] = np.where(hit[:, None], 0, np.asarray(test[h]))
+        return {**splits, "test": t}
+
+    name = "item-kNN (own domain)"
+    base = amid.simple_scores(name, splits, schema, cand)
+    np.testing.assert_array_equal(amid.simple_scores(name, blank("other"), schema, cand), base)
+    assert not np.array_equal(amid.simple_scores(name, blank("own"), schema, cand), base)
+    both = amid.simple_scores(amid.CROSS_DOMAIN_KNN, splits, schema, cand)
+    assert not np.array_equal(amid.simple_scores(amid.CROSS_DOMAIN_KNN, blank("other"), schema, cand), both)
 
 
 # -- tfdebias reproduce amid ----------------------------------------------------------------
@@ -271,7 +297,8 @@ def test_reproduce_quick_rows_roles_records_and_evidence(tmp_path, tiny_draws, m
     assert roles == {"SASRec": "floor", "SASRec on train_unbiased": "skyline",
                      "SASRec + IPSCDR": "baseline", "SASRec + MIM": "baseline",
                      "SASRec + AMID": "method", "SASRec + AMID (true propensity)": "truth",
-                     "popularity": "simple", "item-kNN": "simple"}
+                     "popularity": "simple", "item-kNN (own domain)": "simple",
+                     "item-kNN (both domains)": "baseline"}
     # the skyline trains on train_unbiased, everything else on train, all with one budget
     splits_used = {(m, a.get("estimator"), a.get("mim")): s for m, a, s, _ in calls}
     assert splits_used[("amid", "none", False)] in ("train", "train_unbiased")
@@ -292,7 +319,7 @@ def test_reproduce_quick_rows_roles_records_and_evidence(tmp_path, tiny_draws, m
             assert f"test/A/ndcg@10/{g}" in r["mean"] and f"test/B/ndcg@10/{g}" in r["mean"]
     assert rows["SASRec + AMID"]["vs_baseline"]["name"] == "SASRec + IPSCDR"
     assert {(r["name"], r["data_seed"], r["seed"]) for r in res["records"]} >= {
-        ("SASRec + AMID", 0, 0), ("SASRec + AMID", 1, 0), ("item-kNN", 1, 0)}
+        ("SASRec + AMID", 0, 0), ("SASRec + AMID", 1, 0), ("item-kNN (own domain)", 1, 0)}
     assert all("scores" not in r for r in res["records"])
     assert "fixed budget" in res["stopping"]
     md = (out / "results.md").read_text()
@@ -342,7 +369,8 @@ def test_reproduce_trains_real_rows_for_the_same_steps(tmp_path, tiny_draws):
     """Floor, skyline and AMID really trained (3 steps each) on one tiny draw."""
     out = amid.run_reproduce(_args(tmp_path / "r", data_seeds=1, steps=3, rows="SASRec + AMID"))
     res = json.loads((out / "results.json").read_text())
-    trained = [r for r in res["records"] if r["role"] != "simple"]
+    trained = [r for r in res["records"] if r["role"] != "simple"
+               and r["name"] != amid.CROSS_DOMAIN_KNN]
     assert {r["name"] for r in trained} == {"SASRec", "SASRec on train_unbiased", "SASRec + AMID"}
     assert all(r["metrics"]["steps"] == 3 for r in trained)
     amid_rec = next(r for r in trained if r["name"] == "SASRec + AMID")

@@ -82,7 +82,8 @@ from tfdebias.methods.amid.protocol import (DOMAIN_NAMES, GROUPS, clear_candidat
                                             ranking_candidates, ranking_evidence,
                                             ranking_protocol, score_candidate_matrix,
                                             user_groups)
-from tfdebias.methods.amid.reproduce import (CDSR_ROWS, CROSS_METRIC, DEFAULTS, DISPLAY,
+from tfdebias.methods.amid.reproduce import (CDSR_ROWS, CROSS_DOMAIN_KNN, CROSS_METRIC,
+                                             DEFAULTS, DISPLAY,
                                              HEADLINE, QUICK, ROW_TEMPLATES, SEARCH_SPACE,
                                              SIMPLE_ROWS, TRAIN_SPLIT, cross_domain_headroom,
                                              experiment_rows, group_rate, propensity_quality,
@@ -90,7 +91,7 @@ from tfdebias.methods.amid.reproduce import (CDSR_ROWS, CROSS_METRIC, DEFAULTS, 
                                              validation_set)
 
 __all__ = [
-    "AMID", "BACKBONES", "CDSR_ROWS", "CROSS_METRIC", "DEFAULTS", "PROPENSITIES",
+    "AMID", "BACKBONES", "CDSR_ROWS", "CROSS_DOMAIN_KNN", "CROSS_METRIC", "DEFAULTS", "PROPENSITIES",
     "check_group_rates", "cross_domain_headroom", "group_rate", "propensity_quality",
     "validation_ndcg", "validation_set", "DISPLAY", "DOMAIN_NAMES", "ESTIMATORS",
     "GROUPS", "HEADLINE", "MultiInterestModule", "PairHead", "QUICK", "ROW_TEMPLATES",
