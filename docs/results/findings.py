@@ -2,10 +2,13 @@
 
     python docs/results/findings.py [--tables evidence_quick]
 
-Reads ``docs/results/<method>/<tables>/results.json`` (written by
-``tfdebias reproduce <method> --quick --out docs/results/<method>/evidence_quick``) and prints one
+For each method, reads the first of its tables in ``TABLES`` that exists (the 5-data-seed
+table of its default scenario where one was run, else ``evidence_quick``: the output of
+``tfdebias reproduce <method> --quick --out docs/results/<method>/evidence_quick``), or
+``docs/results/<method>/<tables>/results.json`` with ``--tables``, and prints one
 markdown row per method: the scenario's headroom, the method's gap closed and its
-difference from the paper's main baseline, each with its 95% interval, and the flags.
+difference from the paper's main baseline, each with its 95% interval, the number of
+data seeds × model seeds, and the flags.
 """
 
 from __future__ import annotations
@@ -16,6 +19,12 @@ import math
 from pathlib import Path
 
 METHODS = ("cp2rec", "dadin", "damcar", "amid")
+#: per method, the tables README's findings prefer, first found first (the commands are in
+#: each method's ``docs/results/<method>/README.md``)
+TABLES = {"cp2rec": ("proxy_bias_full", "evidence_quick"),
+          "dadin": ("covariate_shift_5seeds", "evidence_quick"),
+          "damcar": ("full_5seeds", "evidence_quick"),
+          "amid": ("evidence_quick",)}
 HERE = Path(__file__).resolve().parent
 
 
@@ -36,7 +45,9 @@ def row(method: str, res: dict, folder: str) -> str:
     vs = _ci(m.get("vs_baseline"))
     data = res.get("data") or res["title"].split(" on ")[-1].split(" ")[0]
     flags = "; ".join(f.split(":")[0] for f in res.get("flags", [])) or "—"
-    return (f"| {method} | `{data}` | `{h['metric']}` | {_ci(h['floor'])} | {_ci(h['skyline'])} | "
+    n_data, n_runs = m.get("n_data_seeds"), m.get("n_seeds")  # runs = data × model seeds
+    draws = f"{n_data} × {n_runs // n_data}" if n_data and n_runs else "—"
+    return (f"| {method} | `{data}` | {draws} | `{h['metric']}` | {_ci(h['floor'])} | {_ci(h['skyline'])} | "
             f"{_ci(h['gap'])} | {res.get('method') or '—'}: {gap_closed} | "
             f"vs {res.get('main_baseline') or '—'}: {vs} | {flags} | "
             f"[table](docs/results/{method}/{folder}/results.md) |")
@@ -44,15 +55,18 @@ def row(method: str, res: dict, folder: str) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--tables", default="evidence_quick", help="the folder under docs/results/<method>/")
+    p.add_argument("--tables", help="the folder under docs/results/<method>/ (default: each "
+                                    "method's first existing folder in TABLES)")
     args = p.parse_args()
-    print("| method | scenario | headline | floor | skyline | gap (skyline − floor) | method's gap closed "
-          "| method vs main baseline | flags | table |")
-    print("|---|---|---|---:|---:|---:|---:|---:|---|---|")
+    print("| method | scenario | data × model seeds | headline | floor | skyline | gap (skyline − floor) "
+          "| method's gap closed | method vs main baseline | flags | table |")
+    print("|---|---|---|---|---:|---:|---:|---:|---:|---|---|")
     for method in METHODS:
-        path = HERE / method / args.tables / "results.json"
-        if path.exists():
-            print(row(method, json.loads(path.read_text()), args.tables))
+        for folder in ((args.tables,) if args.tables else TABLES[method]):
+            path = HERE / method / folder / "results.json"
+            if path.exists():
+                print(row(method, json.loads(path.read_text()), folder))
+                break
 
 
 if __name__ == "__main__":
