@@ -308,3 +308,59 @@ def test_building_by_a_call_raises_no_keras_build_warning(data):
         amid.build_amid(m, _batch(splits["train"], np.arange(4)))
     assert m.built and m.imputation_model.built and m.propensity_model.built
     assert not [w for w in caught if "build()" in str(w.message)], [str(w.message) for w in caught]
+
+
+def _own_sequence_hits(batch):
+    """Share of a batch's negatives that are items of the row's own target-domain sequence."""
+    f = {k: np.asarray(v) for k, v in batch.items()}
+    own = np.where(f["domain"][:, None] == 0, f["history_a"], f["history_b"])
+    seen = np.concatenate([own, f["item_id"][:, None]], 1)
+    hits, total = 0, 0
+    for name in ("neg_item_id", "neg_item_id_2", "neg_positions"):
+        if name in f:
+            neg = f[name].reshape(len(seen), -1)
+            hits += int((neg[:, :, None] == seen[:, None, :]).any(2).sum())
+            total += neg.size
+    return hits, total
+
+
+def test_training_negatives_exclude_the_rows_own_sequence(data):
+    """As the authors' ``item_pool - set(seq)``: no training negative (row, per-position or
+    L_r) is an item of the row's own target-domain history or its target, and each stays
+    in the target's domain pool. On a 5-item pool half of the raw draws hit the sequence,
+    so the check fails without :func:`exclude_own_items`."""
+    from tfdebias import data as tdata
+    from tfdebias.data import samplers
+    from tfdebias.methods.amid.data import exclude_own_items, make_dr_dataset
+
+    splits, schema = data
+    pools = samplers.domain_item_pools(splits, ["history_a", "history_b"])
+    small = [p[:5] for p in pools]  # tiny pools: collisions are frequent
+    cols = {k: np.asarray(v)[:128] for k, v in splits["train"].items()}
+    for name in ("history_a", "history_b"):  # the rows' sequences use the tiny pools only
+        h = cols[name].copy()
+        z = 0 if name == "history_a" else 1
+        h[h > 0] = small[z][h[h > 0] % 5]
+        cols[name] = h
+    cols["item_id"] = np.where(cols["domain"] == 0, small[0][cols["item_id"] % 5],
+                               small[1][cols["item_id"] % 5])
+    own = np.where(cols["domain"][:, None] == 0, cols["history_a"], cols["history_b"])
+    assert ((own > 0).sum(1) <= 3).any()  # some rows leave room in the 5-item pool
+    keep = (len(small[0]) - np.array([len(set(r[r > 0]) | {t}) for r, t in zip(own, cols["item_id"])])) > 0
+    cols = {k: v[keep] for k, v in cols.items()}
+    sampler = samplers.NegativeSampler(small)
+    ds = tdata.make_dataset(cols, schema, batch_size=64, shuffle=True, seed=0)
+    ds = samplers.add_negatives(ds, sampler, seed=0)
+    ds = samplers.add_negatives(ds, sampler, seed=13, name="neg_positions", count=8)
+    raw = [_own_sequence_hits(b[0]) for b in ds]
+    assert sum(h for h, _ in raw) > 0.2 * sum(t for _, t in raw)  # the raw draws do hit
+    fixed = exclude_own_items(ds, sampler, seed=0, names=("neg_item_id", "neg_positions"))
+    for b in fixed:
+        assert _own_sequence_hits(b[0])[0] == 0
+        f = {k: np.asarray(v) for k, v in b[0].items()}
+        for name in ("neg_item_id", "neg_positions"):
+            neg = f[name].reshape(len(f["domain"]), -1)
+            pool_ok = [np.isin(neg[f["domain"] == z], small[z]).all() for z in (0, 1)]
+            assert all(pool_ok)
+    dr = make_dr_dataset(cols, {k: v[:0] for k, v in cols.items()}, schema, sampler, batch_size=64)
+    assert all(_own_sequence_hits(b[0])[0] == 0 for b in dr)

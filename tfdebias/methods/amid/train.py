@@ -10,7 +10,7 @@ import keras
 import numpy as np
 
 from tfdebias.errors import UsageError
-from tfdebias.methods.amid.data import make_dr_dataset
+from tfdebias.methods.amid.data import exclude_own_items, make_dr_dataset
 from tfdebias.methods.amid.model import AMID, build_amid
 
 
@@ -59,10 +59,15 @@ def fit_amid(model, train_columns, schema, *, unobserved_columns=None, epochs: i
     if isinstance(model, AMID) and model.position_loss:  # one negative per position
         train_ds = samplers.add_negatives(train_ds, sampler, seed=seed + 13, name="neg_positions",
                                           count=bb.max_len)
+    # never an item of the row's own sequence (the authors' ``item_pool - set(seq)``)
+    train_ds = exclude_own_items(train_ds, sampler, seed=seed, names=("neg_item_id", "neg_positions"),
+                                 histories=bb.histories, item=bb.item_feature,
+                                 domain=bb.domain_feature or "domain")
     dr = isinstance(model, AMID) and model.estimator in ("dr", "ips") and unobserved_columns is not None
     if dr:
         dr_ds = make_dr_dataset(train_columns, unobserved_columns, schema, sampler,
-                                batch_size=batch_size, seed=seed + 1, truth=truth, repeat=True)
+                                batch_size=batch_size, seed=seed + 1, truth=truth, repeat=True,
+                                histories=bb.histories)
     reuse = reuse_optimizer and getattr(model, "optimizer", None) is not None and (
         not dr or getattr(model, "dr_optimizer", None) is not None)
     if not reuse:
