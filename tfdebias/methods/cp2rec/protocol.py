@@ -95,7 +95,10 @@ def headroom_check(config: str = "proxy_bias", data_seeds=(0, 1, 2)) -> dict:
     user/item features, the floor/skyline analogue), ``LR(all)`` (every input, proxies
     included), ``popularity / kappa`` (clicks re-weighted by the true examination
     1/kappa(position), Rel-style: the examination part of the bias removed),
-    ``LR(NCF) IPS p`` (weights 1/propensity, the true exposure probability), ``truth``.
+    ``LR(NCF) IPS p`` (weights 1/propensity, the true exposure probability), ``LR(all) IPS
+    p`` and ``LR(all) IPS p kappa`` (every input, weights 1/propensity and
+    1/(propensity x examination): can re-weighting the biased log give a proxy-reading
+    model what the uniform log gives it?), ``truth``.
     Returns ``{row: [auc per data seed]}`` and prints mean and spread.
     """
     from tfdebias.datasets.synthetic import confounded_ctr as sim
@@ -124,6 +127,14 @@ def headroom_check(config: str = "proxy_bias", data_seeds=(0, 1, 2)) -> dict:
         w = 1.0 / np.clip(np.asarray(train["propensity"], np.float64), PROPENSITY_CLIP, 1.0)
         lr = baselines.logistic_regression(train, schema, fields=users + items, sample_weight=w / w.mean())
         add("LR(NCF) IPS p biased", m.auc(y, lr.predict(test)))
+        # the proxy-reading analogue: every input, re-weighted by the true exposure
+        # probability, and by exposure x examination (the oracle rows' propensity)
+        w_all = {"IPS p": w}
+        if "examination" in train:
+            w_all["IPS p kappa"] = w / np.asarray(train["examination"], np.float64)
+        for tag, wt in w_all.items():
+            lr = baselines.logistic_regression(train, schema, sample_weight=wt / wt.mean())
+            add(f"LR(all) {tag} biased", m.auc(y, lr.predict(test)))
         add("truth", m.auc(y, test["relevance"]))
     for k, v in out.items():
         print(f"{k:28s} {np.mean(v):.4f} (min {np.min(v):.4f}, max {np.max(v):.4f})")
