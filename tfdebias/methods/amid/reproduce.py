@@ -234,7 +234,8 @@ def _reproduce_args(p):
                    help="sequential backbone of the floor, skyline and +IPSCDR/+MIM/+AMID rows "
                         "(default sasrec; all: every backbone's rows, SASRec's floor and skyline)")
     p.add_argument("--epochs", type=positive_int, default=None,
-                   help="budget in passes of Algorithm 1 (default 20; 1 with --quick): every row "
+                   help=f"budget in passes of Algorithm 1 (default {DEFAULTS['epochs']}; "
+                        f"{QUICK['epochs']} with --quick): every row "
                         "gets the optimizer steps an IPS/DR row takes in that many epochs")
     p.add_argument("--steps", type=positive_int, default=None,
                    help="optimizer steps per row (overrides --epochs)")
