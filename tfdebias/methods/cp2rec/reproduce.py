@@ -31,7 +31,9 @@ SKYLINE = "{b} on uniform log (skyline)"
 #: on ``train_unbiased``: their difference is the headroom of a model that reads the
 #: proxies (the skyline's is that of the plain backbone, which does not)
 FEATURE_FLOOR = "CP2Rec-COS-{b} w/o ABT, BD"
-FEATURE_SKYLINE = FEATURE_FLOOR + " on uniform log"
+#: what a row's uniform-log twin adds to its label (it trains with the row's settings)
+TWIN_SUFFIX = " on uniform log"
+FEATURE_SKYLINE = FEATURE_FLOOR + TWIN_SUFFIX
 
 #: Table 3 of the paper, declared once for the tuner (``tfdebias tune cp2rec``;
 #: registered as ``Reproducer.search_space``).
@@ -235,6 +237,15 @@ def _proj_note(schema) -> str:
             f"{n_c} proxy fields >= d = 10, so the mean proxy field c_bar instead, proj_basis='auto'")
 
 
+def _fit(name, margs, cols, splits, schema, cfg, args, data, seed):
+    """:func:`train_row` of one row on ``cols`` with the table's budget and stopping rule
+    (validated on ``splits["valid"]``): what every trained row and tuning trial runs."""
+    return train_row(name, margs, cols, schema, seed=seed, epochs=cfg["epochs"],
+                     batch_size=cfg["batch_size"], learning_rate=args.learning_rate,
+                     valid_cols=splits["valid"], stopping=cfg["stopping"],
+                     patience=cfg["patience"], data=data)
+
+
 def _tune_rows(searches, splits, schema, cfg, args, data, inputs, progress) -> dict:
     """``--tune-trials``: train each searched row once per trial point (model seed 0, the
     table's budget) on this data seed's ``train`` and keep the point of highest biased
@@ -244,11 +255,8 @@ def _tune_rows(searches, splits, schema, cfg, args, data, inputs, progress) -> d
     for label, name, margs, points in searches:
         trials = []
         for k, values in enumerate(points):
-            model, _ = train_row(
-                name, {**margs, **values}, splits["train"], schema, seed=0, epochs=cfg["epochs"],
-                batch_size=cfg["batch_size"], learning_rate=args.learning_rate,
-                valid_cols=splits["valid"], stopping=cfg["stopping"], patience=cfg["patience"],
-                data=data)
+            model, _ = _fit(name, {**margs, **values}, splits["train"], splits, schema, cfg,
+                            args, data, seed=0)
             p_valid = predict(model, splits["valid"], inputs=inputs, batch_size=PREDICT_BATCH)
             score = valid_metrics(splits["valid"], p_valid, schema.label.name)["valid/auc"]
             trials.append({**values, "valid/auc": score})
@@ -315,7 +323,7 @@ def _run(args) -> Path:
             tuning = _tune_rows(searches, splits, schema, cfg, args, data, inputs, progress)
             for b in cfg["backbones"]:  # every data seed trains with the picks
                 for label, _, margs, _ in plans[b]:
-                    pick = tuning.get(label) or tuning.get(label.removesuffix(" on uniform log"))
+                    pick = tuning.get(label) or tuning.get(label.removesuffix(TWIN_SUFFIX))
                     if pick:
                         margs.update(pick["best"])
         for b in cfg["backbones"]:
@@ -325,11 +333,8 @@ def _run(args) -> Path:
             progress.step(f"{b}: simple baselines + truth, data seed {d}")
             for label, name, margs, split in plans[b]:
                 for seed in range(seeds):
-                    model, info = train_row(
-                        name, margs, splits[split], schema, seed=seed, epochs=cfg["epochs"],
-                        batch_size=cfg["batch_size"], learning_rate=args.learning_rate,
-                        valid_cols=splits["valid"], stopping=cfg["stopping"], patience=cfg["patience"],
-                        data=data)
+                    model, info = _fit(name, margs, splits[split], splits, schema, cfg, args,
+                                       data, seed=seed)
                     p_test = predict(model, splits["test"], inputs=inputs, batch_size=PREDICT_BATCH)
                     p_valid = predict(model, splits["valid"], inputs=inputs, batch_size=PREDICT_BATCH)
                     metrics, scores = score_predictions(design, p_test)
