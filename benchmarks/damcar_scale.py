@@ -1,7 +1,7 @@
 """Time and peak memory of the whole DAMCAR cascade on WeChat-format logs of a given size.
 
-For each size ``USERSxFEEDS`` (default ``2000x1500,20000x100000``: the log of the issue
-that measured 13.7 min / 9.1 GB, and WeChat Channels' size) this
+For each size ``USERSxFEEDS`` (default ``2000x1500,20000x100000``: the size of a log on
+which the earlier code took 13.7 min and 9.1 GB, and WeChat Channels' size) this
 
 1. writes random raw files in the real WeChat Big Data Challenge 2021 format
    (``wechat_algo_data1/``: ``user_action.csv``, ``feed_info.csv`` and
