@@ -165,8 +165,8 @@ def _args(**kw):
 
 def test_rows_and_roles():
     cfg = cp2rec_reproduce._resolve(_args(quick=True))
-    # the evidence default is the proxy_bias scenario (the builder's EVIDENCE_CONFIG)
-    assert cfg["data"] == "confounded_ctr/proxy_bias" and cfg["data_seeds"] == [0, 1, 2]
+    # the evidence default is the proxy_shift scenario (the builder's EVIDENCE_CONFIG)
+    assert cfg["data"] == "confounded_ctr/proxy_shift" and cfg["data_seeds"] == [0, 1, 2]
     assert cfg["backbones"] == ["ncf"] and cfg["seeds"] == 1 and cfg["stopping"] == "fixed"
     quick = cp2rec_reproduce._trained_rows("ncf", cfg, _args(quick=True), oracle=True)
     labels = [r[0] for r in quick]

@@ -1,10 +1,12 @@
 """``confounded_ctr``: CTR logs biased by a latent item confounder (stands in for KuaiRec).
 
-Two scenarios (parameter ``scenario``): ``position_leak``, the 1.0/1.1 generator below
+Three scenarios (parameter ``scenario``): ``position_leak``, the 1.0/1.1 generator below
 (configs ``small``, ``medium``, ``no_bias``, ``paper``; every split bit for bit as
-before), and ``proxy_bias`` (configs ``proxy_bias`` = the evidence tables' default,
-``proxy_bias_small``, ``proxy_bias_uniform``), described in "Scenario proxy_bias" at the
-end of this docstring.
+before), ``proxy_bias`` (configs ``proxy_bias``, ``proxy_bias_small``,
+``proxy_bias_uniform``), described in "Scenario proxy_bias", and ``proxy_shift``
+(configs ``proxy_shift`` = the evidence tables' default since it holds the harm a
+purifier can act on, ``proxy_shift_small``, ``proxy_shift_uniform``), described in
+"Scenario proxy_shift" at the end of this docstring.
 
 Version 1.1.0 adds the split ``train_unbiased``, the parameter ``test_density`` and the
 configs ``medium`` and ``no_bias``; every 1.0.0 split of every 1.0.0 config keeps its
@@ -144,6 +146,98 @@ For a model that reads every input the log costs 0.015 (0.650 biased vs 0.665 un
 and re-weighting the biased rows by the true exposure probability, or by exposure x
 examination, lowers it further (0.633, 0.629): weights cannot add rows for the items the
 policy rarely shows.
+
+Scenario proxy_shift
+--------------------
+``proxy_bias``'s headroom is coverage (items the policy rarely shows are learned badly),
+which no purifier can repair. ``proxy_shift`` puts the harm where CP2Rec acts: in the
+paper's terms (Sec. 3) the log's distribution P = (P^b, P^h) carries a beneficial part
+(appeal, the examination curve of the slot) and a harmful, system-induced part (the
+promotion); the item statistics (Sec. 4.2: computed from the log, "more likely to ...
+affect the exposure probability of this item in the subsequent recommendation policy")
+mix both, and the unbiased block Q is collected without the policy. Generative story
+(``_simulate_proxy_shift``; its own random streams, ``SeedSequence([seed, 21])`` and
+``default_rng([seed, 21, 7])`` for ``train_unbiased``):
+
+1. Users, items, tastes, activity, categories, appeal ``q_i`` (``confounder``) and
+   promotion ``w_i`` (``promotion``), independent, as in ``proxy_bias``.
+2. Exposure (the true ``propensity``): ``sigmoid(b_e + gamma_q q_i + gamma_w w_i +
+   gamma_a a_u)`` with gamma_q = 0.3, gamma_w = 0.6 (mild: shows per item vary less than
+   in ``proxy_bias``, so coverage is not what the log costs).
+3. Slot of a logged row: quantile bucket of ``delta_w w_i + s_pos N(0,1)`` (paid
+   placement: delta_w = 1.5, delta_q = 0), with the real examination curve
+   ``kappa(k) = 1/(1 + 0.3 (k-1))`` (column ``examination``).
+4. **The badge**: the policy shows a logged row with its promotion badge ("hot",
+   "recommended for you") with probability ``sigmoid(b_b + c_w w_i)`` (b_b = -2,
+   c_w = 4), independent of the slot given w_i; a badge lifts the click logit by
+   tau = 2.5 (social proof). The badge is **not logged** as a feature (column ``badge``
+   is truth): a presentation the log does not record, visible only through the item
+   statistics. The test block and ``train_unbiased`` are collected without the policy:
+   uniform slots and no badge, so w_i raises no click there.
+5. ``relevance = sigmoid(b_c + alpha h + beta_q q_i + beta_a a_u + tau badge) x
+   kappa(position)`` (b_c = -1.5), ``click ~ Bernoulli(relevance)``.
+6. Proxies: ``log_show_cnt``, ``logged_ctr``, ``mean_position`` computed from the logged
+   train rows (:func:`item_statistics`, the same values in every split), plus the row's
+   ``position``. Show counts mix w_i and q_i (exposure), logged CTR mixes q_i with w_i
+   (badges and top slots), mean position encodes w_i alone (``PROXY_SHIFT_POLICY_STATS``).
+7. Coverage matched: only the test pairs (a share ``test_density`` of the block) leave
+   the logs, so a test item is logged about as often as any item (``coverage`` below:
+   mean shows of the test items over all items, 0.92, the same under the uniform
+   policy; ``proxy_bias`` drops the whole block's pairs from the logs).
+
+Which context the model reads at test time: every input, ``position`` included. The
+test block's clicks carry the examination of their (uniform) slots, so position is a
+beneficial proxy there; the harm survives it because the badge is not a function of the
+slot. A model fit on the log credits the promotion (through the proxies and through the
+item id: a promoted item's logged clicks are lifted) and keeps crediting it on the test
+block, where no badge is shown.
+
+``proxy_shift``: the ``medium`` sizes (3,000 users x 1,200 items, density 7%, ~247K
+logged rows, ~198K train; the unbiased test block 1,000 users x 200 items, a quarter of
+its pairs, ~50K rows). ``proxy_shift_small``: the 1,000 x 700 defaults (~22K train rows,
+builds in well under a second) for tests. ``proxy_shift_uniform``: ``proxy_shift`` with
+``PROXY_SHIFT_UNIFORM`` (uniform exposure, uniform slots, no badge; the world stays), so
+``train`` is distributed like ``train_unbiased``: the negative control.
+
+Numpy checks (nothing trained with TensorFlow; unbiased test AUC, mean (data seeds 0 1
+2)), made by ``python -c "from tfdebias.methods.cp2rec import headroom_check as h;
+h('proxy_shift'); h('proxy_shift_uniform')"`` (purifier rows: ``headroom_check``'s
+docstring). Every row but the uniform one is fit on the biased ``train``:
+
+======================================  ==============================  ==============================
+estimator                               ``proxy_shift``                 ``proxy_shift_uniform``
+======================================  ==============================  ==============================
+LR on NCF features, biased              0.540 (0.533 0.543 0.545)       0.593 (0.598 0.590 0.591)
+LR on NCF features, train_unbiased      0.588 (0.590 0.587 0.586)       0.591 (0.597 0.584 0.593)
+(a) LR on all inputs, biased            0.644 (0.642 0.645 0.644)       0.661 (0.663 0.664 0.656)
+(a) LR on all inputs, train_unbiased    0.659 (0.661 0.659 0.658)       0.660 (0.660 0.665 0.655)
+(a) headroom (uniform - biased)         +0.016 (+0.019 +0.015 +0.014)   -0.001 (-0.003 +0.000 -0.002)
+(b) oracle: proxies resid. on w         0.648 (0.649 0.648 0.648)       0.662 (0.663 0.666 0.656)
+(b) oracle: resid. + w held             0.654 (0.657 0.652 0.653)       0.661 (0.662 0.663 0.656)
+(c) policy span (mean_position) dropped 0.648 (0.648 0.649 0.647)       0.661 (0.662 0.664 0.657)
+(c) policy span (mean_position) held    0.657 (0.660 0.657 0.654)       0.661 (0.663 0.664 0.655)
+(c) wide span (+ log_show_cnt) dropped  0.647 (0.648 0.647 0.646)       0.661 (0.663 0.663 0.659)
+(c) wide span (+ log_show_cnt) held     0.629 (0.632 0.628 0.629)       0.662 (0.664 0.665 0.657)
+(d) LR all inputs, IPS true p           0.637 (0.638 0.635 0.638)       0.661 (0.663 0.664 0.656)
+(d) LR all inputs, IPS p x kappa        0.636 (0.636 0.634 0.637)       0.658 (0.661 0.660 0.653)
+coverage (not an AUC)                   0.924 (0.939 0.890 0.944)       0.932 (0.928 0.931 0.938)
+truth (relevance)                       0.822 (0.821 0.825 0.821)       0.818 (0.818 0.818 0.818)
+======================================  ==============================  ==============================
+
+(a) The log costs a model that reads every input 0.016 (every seed >= 0.013), and
+nothing under the uniform policy. Without the badge (``badge_lift`` = 0, the policy's
+exposure and slots unchanged: ``h('proxy_shift', overrides={'badge_lift': 0.0})``) the
+same gap is 0.004 (0.002 0.006 0.003): about a
+quarter of the headroom is the policy's exposure and slots, three quarters the badge's
+credit. (b) Residualising the proxies on the true w_i alone closes 0.004 of it: the item
+id carries the promoted items' lifted clicks as well. Giving the promotion one slope in
+training (the residualised proxies plus w_i) and holding it at its mean at test closes
+0.010 (65%). (c) A purifier a method could run without the truth, the same with the span
+of ``mean_position`` (the proxy that encodes the policy alone) in place of w_i, closes
+0.013 (86%, every seed); dropping the span instead closes 0.004 (as in (b)), and a span
+that also holds appeal (``log_show_cnt``) costs 0.014 when held: which proxies to purify
+matters. (d) Re-weighting by the true exposure probability makes it worse (0.637): the
+harm is in the click label (the badge), not in which pairs are seen.
 """
 
 from __future__ import annotations
@@ -161,8 +255,9 @@ from ._base import SimulatorBuilder
 NAME = "confounded_ctr"
 
 #: ``position_leak``: the 1.0/1.1 generator (configs small, medium, no_bias, paper);
-#: ``proxy_bias``: the generator of the ``proxy_bias*`` configs (module docstring)
-SCENARIOS = ("position_leak", "proxy_bias")
+#: ``proxy_bias``: the generator of the ``proxy_bias*`` configs; ``proxy_shift``: the
+#: generator of the ``proxy_shift*`` configs (module docstring)
+SCENARIOS = ("position_leak", "proxy_bias", "proxy_shift")
 
 DEFAULTS = {
     "seed": 0,
@@ -187,12 +282,16 @@ DEFAULTS = {
     "activity_exposure": 0.5,  # gamma_a
     "position_bias": 0.1,  # lambda
     "test_density": 1.0,  # share of the test block's pairs kept in `test`
-    # -- the `proxy_bias` scenario only (the `position_leak` generator never reads these)
-    "scenario": "position_leak",  # or "proxy_bias" (see PROXY_BIAS)
+    # -- the `proxy_bias` and `proxy_shift` scenarios only (`position_leak` never reads these)
+    "scenario": "position_leak",  # or "proxy_bias" (see PROXY_BIAS), "proxy_shift" (PROXY_SHIFT)
     "promotion_exposure": 1.0,  # gamma_w: promotion w_i in the exposure logit
     "promotion_position": 1.5,  # delta_w: promotion w_i in the display-slot score
     "appeal_position": 0.5,  # delta_q: appeal q_i in the display-slot score
     "position_noise": 1.0,  # s_pos: N(0, s_pos^2) noise of the display-slot score
+    # -- the `proxy_shift` scenario only (no other generator reads these)
+    "badge_intercept": -2.0,  # b_b: P(a logged row carries the policy's badge) = sigmoid(b_b + c_w w_i)
+    "badge_promotion": 4.0,  # c_w
+    "badge_lift": 2.5,  # tau: the badge's lift of the click logit; the badge is never logged
 }
 
 #: the overrides that make the logging policy uniform: exposure depends on nothing, so
@@ -220,6 +319,20 @@ PROXY_BIAS = {**MEDIUM, "scenario": "proxy_bias", "position_bias": 0.3}
 UNIFORM_POLICY = {"confounder_exposure": 0.0, "promotion_exposure": 0.0, "activity_exposure": 0.0,
                   "promotion_position": 0.0, "appeal_position": 0.0}
 
+#: the ``proxy_shift`` world (module docstring, "Scenario proxy_shift"): item-level
+#: parameters of the policy and the badge, shared by its configs
+_PROXY_SHIFT_WORLD = {"scenario": "proxy_shift", "position_bias": 0.3, "click_intercept": -1.5,
+                      "confounder_exposure": 0.3, "promotion_exposure": 0.6,
+                      "promotion_position": 1.5, "appeal_position": 0.0}
+#: ``proxy_shift``: evidence size (the ``medium`` sizes)
+PROXY_SHIFT = {**MEDIUM, **_PROXY_SHIFT_WORLD}
+#: ``proxy_shift_small``: the 1,000 x 700 defaults, for tests
+PROXY_SHIFT_SMALL = dict(_PROXY_SHIFT_WORLD)
+#: the overrides that make the ``proxy_shift`` logging policy uniform: uniform exposure,
+#: uniform slots and no badge (sigmoid(-40) ~ 4e-18); the world (appeal, examination
+#: curve, the lift a badge would give) stays
+PROXY_SHIFT_UNIFORM = {**UNIFORM_POLICY, "badge_intercept": -40.0, "badge_promotion": 0.0}
+
 CONFIGS = {
     "small": {},
     "medium": MEDIUM,
@@ -236,6 +349,9 @@ CONFIGS = {
     "proxy_bias": PROXY_BIAS,
     "proxy_bias_small": {"scenario": "proxy_bias", "position_bias": 0.3},
     "proxy_bias_uniform": {**PROXY_BIAS, **UNIFORM_POLICY},
+    "proxy_shift": PROXY_SHIFT,
+    "proxy_shift_small": PROXY_SHIFT_SMALL,
+    "proxy_shift_uniform": {**PROXY_SHIFT, **PROXY_SHIFT_UNIFORM},
 }
 
 #: The nine rate proxies: (name, a_k, b_k) in sigmoid(a_k + b_k*q_i + 0.5*xi_ik).
@@ -290,6 +406,8 @@ def schema(params: Mapping | None = None) -> Schema:
     p = _params(params)
     if p["scenario"] == "proxy_bias":
         return _proxy_bias_schema(p)
+    if p["scenario"] == "proxy_shift":
+        return _proxy_shift_schema(p)
     feats = [
         *_side_features(p),
         Feature("log_show_cnt", "proxy", description="log(1 + logged shows of the item)"),
@@ -336,6 +454,8 @@ def simulate(params: Mapping | None = None) -> _base.Splits:
     p = _params(params)
     if p["scenario"] == "proxy_bias":
         return _simulate_proxy_bias(p)
+    if p["scenario"] == "proxy_shift":
+        return _simulate_proxy_shift(p)
     sch = schema(p)
     s_struct, s_pilot, s_expo, s_rows = np.random.SeedSequence(p["seed"]).spawn(4)
     rng = np.random.default_rng(s_struct)
@@ -485,10 +605,13 @@ def examination(pos, position_bias: float) -> np.ndarray:
     return 1.0 / (1.0 + position_bias * (np.asarray(pos, np.float64) - 1.0))
 
 
-def _simulate_proxy_bias(p: dict) -> _base.Splits:
-    """The ``proxy_bias`` generator (module docstring, "Scenario proxy_bias")."""
-    sch = _proxy_bias_schema(p)
-    s_struct, s_pilot, s_expo, s_rows = np.random.SeedSequence([p["seed"], 20]).spawn(4)
+def _promotion_world(p: dict, s_struct, s_pilot):
+    """The world ``proxy_bias`` and ``proxy_shift`` share, drawn in this order from
+    ``s_struct``: user tastes ``x`` and activity, item categories and tastes ``y``, appeal
+    ``q`` (drives clicks and the policy) and promotion ``w`` (drives the policy only),
+    user segments, the test block's users and items; then the policy's exposure logit
+    (item appeal, promotion, user activity; no pair interest) and its intercept ``b_e``,
+    calibrated to ``density`` on a pilot sample from ``s_pilot``."""
     rng = np.random.default_rng(s_struct)
     nu, ni, d = p["n_users"], p["n_items"], p["dim"]
     x = _base.latent(rng, nu, d)
@@ -496,8 +619,8 @@ def _simulate_proxy_bias(p: dict) -> _base.Splits:
     centres = _base.latent(rng, p["n_categories"], d)
     category = rng.integers(0, p["n_categories"], ni)
     y = 0.8 * centres[category] + 0.6 * _base.latent(rng, ni, d)
-    q = rng.standard_normal(ni)  # appeal: drives clicks (and the policy)
-    w = rng.standard_normal(ni)  # promotion: drives the policy only
+    q = rng.standard_normal(ni)
+    w = rng.standard_normal(ni)
     prototypes = _base.latent(rng, p["n_segments"], d)
     segment = 1 + np.argmax(x @ prototypes.T, axis=1)
     activity_id = _base.quantile_bucket(activity, p["n_activity"])
@@ -505,13 +628,21 @@ def _simulate_proxy_bias(p: dict) -> _base.Splits:
     test_u[rng.choice(nu, p["test_users"], replace=False)] = True
     test_i = np.zeros(ni, bool)
     test_i[rng.choice(ni, p["test_items"], replace=False)] = True
-
-    # the policy's exposure logit: item appeal, promotion, user activity; no pair interest
     item_logit = p["confounder_exposure"] * q + p["promotion_exposure"] * w
     user_logit = p["activity_exposure"] * activity
     pilot = np.random.default_rng(s_pilot)
     pu, pi = pilot.integers(0, nu, 200_000), pilot.integers(0, ni, 200_000)
     b_e = _base.calibrate_intercept(user_logit[pu] + item_logit[pi], p["density"])
+    return (nu, ni, x, activity, category, y, q, w, segment, activity_id, test_u, test_i,
+            item_logit, user_logit, b_e)
+
+
+def _simulate_proxy_bias(p: dict) -> _base.Splits:
+    """The ``proxy_bias`` generator (module docstring, "Scenario proxy_bias")."""
+    sch = _proxy_bias_schema(p)
+    s_struct, s_pilot, s_expo, s_rows = np.random.SeedSequence([p["seed"], 20]).spawn(4)
+    (nu, ni, x, activity, category, y, q, w, segment, activity_id, test_u, test_i, item_logit,
+     user_logit, b_e) = _promotion_world(p, s_struct, s_pilot)
 
     rng_e = np.random.default_rng(s_expo)
     rng_u = np.random.default_rng([p["seed"], 20, UNBIASED_STREAM])
@@ -560,11 +691,95 @@ def _simulate_proxy_bias(p: dict) -> _base.Splits:
     return {s: _base.cast_to_schema(sch, cols) for s, cols in out.items()}
 
 
+# -- the `proxy_shift` scenario ------------------------------------------------------------
+
+#: the item statistics of ``proxy_shift`` (the ``proxy_bias`` ones, :func:`item_statistics`)
+PROXY_SHIFT_STATS = PROXY_BIAS_STATS
+#: the item statistic that encodes the logging policy alone (its slots): the span a
+#: non-oracle purifier removes (``headroom_check``'s "policy span" rows)
+PROXY_SHIFT_POLICY_STATS = ("mean_position",)
+
+
+def _proxy_shift_schema(p: dict) -> Schema:
+    feats = list(_proxy_bias_schema(p))
+    feats += [
+        Feature("badge", "truth", description="1 if the policy showed the row with its promotion badge "
+                "(never logged as a feature; 0 off the policy)"),
+    ]
+    return Schema(feats)
+
+
+def _simulate_proxy_shift(p: dict) -> _base.Splits:
+    """The ``proxy_shift`` generator (module docstring, "Scenario proxy_shift")."""
+    sch = _proxy_shift_schema(p)
+    s_struct, s_pilot, s_expo, s_rows, s_test = np.random.SeedSequence([p["seed"], 21]).spawn(5)
+    (nu, ni, x, activity, category, y, q, w, segment, activity_id, test_u, test_i, item_logit,
+     user_logit, b_e) = _promotion_world(p, s_struct, s_pilot)
+
+    rng_e = np.random.default_rng(s_expo)
+    rng_u = np.random.default_rng([p["seed"], 21, UNBIASED_STREAM])
+    rng_t = np.random.default_rng(s_test)
+    uniform_rate = min(1.0, 1.5 * p["density"])
+    # only the test pairs (a share test_density of the block) leave the logs, so test
+    # items are logged about as often as any item (coverage matched)
+    logged, block, uniform = [], [], []
+    for sl in _base.user_blocks(nu, ni):
+        uu = np.arange(sl.start, sl.stop)
+        h = x[sl] @ y.T + p["interest_noise"] * rng_e.standard_normal((len(uu), ni))
+        e = b_e + user_logit[uu][:, None] + item_logit[None, :] + np.zeros_like(h)
+        shown = rng_e.random(e.shape) < _base.sigmoid(e)
+        in_test = (test_u[uu][:, None] & test_i[None, :]) & (rng_t.random(e.shape) < p["test_density"])
+        uniform_shown = rng_u.random(e.shape) < uniform_rate
+        for mask, out in ((shown & ~in_test, logged), (in_test, block), (uniform_shown & ~in_test, uniform)):
+            r, c = np.nonzero(mask)
+            out.append((uu[r], c, h[r, c], e[r, c]))
+    (lu, li, lh, le), (tu, ti, th, te), (uu_, ui_, uh_, ue_) = (
+        tuple(np.concatenate(a) for a in zip(*parts)) for parts in (logged, block, uniform))
+
+    rng = np.random.default_rng(s_rows)
+    n_pos = p["n_positions"]
+    slot = (p["promotion_position"] * w[li] + p["appeal_position"] * q[li]
+            + p["position_noise"] * rng.standard_normal(len(li)))
+    l_pos = _base.quantile_bucket(-slot, n_pos)
+    # the policy's badge on a logged row (promoted items carry it most of the time)
+    l_badge = rng.random(len(li)) < _base.sigmoid(p["badge_intercept"] + p["badge_promotion"] * w[li])
+    t_pos = rng.integers(1, n_pos + 1, len(te))
+
+    def rows(uu, ii, h, e, pos, badge, click_rng):
+        r = _base.sigmoid(p["click_intercept"] + p["preference_click"] * h + p["confounder_click"] * q[ii]
+                          + p["activity_click"] * activity[uu] + p["badge_lift"] * badge)
+        exam = examination(pos, p["position_bias"])
+        rel = r * exam
+        return {
+            "user_id": uu + 1, "item_id": ii + 1, "user_activity": activity_id[uu],
+            "user_segment": segment[uu], "item_category": category[ii] + 1, "position": pos,
+            "click": (click_rng.random(len(rel)) < rel), "propensity": _base.sigmoid(e),
+            "relevance": rel, "confounder": q[ii], "promotion": w[ii], "examination": exam,
+            "badge": badge.astype(np.float64),
+        }
+
+    logged_cols = rows(lu, li, lh, le, l_pos, l_badge, rng)
+    test_cols = rows(tu, ti, th, te, t_pos, np.zeros(len(te), bool), rng)
+    order = rng.permutation(len(lu))
+    n_valid = int(round(p["valid_fraction"] * len(lu)))
+    n_train = len(lu) - n_valid
+    pick = rng_u.choice(len(uu_), n_train, replace=len(uu_) < n_train)
+    u_pos = rng_u.integers(1, n_pos + 1, n_train)
+    unbiased_cols = rows(uu_[pick], ui_[pick], uh_[pick], ue_[pick], u_pos, np.zeros(n_train, bool), rng_u)
+    out = {"train": {k: v[order[n_valid:]] for k, v in logged_cols.items()},
+           "valid": {k: v[order[:n_valid]] for k, v in logged_cols.items()},
+           "test": test_cols, "train_unbiased": unbiased_cols}
+    stats = item_statistics(out["train"], ni)
+    for cols in out.values():
+        cols.update({k: v[cols["item_id"]] for k, v in stats.items()})
+    return {s: _base.cast_to_schema(sch, cols) for s, cols in out.items()}
+
+
 class ConfoundedCtr(SimulatorBuilder):
     """TFDS builder ``confounded_ctr`` (see the module docstring)."""
 
     BUILDER_CONFIGS = _base.make_configs(CONFIGS)
-    EVIDENCE_CONFIG = "proxy_bias"
+    EVIDENCE_CONFIG = "proxy_shift"
     _schema_fn = staticmethod(schema)
     _simulate_fn = staticmethod(simulate)
     _defaults = DEFAULTS

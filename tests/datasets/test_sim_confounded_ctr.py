@@ -21,7 +21,7 @@ def small_uniform():
 
 def test_configs_and_evidence_default():
     assert list(sim.CONFIGS)[:2] == ["small", "medium"]  # the old configs stay first, unchanged
-    assert sim.ConfoundedCtr.EVIDENCE_CONFIG == "proxy_bias"
+    assert sim.ConfoundedCtr.EVIDENCE_CONFIG == "proxy_shift"  # `tfdebias reproduce cp2rec` reads this
     assert {"proxy_bias", "proxy_bias_small", "proxy_bias_uniform"} <= set(sim.CONFIGS)
     uni = sim.CONFIGS["proxy_bias_uniform"]
     assert {k: v for k, v in uni.items() if k not in sim.UNIFORM_POLICY} == sim.CONFIGS["proxy_bias"]

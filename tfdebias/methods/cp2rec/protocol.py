@@ -86,7 +86,56 @@ def simple_rows(splits: dict, schema, backbone: str, design: dict) -> list[tuple
 
 
 
-def headroom_check(config: str = "proxy_bias", data_seeds=(0, 1, 2)) -> dict:
+def _residualise(fit: dict, cols: dict, names, on) -> dict:
+    """``cols`` with each of ``names`` minus its least-squares fit (with an intercept) on
+    the columns ``on``, the fit made on the rows ``fit`` (the biased ``train``): the
+    proxies' part along ``on`` removed, the same linear map on every split."""
+    design = lambda c: np.column_stack(  # noqa: E731
+        [np.ones(len(c[on[0]]))] + [np.asarray(c[o], np.float64) for o in on])
+    x_fit, x = design(fit), design(cols)
+    out = dict(cols)
+    for n in names:
+        beta = np.linalg.lstsq(x_fit, np.asarray(fit[n], np.float64), rcond=None)[0]
+        out[n] = np.asarray(cols[n], np.float64) - x @ beta
+    return out
+
+
+def _purifier_rows(train: dict, test: dict, schema, add, y) -> None:
+    """The ``proxy_shift`` rows of :func:`headroom_check`: LR on every input, fit on the
+    biased ``train``, with the proxies' promotion component removed, by the truth
+    (oracle) or by the span of the proxy that encodes the policy alone (non-oracle)."""
+    from tfdebias.datasets.synthetic import confounded_ctr as sim
+    from tfdebias.evaluation import baselines
+    from tfdebias.evaluation import metrics as m
+    from tfdebias.schema import Feature, Schema
+
+    stats = [f for f in sim.PROXY_SHIFT_STATS if f in train]
+    inputs = [f.name for f in schema.inputs]
+    # the truth w_i as an extra dense input (oracle), held at its train mean at test
+    w_schema = Schema(list(schema) + [Feature("promotion_input", "dense")])
+
+    def with_w(cols, held=None):
+        w = np.asarray(cols["promotion"], np.float64)
+        return {**cols, "promotion_input": w if held is None else np.full(len(w), held)}
+
+    w_mean = float(np.mean(train["promotion"]))
+    tr, te = (_residualise(train, c, stats, ["promotion"]) for c in (train, test))
+    add("LR(all) oracle: proxies resid. on w", m.auc(y, baselines.logistic_regression(tr, schema).predict(te)))
+    lr = baselines.logistic_regression(with_w(tr), w_schema, fields=inputs + ["promotion_input"])
+    add("LR(all) oracle: resid. + w held", m.auc(y, lr.predict(with_w(te, w_mean))))
+    for tag, span in (("policy span", list(sim.PROXY_SHIFT_POLICY_STATS)),
+                      ("wide span", ["log_show_cnt", "mean_position"])):
+        others = [f for f in stats if f not in span]
+        tr, te = (_residualise(train, c, others, span) for c in (train, test))
+        lr = baselines.logistic_regression(tr, schema, fields=[f for f in inputs if f not in span])
+        add(f"LR(all) {tag} dropped", m.auc(y, lr.predict(te)))
+        lr = baselines.logistic_regression(tr, schema)
+        held = {**te, **{f: np.full(len(y), float(np.mean(tr[f]))) for f in span}}
+        add(f"LR(all) {tag} held", m.auc(y, lr.predict(held)))
+
+
+def headroom_check(config: str = "proxy_bias", data_seeds=(0, 1, 2), purifiers: bool | None = None,
+                   overrides: dict | None = None) -> dict:
     """The numpy checks (nothing trained with TensorFlow) behind the ``confounded_ctr``
     docstring: unbiased test AUC of simple estimators fit on the biased ``train`` vs on
     ``train_unbiased`` (same size, uniform logging policy), per data seed.
@@ -99,6 +148,19 @@ def headroom_check(config: str = "proxy_bias", data_seeds=(0, 1, 2)) -> dict:
     p`` and ``LR(all) IPS p kappa`` (every input, weights 1/propensity and
     1/(propensity x examination): can re-weighting the biased log give a proxy-reading
     model what the uniform log gives it?), ``truth``.
+
+    ``purifiers`` (default: on for the ``proxy_shift`` scenario) adds the purifier rows,
+    each LR on every input fit on the biased ``train``: ``oracle: proxies resid. on w``
+    (every item statistic minus its least-squares fit on the true promotion w_i, w not
+    read), ``oracle: resid. + w held`` (those residuals plus w_i itself read in training,
+    w held at its train mean at test: the promotion's effect goes to one slope that is
+    then removed), ``policy span dropped`` / ``held`` (the same two with the span of
+    ``PROXY_SHIFT_POLICY_STATS``, the proxy that encodes the policy alone, in place of the
+    truth: a purifier a method could run), ``wide span dropped`` / ``held`` (the span of
+    ``log_show_cnt`` and ``mean_position``: a span that also holds appeal), and
+    ``coverage`` (not an AUC: mean logged ``train`` shows of the test items over the
+    mean of all items). ``overrides`` updates the config's parameters (e.g.
+    ``{"badge_lift": 0.0}``: ``proxy_shift`` without its badge).
     Returns ``{row: [auc per data seed]}`` and prints mean and spread.
     """
     from tfdebias.datasets.synthetic import confounded_ctr as sim
@@ -107,8 +169,10 @@ def headroom_check(config: str = "proxy_bias", data_seeds=(0, 1, 2)) -> dict:
 
     out: dict[str, list] = {}
     add = lambda k, v: out.setdefault(k, []).append(float(v))  # noqa: E731
+    if purifiers is None:
+        purifiers = sim.CONFIGS[config].get("scenario") == "proxy_shift"
     for seed in data_seeds:
-        params = {**sim.CONFIGS[config], "seed": int(seed)}
+        params = {**sim.CONFIGS[config], **(overrides or {}), "seed": int(seed)}
         splits, schema = sim.simulate(params), sim.schema(params)
         test, train, uni = splits["test"], splits["train"], splits["train_unbiased"]
         y = np.asarray(test["click"], np.float64)
@@ -135,9 +199,13 @@ def headroom_check(config: str = "proxy_bias", data_seeds=(0, 1, 2)) -> dict:
         for tag, wt in w_all.items():
             lr = baselines.logistic_regression(train, schema, sample_weight=wt / wt.mean())
             add(f"LR(all) {tag} biased", m.auc(y, lr.predict(test)))
+        if purifiers:
+            _purifier_rows(train, test, schema, add, y)
+            shows = np.bincount(np.asarray(train["item_id"], np.int64), minlength=n_items)
+            add("coverage", shows[np.unique(test["item_id"])].mean() / shows[1:].mean())
         add("truth", m.auc(y, test["relevance"]))
     for k, v in out.items():
-        print(f"{k:28s} {np.mean(v):.4f} (min {np.min(v):.4f}, max {np.max(v):.4f})")
+        print(f"{k:36s} {np.mean(v):.4f} (min {np.min(v):.4f}, max {np.max(v):.4f})")
     return out
 
 
