@@ -364,3 +364,77 @@ def test_training_negatives_exclude_the_rows_own_sequence(data):
             assert all(pool_ok)
     dr = make_dr_dataset(cols, {k: v[:0] for k, v in cols.items()}, schema, sampler, batch_size=64)
     assert all(_own_sequence_hits(b[0])[0] == 0 for b in dr)
+
+
+def test_pair_head_is_the_head_of_every_pair(data):
+    """The many-negative loss scores (N, d) users x their row's (K, d) items through
+    ``pair_head``, which must be the same function as ``head`` on the pairs (MLP + dot)."""
+    splits, schema = data
+    m = _model(schema, splits, mim=False, transfer=False, estimator="none", position_negatives=4)
+    rng = np.random.default_rng(0)
+    u = tf.constant(rng.normal(size=(3, 5, 8)), tf.float32)
+    v = tf.constant(rng.normal(size=(3, 4, 8)), tf.float32)
+    rows = tf.constant([[0] * 5, [1] * 5, [2] * 5], tf.int64)
+    got = m.pair_head(tf.reshape(u, [15, 8]), v, tf.reshape(rows, [-1])).numpy().reshape(3, 5, 4)
+    want = m.head(tf.repeat(u[:, :, None], 4, axis=2), tf.repeat(v[:, None], 5, axis=1)).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    # each user reads her own row's items, whichever row that is
+    flipped = m.pair_head(u[:, 0], v, tf.constant([2, 0, 1], tf.int64)).numpy()
+    np.testing.assert_allclose(flipped[0], m.head(tf.repeat(u[:1, :1], 4, axis=1), v[2:3]).numpy()[0],
+                               atol=1e-5)
+
+
+def test_position_softmax_is_the_cross_entropy_of_the_next_item(data):
+    """``position_negatives`` = K: the next-item term is -log softmax of the next item
+    among it and the row's K negatives, averaged over real positions, then domains."""
+    splits, schema = data
+    m = _model(schema, splits, mim=False, transfer=False, estimator="none", position_negatives=3)
+    b = _batch(splits["train"], np.arange(6))
+    negs = np.random.default_rng(1).integers(1, 20, size=(6, 3))
+    b["neg_softmax"] = tf.constant(negs)
+    got = float(m.loss_terms(b, phase=1)["recommendation"])
+    u, valid, _ = m.prefix_representations(b)
+    nxt = m.next_items(b).numpy()
+    dom = b["domain"].numpy()
+    per_dom = {0: [], 1: []}
+    for r in range(6):
+        for t in range(nxt.shape[1]):
+            if nxt[r, t] == 0 or not valid.numpy()[r, t]:
+                continue
+            items = np.concatenate([[nxt[r, t]], negs[r]])
+            ur = tf.repeat(u[r:r + 1, t:t + 1], 4, axis=1)
+            logits = m.head(ur, m.backbone.item_vectors(tf.constant(items[None]))).numpy()[0]
+            per_dom[int(dom[r])].append(-(logits[0] - np.log(np.exp(logits).sum())))
+    want = np.mean([np.mean(v) for v in per_dom.values() if v])
+    assert got == pytest.approx(want, rel=1e-4)
+    # the BCE next-item term (K = 0) is a different number on the same batch
+    m0 = _model(schema, splits, mim=False, transfer=False, estimator="none")
+    b["neg_positions"] = tf.constant(np.ones_like(b["history_a"].numpy()))
+    assert float(m0.loss_terms(b, phase=1)["recommendation"]) != pytest.approx(got)
+
+
+def test_one_draw_negatives_stay_in_the_domain_pool_and_are_seeded(data):
+    from tfdebias import data as tdata
+    from tfdebias.data import samplers
+
+    splits, schema = data
+    pools = samplers.domain_item_pools(splits, ["history_a", "history_b"])
+    sampler = samplers.NegativeSampler(pools)
+
+    def batches(seed):
+        ds = tdata.make_dataset(splits["train"], schema, batch_size=32, shuffle=True, seed=0)
+        ds = samplers.add_negatives(ds, sampler, seed=seed, name="neg_softmax", count=16,
+                                    one_draw=True)
+        return [{k: np.asarray(v) for k, v in b[0].items()} for b in ds]
+
+    a, again, other = batches(5), batches(5), batches(6)
+    for f, g in zip(a, again):
+        np.testing.assert_array_equal(f["neg_softmax"], g["neg_softmax"])
+    assert any((f["neg_softmax"] != g["neg_softmax"]).any() for f, g in zip(a, other))
+    for f in a:
+        neg = f["neg_softmax"]
+        assert neg.shape == (len(f["item_id"]), 16)
+        assert not (neg == f["item_id"][:, None]).any()  # never the row's positive
+        for z in (0, 1):
+            assert np.isin(neg[f["domain"] == z], pools[z]).all()
+        assert len(np.unique(neg)) > 16  # draws differ across columns

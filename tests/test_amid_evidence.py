@@ -340,6 +340,12 @@ def test_reproduce_full_row_set_adds_the_cross_domain_baselines():
     assert truth["SASRec + AMID (true propensity)"][2]["propensity"] == "true"
     both = amid.experiment_rows(["sasrec", "gru4rec"], quick=True)
     assert [r[3] for r in both].count("floor") == 1 and [r[3] for r in both].count("skyline") == 1
+    # the next-item loss is the table's choice: every AMID-model row gets it, none other
+    assert all("position_negatives" not in r[2] for r in both)
+    k = amid.experiment_rows(["sasrec"], interest=["interest_00"], position_negatives=128)
+    assert {r[0] for r in k if r[2].get("position_negatives") == 128} == {
+        r[0] for r in k if r[1] == "amid"}
+    assert {r[0] for r in k if r[1] != "amid"} == {"STAR", "Pi-Net", "C2DSR"}
     from tfdebias import data as tdata
 
     assert tdata.evidence_data("cross_domain_sequences") == "cross_domain_sequences/open_world"
@@ -361,6 +367,8 @@ def test_reproduce_refuses_snips_stopping_and_bad_budgets(tmp_path, tiny_draws):
         amid.run_reproduce(_args(tmp_path / "s", steps=0))
     with pytest.raises(UsageError, match="--rows"):
         amid.run_reproduce(_args(tmp_path / "s", rows="SASRec + DANN"))
+    with pytest.raises(UsageError, match="--position-negatives"):
+        amid.run_reproduce(_args(tmp_path / "s", position_negatives=-1))
     assert not tiny_draws  # refused before any data was drawn or row trained
 
 

@@ -174,6 +174,24 @@ class SequentialBackbone(Backbone):
         z = self.prediction_mlp(tf.concat([user, item], axis=-1), training=training)
         return tf.squeeze(self.prediction_out(z), -1)
 
+    def pair_head(self, user, items, rows, training=False):
+        """:meth:`head` of user ``n`` with each of the items of row ``rows[n]``: user (N, d),
+        items (B, K, d), rows (N,) -> (N, K), without building the (N, K, 2d)
+        concatenation: the MLP's first ``Dense`` is applied to the user and the item
+        halves apart (each item once per row, not once per user) and their sum broadcast.
+        The same function as :meth:`head`; what makes a many-negative loss affordable."""
+        stack = self.prediction_mlp.stack
+        v = tf.gather(items, rows)  # (N, K, d)
+        if not stack or not isinstance(stack[0], keras.layers.Dense) or not stack[0].use_bias:
+            return self.head(tf.broadcast_to(user[:, None, :], tf.shape(v)), v, training=training)
+        first, d = stack[0], user.shape[-1]
+        item_half = tf.einsum("bkd,dh->bkh", items, first.kernel[d:])  # (B, K, h)
+        x = (tf.matmul(user, first.kernel[:d])[:, None, :] + tf.gather(item_half, rows)
+             + first.bias)
+        for layer in stack[1:]:
+            x = layer(x, training=training)
+        return tf.squeeze(self.prediction_out(x), -1)
+
     # -- the Backbone contract ----------------------------------------------------------
     def forward(self, features, training=False):
         u = self.user_representation(features, training=training)

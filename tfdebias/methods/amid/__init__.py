@@ -66,6 +66,12 @@ Choices where the paper is silent or the released code differs (also in
    causal backbones only (BERT4Rec keeps the last position). **The head** adds
    ``<Mean(S*), v>`` to Eq. (7)'s MLP logit (``dot_head``): the MLP alone learned the
    user-item interaction too slowly for a backbone to beat an item-kNN.
+   **Many negatives** (``position_negatives`` = K, 32 in ``tfdebias reproduce amid``):
+   that next-item term becomes a sampled softmax, the cross-entropy of the next item
+   against K negatives of its domain (drawn per row, never an item of her sequence),
+   instead of the authors' BCE against one negative. With one negative SASRec stayed at
+   the item-kNN's level; the terms the estimators read (``e`` of Eq. 9-15) stay BCE on
+   the row's target pair, so IPS and DR weigh the errors the paper defines.
 Modules: :mod:`.losses` (Eq. 9, the DR and IPS estimators), :mod:`.model` (MIM, the
 heads, :class:`AMID`), :mod:`.data` (the ``L_r`` stream, negative pools), :mod:`.train`
 (Algorithm 1, :func:`fit_amid`, step budgets), :mod:`.protocol` (the sampled-negative

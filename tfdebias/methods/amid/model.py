@@ -211,6 +211,11 @@ class AMID(Backbone):
       position_loss: ``L_c``'s recommendation term at every position of the target
         history (next-item prediction from each prefix) instead of the row's target only;
         applies to the causal backbones (SASRec, GRU4Rec), BERT4Rec always uses the last.
+      position_negatives: with ``position_loss``, ``K >= 1`` makes that term a sampled
+        softmax: the cross-entropy of the next item against ``K`` negatives of the row's
+        domain (drawn per row, shared by its positions, never an item of its sequence)
+        instead of the BCE against one negative per position; ``0`` keeps the BCE. The
+        terms the estimators read (``e`` of Eq. 9-15, on the row's target pair) stay BCE.
     """
 
     def __init__(self, schema, backbone: str = "sasrec", backbone_args: dict | None = None,
@@ -219,7 +224,7 @@ class AMID(Backbone):
                  l2: float = 1e-4, propensity_clip: float = 0.01, bank_size: int = 1024,
                  embedding_dim: int = 32, transfer: bool = True, propensity: str = "learned",
                  interest_features=None, position_loss: bool = True, dot_head: bool = True,
-                 **kwargs):
+                 position_negatives: int = 0, **kwargs):
         super().__init__(schema, embedding_dim=embedding_dim, **kwargs)
         from tfdebias import models
 
@@ -229,6 +234,8 @@ class AMID(Backbone):
             raise UsageError(f"propensity={propensity!r}; expected one of {PROPENSITIES}")
         if not 0.0 < propensity_clip <= 1.0:
             raise UsageError(f"propensity_clip must be in (0, 1], got {propensity_clip}")
+        if position_negatives < 0:
+            raise UsageError(f"position_negatives must be >= 0, got {position_negatives}")
         if n_sampled_users < 1 or bank_size < n_sampled_users:
             raise UsageError(f"need 1 <= n_sampled_users <= bank_size, got "
                              f"{n_sampled_users} and {bank_size}")
@@ -257,6 +264,7 @@ class AMID(Backbone):
         # prefix (every-position) loss only where position t's output never saw t + 1
         self.position_loss = bool(position_loss) and getattr(self.backbone, "causal", True)
         self.dot_head = bool(dot_head)
+        self.position_negatives = int(position_negatives) if self.position_loss else 0
         self.remember(backbone=backbone, backbone_args=backbone_args, mim=self.mim,
                       estimator=estimator, n_sampled_users=self.n_sampled_users,
                       threshold=float(threshold), tau=float(tau),
@@ -264,7 +272,7 @@ class AMID(Backbone):
                       propensity_clip=self.propensity_clip, bank_size=self.bank_size,
                       transfer=bool(transfer), propensity=propensity,
                       interest_features=interest_features, position_loss=bool(position_loss),
-                      dot_head=self.dot_head)
+                      dot_head=self.dot_head, position_negatives=int(position_negatives))
         d = self.backbone.embedding_dim
         self.dim = d
         self.mim_module = MultiInterestModule(d, self.n_sampled_users, threshold, tau, name="mim")
@@ -460,7 +468,9 @@ class AMID(Backbone):
         reg = self.l2 * tf.add_n([tf.reduce_sum(tf.square(w)) for w in self._kernels()])
         terms = {"group_rate": rate, "bce": tf.reduce_mean(e)}
         if phase == 1:
-            if self.position_loss and "neg_positions" in features:
+            if self.position_negatives and "neg_softmax" in features:
+                rec = self._position_softmax(features, u_all, valid, dom, training)
+            elif self.position_loss and "neg_positions" in features:
                 rec = self._position_bce(features, u_all, valid, dom, training)
             else:
                 rec = domain_mean(e, dom, 2)
@@ -501,6 +511,27 @@ class AMID(Backbone):
         counts = tf.reduce_sum(oh * tf.reduce_sum(w, 1, keepdims=True), 0)
         present = tf.cast(counts > 0, tf.float32)
         return 0.5 * tf.reduce_sum(sums / tf.maximum(counts, 1.0)) / tf.maximum(tf.reduce_sum(present), 1.0)
+
+    def _position_softmax(self, features, u_all, valid, dom, training):
+        """``1/|Z| sum_Z`` (mean over the domain's real positions) of the sampled-softmax
+        next-item loss of every prefix: ``-log softmax`` of the next item among itself and
+        the row's ``neg_softmax`` (B, K) negatives (``position_negatives``). Only the real
+        positions are scored (about 40 % of them on ``open_world``)."""
+        bb = self.backbone
+        nxt = self.next_items(features)  # (B, T)
+        negs = tf.cast(features["neg_softmax"], tf.int64)  # (B, K)
+        at = tf.where((nxt > 0) & valid)  # (N, 2): (row, position) of every real position
+        rows = at[:, 0]
+        u = tf.gather_nd(u_all, at)  # (N, d)
+        pos = self.head(u, bb.item_vectors(tf.gather_nd(nxt, at)), training=training)  # (N,)
+        neg = self.pair_head(u, bb.item_vectors(negs), rows, training=training)  # (N, K)
+        logits = tf.concat([pos[:, None], neg], axis=1)  # the next item at column 0
+        e = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.zeros_like(rows, tf.int32), logits)
+        oh = tf.one_hot(tf.cast(tf.gather(dom, rows), tf.int32), 2)  # (N, 2)
+        sums = tf.reduce_sum(oh * e[:, None], 0)
+        counts = tf.reduce_sum(oh, 0)
+        present = tf.cast(counts > 0, tf.float32)
+        return tf.reduce_sum(sums / tf.maximum(counts, 1.0)) / tf.maximum(tf.reduce_sum(present), 1.0)
 
     def _kernels(self):
         return [w for w in self.trainable_weights if len(w.shape) == 2 and "embedding" not in w.path]
@@ -569,6 +600,15 @@ class AMID(Backbone):
         if self.dot_head:
             user = tf.broadcast_to(user, tf.shape(item)) if user.shape.rank != item.shape.rank else user
             logit = logit + tf.reduce_sum(user * item, axis=-1)
+        return logit
+
+
+    def pair_head(self, user, items, rows, training=False):
+        """:meth:`head` of user ``n`` with each item of row ``rows[n]``: (N, d) x (B, K, d)
+        -> (N, K) (see :meth:`SequentialBackbone.pair_head`)."""
+        logit = self.backbone.pair_head(user, items, rows, training=training)
+        if self.dot_head:
+            logit = logit + tf.einsum("nd,nkd->nk", user, tf.gather(items, rows))
         return logit
 
 

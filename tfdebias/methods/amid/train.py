@@ -56,11 +56,16 @@ def fit_amid(model, train_columns, schema, *, unobserved_columns=None, epochs: i
     train_ds = tdata.make_dataset(train_columns, schema, batch_size=batch_size, shuffle=True,
                                   seed=seed, repeat=True, truth=truth)
     train_ds = samplers.add_negatives(train_ds, sampler, seed=seed)
-    if isinstance(model, AMID) and model.position_loss:  # one negative per position
+    if isinstance(model, AMID) and model.position_loss and not model.position_negatives:
+        # one negative per position (the BCE next-item loss)
         train_ds = samplers.add_negatives(train_ds, sampler, seed=seed + 13, name="neg_positions",
                                           count=bb.max_len)
+    if isinstance(model, AMID) and model.position_negatives:  # the sampled softmax's K
+        train_ds = samplers.add_negatives(train_ds, sampler, seed=seed + 17, name="neg_softmax",
+                                          count=model.position_negatives, one_draw=True)
     # never an item of the row's own sequence (the authors' ``item_pool - set(seq)``)
-    train_ds = exclude_own_items(train_ds, sampler, seed=seed, names=("neg_item_id", "neg_positions"),
+    train_ds = exclude_own_items(train_ds, sampler, seed=seed,
+                                 names=("neg_item_id", "neg_positions", "neg_softmax"),
                                  histories=bb.histories, item=bb.item_feature,
                                  domain=bb.domain_feature or "domain")
     dr = isinstance(model, AMID) and model.estimator in ("dr", "ips") and unobserved_columns is not None
