@@ -21,10 +21,10 @@ from pathlib import Path
 METHODS = ("cp2rec", "dadin", "damcar", "amid")
 #: per method, the tables README's findings prefer, first found first (the commands are in
 #: each method's ``docs/results/<method>/README.md``)
-TABLES = {"cp2rec": ("proxy_bias_full", "evidence_quick"),
+TABLES = {"cp2rec": ("proxy_shift_full", "evidence_quick"),
           "dadin": ("covariate_shift_5seeds", "evidence_quick"),
           "damcar": ("full_5seeds", "evidence_quick"),
-          "amid": ("evidence_quick",)}
+          "amid": ("open_world_5seeds", "evidence_quick")}
 HERE = Path(__file__).resolve().parent
 
 
