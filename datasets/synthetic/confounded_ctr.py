@@ -312,7 +312,7 @@ MEDIUM = {
     "test_density": 0.25,
 }
 
-#: ``proxy_bias``: the evidence default (module docstring, "Scenario proxy_bias")
+#: ``proxy_bias``: the evidence default until ``proxy_shift`` (module docstring, "Scenario proxy_bias")
 PROXY_BIAS = {**MEDIUM, "scenario": "proxy_bias", "position_bias": 0.3}
 #: the overrides that make the ``proxy_bias`` logging policy uniform: exposure and display
 #: slots depend on nothing (slots are uniform at random), the examination curve stays
