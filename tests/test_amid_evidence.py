@@ -296,7 +296,7 @@ def test_reproduce_quick_rows_roles_records_and_evidence(tmp_path, tiny_draws, m
     # the closed scenario ships no hidden interest: no true-interest row
     assert roles == {"SASRec": "floor", "SASRec on train_unbiased": "skyline",
                      "SASRec + IPSCDR": "baseline", "SASRec + MIM": "baseline",
-                     "SASRec + AMID": "method", "SASRec + AMID (true propensity)": "truth",
+                     "SASRec + AMID": "method",
                      "popularity": "simple", "item-kNN (own domain)": "simple",
                      "item-kNN (both domains)": "baseline"}
     # the skyline trains on train_unbiased, everything else on train, all with one budget
@@ -305,7 +305,7 @@ def test_reproduce_quick_rows_roles_records_and_evidence(tmp_path, tiny_draws, m
     assert all(m == "amid" for m, *_ in calls)  # one model, one loop, one loss for every row
     assert sorted(s for *_, s, _ in calls).count("train_unbiased") == 2  # once per data seed
     budgets = {d: v for d, v in res["steps_per_row"].items()}
-    assert len(calls) == 12 and all(st == budgets[str(i // 6)] for i, (*_, st) in enumerate(calls))
+    assert len(calls) == 10 and all(st == budgets[str(i // 5)] for i, (*_, st) in enumerate(calls))
     # evidence fields
     h = res["headroom"]
     assert h["metric"] == amid.HEADLINE == "test/A/ndcg@10"
@@ -332,8 +332,8 @@ def test_reproduce_full_row_set_adds_the_cross_domain_baselines():
     assert {"STAR", "Pi-Net", "C2DSR"} <= set(names)
     quick = [r[0] for r in amid.experiment_rows(["sasrec"], quick=True)]
     assert quick == ["SASRec", "SASRec on train_unbiased", "SASRec + IPSCDR", "SASRec + MIM",
-                     "SASRec + AMID", "SASRec + AMID (true propensity)"]
-    with_truth = amid.experiment_rows(["sasrec"], quick=True, interest=["interest_00", "interest_01"])
+                     "SASRec + AMID"]
+    with_truth = amid.experiment_rows(["sasrec"], interest=["interest_00", "interest_01"])
     truth = {r[0]: r for r in with_truth if r[3] == "truth"}
     assert set(truth) == {"SASRec + true interest", "SASRec + AMID (true propensity)"}
     assert truth["SASRec + true interest"][2]["interest_features"] == ["interest_00", "interest_01"]

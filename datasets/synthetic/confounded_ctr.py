@@ -637,6 +637,43 @@ def _promotion_world(p: dict, s_struct, s_pilot):
             item_logit, user_logit, b_e)
 
 
+def _promotion_rows(p, world, uu, ii, h, e, pos, click_rng, badge=None) -> dict:
+    """The columns of ``proxy_bias`` / ``proxy_shift`` rows (users ``uu``, items ``ii``,
+    interest ``h``, exposure logit ``e``, slot ``pos``): ``relevance = sigmoid(b_c +
+    alpha h + beta_q q_i + beta_a a_u [+ tau badge]) x kappa(pos)`` and the click drawn
+    from it; ``badge`` (``proxy_shift`` only) adds its lift and its truth column."""
+    q, w, activity, activity_id, segment, category = world
+    logit = (p["click_intercept"] + p["preference_click"] * h + p["confounder_click"] * q[ii]
+             + p["activity_click"] * activity[uu])
+    if badge is not None:
+        logit = logit + p["badge_lift"] * badge
+    kappa = examination(pos, p["position_bias"])
+    rel = _base.sigmoid(logit) * kappa
+    cols = {
+        "user_id": uu + 1, "item_id": ii + 1, "user_activity": activity_id[uu],
+        "user_segment": segment[uu], "item_category": category[ii] + 1, "position": pos,
+        "click": (click_rng.random(len(rel)) < rel), "propensity": _base.sigmoid(e),
+        "relevance": rel, "confounder": q[ii], "promotion": w[ii], "examination": kappa,
+    }
+    if badge is not None:
+        cols["badge"] = badge.astype(np.float64)
+    return cols
+
+
+def _with_proxies(sch, logged_cols, order, n_valid, test_cols, unbiased_cols, n_items) -> _base.Splits:
+    """The splits of ``proxy_bias`` / ``proxy_shift``: the logged rows split by ``order``
+    into ``valid`` (the first ``n_valid``) and ``train``, the test block, the uniform-log
+    sample; then the proxies, statistics of the logged *train* rows
+    (:func:`item_statistics`), the same item values in every split."""
+    out = {"train": {k: v[order[n_valid:]] for k, v in logged_cols.items()},
+           "valid": {k: v[order[:n_valid]] for k, v in logged_cols.items()},
+           "test": test_cols, "train_unbiased": unbiased_cols}
+    stats = item_statistics(out["train"], n_items)
+    for cols in out.values():
+        cols.update({k: v[cols["item_id"]] for k, v in stats.items()})
+    return {s: _base.cast_to_schema(sch, cols) for s, cols in out.items()}
+
+
 def _simulate_proxy_bias(p: dict) -> _base.Splits:
     """The ``proxy_bias`` generator (module docstring, "Scenario proxy_bias")."""
     sch = _proxy_bias_schema(p)
@@ -659,16 +696,8 @@ def _simulate_proxy_bias(p: dict) -> _base.Splits:
     t_pos = rng.integers(1, n_pos + 1, len(te))
 
     def rows(uu, ii, h, e, pos, click_rng):
-        r = _base.sigmoid(p["click_intercept"] + p["preference_click"] * h
-                          + p["confounder_click"] * q[ii] + p["activity_click"] * activity[uu])
-        kappa = examination(pos, p["position_bias"])
-        rel = r * kappa
-        return {
-            "user_id": uu + 1, "item_id": ii + 1, "user_activity": activity_id[uu],
-            "user_segment": segment[uu], "item_category": category[ii] + 1, "position": pos,
-            "click": (click_rng.random(len(rel)) < rel), "propensity": _base.sigmoid(e),
-            "relevance": rel, "confounder": q[ii], "promotion": w[ii], "examination": kappa,
-        }
+        return _promotion_rows(p, (q, w, activity, activity_id, segment, category),
+                               uu, ii, h, e, pos, click_rng)
 
     logged_cols = rows(lu, li, lh, le, l_pos, rng)
     test_cols = rows(tu, ti, th, te, t_pos, rng)
@@ -681,14 +710,7 @@ def _simulate_proxy_bias(p: dict) -> _base.Splits:
     if p["test_density"] < 1.0:
         keep = rng_u.random(len(te)) < p["test_density"]
         test_cols = {k: v[keep] for k, v in test_cols.items()}
-    out = {"train": {k: v[order[n_valid:]] for k, v in logged_cols.items()},
-           "valid": {k: v[order[:n_valid]] for k, v in logged_cols.items()},
-           "test": test_cols, "train_unbiased": unbiased_cols}
-    # the proxies: statistics of the logged train rows, the same item values in every split
-    stats = item_statistics(out["train"], ni)
-    for cols in out.values():
-        cols.update({k: v[cols["item_id"]] for k, v in stats.items()})
-    return {s: _base.cast_to_schema(sch, cols) for s, cols in out.items()}
+    return _with_proxies(sch, logged_cols, order, n_valid, test_cols, unbiased_cols, ni)
 
 
 # -- the `proxy_shift` scenario ------------------------------------------------------------
@@ -746,17 +768,8 @@ def _simulate_proxy_shift(p: dict) -> _base.Splits:
     t_pos = rng.integers(1, n_pos + 1, len(te))
 
     def rows(uu, ii, h, e, pos, badge, click_rng):
-        r = _base.sigmoid(p["click_intercept"] + p["preference_click"] * h + p["confounder_click"] * q[ii]
-                          + p["activity_click"] * activity[uu] + p["badge_lift"] * badge)
-        exam = examination(pos, p["position_bias"])
-        rel = r * exam
-        return {
-            "user_id": uu + 1, "item_id": ii + 1, "user_activity": activity_id[uu],
-            "user_segment": segment[uu], "item_category": category[ii] + 1, "position": pos,
-            "click": (click_rng.random(len(rel)) < rel), "propensity": _base.sigmoid(e),
-            "relevance": rel, "confounder": q[ii], "promotion": w[ii], "examination": exam,
-            "badge": badge.astype(np.float64),
-        }
+        return _promotion_rows(p, (q, w, activity, activity_id, segment, category),
+                               uu, ii, h, e, pos, click_rng, badge=badge)
 
     logged_cols = rows(lu, li, lh, le, l_pos, l_badge, rng)
     test_cols = rows(tu, ti, th, te, t_pos, np.zeros(len(te), bool), rng)
@@ -766,13 +779,7 @@ def _simulate_proxy_shift(p: dict) -> _base.Splits:
     pick = rng_u.choice(len(uu_), n_train, replace=len(uu_) < n_train)
     u_pos = rng_u.integers(1, n_pos + 1, n_train)
     unbiased_cols = rows(uu_[pick], ui_[pick], uh_[pick], ue_[pick], u_pos, np.zeros(n_train, bool), rng_u)
-    out = {"train": {k: v[order[n_valid:]] for k, v in logged_cols.items()},
-           "valid": {k: v[order[:n_valid]] for k, v in logged_cols.items()},
-           "test": test_cols, "train_unbiased": unbiased_cols}
-    stats = item_statistics(out["train"], ni)
-    for cols in out.values():
-        cols.update({k: v[cols["item_id"]] for k, v in stats.items()})
-    return {s: _base.cast_to_schema(sch, cols) for s, cols in out.items()}
+    return _with_proxies(sch, logged_cols, order, n_valid, test_cols, unbiased_cols, ni)
 
 
 class ConfoundedCtr(SimulatorBuilder):

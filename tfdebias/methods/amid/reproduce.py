@@ -80,7 +80,8 @@ RATE_ROWS = 1024
 def experiment_rows(backbones: Sequence[str], *, quick: bool = False, interest=(),
                     position_negatives: int = 0):
     """``[(name, model, args, role)]``: per backbone the floor, the skyline, the truth rows
-    and the three AMID rows; the cross-domain baselines unless ``quick``. With several
+    and the three AMID rows; the cross-domain baselines and the true-propensity AMID row
+    unless ``quick``. With several
     backbones only the first gives the floor, the skyline and the truth rows (the others'
     floors are baselines). ``interest``: the data's hidden-interest columns (no
     true-interest row without them)."""
@@ -89,6 +90,8 @@ def experiment_rows(backbones: Sequence[str], *, quick: bool = False, interest=(
         for name, model, args, role in ROW_TEMPLATES:
             if i and role in ("skyline", "truth"):
                 continue  # one skyline and one set of positive controls per table
+            if quick and args.get("propensity") == "true":
+                continue  # the true-propensity control: full tables only (quick <= 10 min)
             if i and role == "floor":
                 role = "baseline"
             if args.get("interest_features") == "@interest":
