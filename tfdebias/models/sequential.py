@@ -181,13 +181,14 @@ class SequentialBackbone(Backbone):
         halves apart (each item once per row, not once per user) and their sum broadcast.
         The same function as :meth:`head`; what makes a many-negative loss affordable."""
         stack = self.prediction_mlp.stack
-        v = tf.gather(items, rows)  # (N, K, d)
-        if not stack or not isinstance(stack[0], keras.layers.Dense) or not stack[0].use_bias:
+        if not stack or not isinstance(stack[0], keras.layers.Dense):  # no layer to split
+            v = tf.gather(items, rows)  # (N, K, d)
             return self.head(tf.broadcast_to(user[:, None, :], tf.shape(v)), v, training=training)
         first, d = stack[0], user.shape[-1]
         item_half = tf.einsum("bkd,dh->bkh", items, first.kernel[d:])  # (B, K, h)
-        x = (tf.matmul(user, first.kernel[:d])[:, None, :] + tf.gather(item_half, rows)
-             + first.bias)
+        x = tf.matmul(user, first.kernel[:d])[:, None, :] + tf.gather(item_half, rows)
+        if first.use_bias:  # (without one, batch norm follows: it sees the same x)
+            x = x + first.bias
         for layer in stack[1:]:
             x = layer(x, training=training)
         return tf.squeeze(self.prediction_out(x), -1)

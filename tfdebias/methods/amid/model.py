@@ -527,11 +527,7 @@ class AMID(Backbone):
         neg = self.pair_head(u, bb.item_vectors(negs), rows, training=training)  # (N, K)
         logits = tf.concat([pos[:, None], neg], axis=1)  # the next item at column 0
         e = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.zeros_like(rows, tf.int32), logits)
-        oh = tf.one_hot(tf.cast(tf.gather(dom, rows), tf.int32), 2)  # (N, 2)
-        sums = tf.reduce_sum(oh * e[:, None], 0)
-        counts = tf.reduce_sum(oh, 0)
-        present = tf.cast(counts > 0, tf.float32)
-        return tf.reduce_sum(sums / tf.maximum(counts, 1.0)) / tf.maximum(tf.reduce_sum(present), 1.0)
+        return domain_mean(e, tf.gather(dom, rows), 2)  # each position's domain is its row's
 
     def _kernels(self):
         return [w for w in self.trainable_weights if len(w.shape) == 2 and "embedding" not in w.path]

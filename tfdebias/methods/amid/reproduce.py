@@ -81,10 +81,10 @@ def experiment_rows(backbones: Sequence[str], *, quick: bool = False, interest=(
                     position_negatives: int = 0):
     """``[(name, model, args, role)]``: per backbone the floor, the skyline, the truth rows
     and the three AMID rows; the cross-domain baselines and the true-propensity AMID row
-    unless ``quick``. With several
-    backbones only the first gives the floor, the skyline and the truth rows (the others'
-    floors are baselines). ``interest``: the data's hidden-interest columns (no
-    true-interest row without them)."""
+    unless ``quick``. With several backbones only the first gives the floor, the skyline
+    and the truth rows (the others' floors are baselines). ``interest``: the data's
+    hidden-interest columns (no true-interest row without them); ``position_negatives``:
+    given to every AMID-model row (the sampled-softmax next-item loss; 0 = the BCE)."""
     rows = [] if quick else list(CDSR_ROWS)
     for i, b in enumerate(backbones):
         for name, model, args, role in ROW_TEMPLATES:
