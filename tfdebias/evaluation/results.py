@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import os
+import shlex
 import sys
 import textwrap
 from pathlib import Path
@@ -143,7 +144,7 @@ def write_results(out_dir: str | os.PathLike, records: Sequence[dict], *, title:
     out = Path(out_dir).absolute()
     out.mkdir(parents=True, exist_ok=True)
     rows = list(rows) if rows is not None else summarize(records)
-    command = command or "tfdebias " + " ".join(sys.argv[1:])
+    command = command or "tfdebias " + shlex.join(sys.argv[1:])  # quoted: it can be pasted
     payload = {"title": title, "command": command,
                "date": _dt.date.today().isoformat(), **(extra or {}), "rows": rows,
                "records": list(records)}
