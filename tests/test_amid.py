@@ -438,3 +438,34 @@ def test_one_draw_negatives_stay_in_the_domain_pool_and_are_seeded(data):
         for z in (0, 1):
             assert np.isin(neg[f["domain"] == z], pools[z]).all()
         assert len(np.unique(neg)) > 16  # draws differ across columns
+
+
+def test_balanced_pooling_gives_own_and_cross_domain_positions_half_each(data):
+    """``pooling="mean"`` is Eq. (7) (every real position alike); ``"balanced"`` averages
+    the mean of her own positions and the mean of the cross-domain ones, and is her own
+    mean where she has no other domain."""
+    from tfdebias.errors import UsageError
+
+    splits, schema = data
+    test = splits["test"]
+    both = np.flatnonzero((test["overlap"] == 1) & (test["history_a"] > 0).any(1)
+                          & (test["history_b"] > 0).any(1))[:4]
+    lone = np.flatnonzero(test["overlap"] == 0)[:3]
+    b = _batch(test, np.concatenate([both, lone]))
+    for pooling in ("mean", "balanced"):
+        m = _model(schema, splits, mim=False, estimator="ips", pooling=pooling)
+        s_i, m_i, s_o, m_o, _ = m._encoded(b)
+        mi, mo = m_i.numpy().astype(np.float32), m_o.numpy().astype(np.float32)
+        own, n_own = (s_i.numpy() * mi[..., None]).sum(1), mi.sum(1)
+        rest, n_rest = (m.transfer(s_o).numpy() * mo[..., None]).sum(1), mo.sum(1)
+        assert (n_rest[:4] > 0).all() and (n_rest[4:] == 0).all() and (n_own > 0).all()
+        if pooling == "mean":
+            want = (own + rest) / (n_own + n_rest)[:, None]
+        else:
+            w = np.where(n_rest > 0, 0.5, 1.0)[:, None]
+            want = w * own / n_own[:, None] + (1 - w) * rest / np.maximum(n_rest, 1)[:, None]
+            eq7 = (own + rest) / (n_own + n_rest)[:, None]
+            assert not np.allclose(want[:4], eq7[:4], atol=1e-4)  # the two poolings differ
+        np.testing.assert_allclose(m.user_representation(b).numpy(), want, rtol=1e-4, atol=1e-5)
+    with pytest.raises(UsageError, match="pooling"):
+        _model(schema, splits, pooling="max")

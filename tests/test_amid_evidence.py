@@ -352,6 +352,57 @@ def test_reproduce_full_row_set_adds_the_cross_domain_baselines():
     assert tdata.evidence_data("cross_domain_sequences/small") == "cross_domain_sequences/small"
 
 
+def test_each_backbone_s_mim_rows_get_its_threshold_unless_one_is_given(tmp_path, tiny_draws,
+                                                                         monkeypatch):
+    rows = amid.experiment_rows(["sasrec", "gru4rec", "bert4rec"], quick=True)
+    got = {r[0]: r[2].get("threshold") for r in rows if r[2].get("mim")}
+    assert got == {f"{amid.reproduce.DISPLAY[b]} + {x}": amid.reproduce.MIM_THRESHOLD[b]
+                   for b in ("sasrec", "gru4rec", "bert4rec") for x in ("MIM", "AMID")}
+    assert amid.reproduce.MIM_THRESHOLD["bert4rec"] != amid.reproduce.MIM_THRESHOLD["sasrec"]
+    assert all("threshold" not in r[2] for r in rows if not r[2].get("mim"))
+    calls = []
+    monkeypatch.setattr(amid.reproduce, "run_row", _fake_run_row(calls))
+    amid.run_reproduce(_args(tmp_path / "t", data_seeds=1, backbone="bert4rec", threshold=0.55))
+    assert {a["threshold"] for _, a, _, _ in calls if a.get("mim")} == {0.55}
+
+
+def test_budget_lc_counts_the_lc_steps_and_the_default_all_steps(tmp_path, tiny_draws, monkeypatch):
+    """``--budget lc``: the run checks the L_c steps (an IPS/DR row takes more in all);
+    the default checks every step and fails the same skew."""
+    calls = []
+
+    def run_row(model_name, model_args, splits, schema, *, steps, count="all", **kw):
+        metrics, sc = _fake_run_row(calls)(model_name, model_args, splits, schema, steps=steps, **kw)
+        lr = model_args.get("estimator") in ("ips", "dr")
+        metrics.update(steps_c=float(steps), steps=float(steps + (7 if lr else 0)))
+        calls[-1] = calls[-1] + (count,)
+        return metrics, sc
+
+    monkeypatch.setattr(amid.reproduce, "run_row", run_row)
+    out = amid.run_reproduce(_args(tmp_path / "lc", data_seeds=1, budget="lc"))
+    res = json.loads((out / "results.json").read_text())
+    assert res["budget"] == "lc" and "only the L_c steps count" in res["stopping"]
+    assert {c[-1] for c in calls} == {"lc"}
+    with pytest.raises(RuntimeError, match="both optimizers"):
+        amid.run_reproduce(_args(tmp_path / "all", data_seeds=1))
+    with pytest.raises(UsageError, match="--budget"):
+        amid.run_reproduce(_args(tmp_path / "bad", data_seeds=1, budget="epochs"))
+
+
+@pytest.mark.slow
+def test_fit_with_lc_count_keeps_whole_lr_passes_on_top(tiny):
+    splits, schema = tiny
+    n = len(splits["train"]["item_id"])
+    bs = 32
+    n_c = -(-n // bs)
+    n_r = -(-(n + len(splits["unobserved"]["item_id"])) // bs)
+    m = _tiny_model(schema, "amid", mim=False, estimator="ips")
+    out = amid.fit_amid(m, splits["train"], schema, unobserved_columns=splits["unobserved"],
+                        steps=n_c + 3, batch_size=bs, count="lc")
+    assert out["steps_c"] == n_c + 3 and out["steps_r"] == 2 * n_r and out["passes"] == 2
+    assert out["steps"] == n_c + 3 + 2 * n_r
+
+
 def test_reproduce_fails_a_row_with_another_step_count(tmp_path, tiny_draws, monkeypatch):
     calls = []
     skew = lambda name, args, steps: steps + (1 if args.get("estimator") == "dr" else 0)  # noqa: E731
@@ -405,3 +456,11 @@ def test_a_run_whose_groups_collapse_fails(tiny):
         with pytest.raises(DataError, match="group rate"):
             amid.run_row("amid", args, splits, schema, seed=0, steps=1, batch_size=64,
                          learning_rate=1e-3, dr_lr_ratio=0.1, candidates=cand, where="MIM: ")
+
+
+def test_pooling_reaches_the_cross_domain_rows_only():
+    rows = amid.experiment_rows(["sasrec"], interest=["interest_00"], pooling="balanced")
+    got = {r[0] for r in rows if r[2].get("pooling") == "balanced"}
+    assert got == {"SASRec + IPSCDR", "SASRec + MIM", "SASRec + AMID",
+                   "SASRec + AMID (true propensity)"}
+    assert all("pooling" not in r[2] for r in amid.experiment_rows(["sasrec"], quick=True))

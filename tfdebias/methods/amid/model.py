@@ -177,6 +177,8 @@ class PairHead(keras.layers.Layer):
 
 # -- the method model ------------------------------------------------------------------
 PROPENSITIES = ("learned", "true")
+#: how Eq. (7)'s ``Mean(S*)`` pools the user's own positions and the cross-domain ones
+POOLINGS = ("mean", "balanced")
 
 
 @keras.saving.register_keras_serializable(package="tfdebias")
@@ -216,6 +218,12 @@ class AMID(Backbone):
         domain (drawn per row, shared by its positions, never an item of its sequence)
         instead of the BCE against one negative per position; ``0`` keeps the BCE. The
         terms the estimators read (``e`` of Eq. 9-15, on the row's target pair) stay BCE.
+      pooling: ``"mean"`` (Eq. 7: ``Mean`` over every real position of ``S*``, the user's
+        own items and the covered message positions alike) or ``"balanced"`` (a
+        deviation, for rows with a cross-domain input: the mean of her own positions and
+        the mean of the cross-domain positions, half each, so a short own history is not
+        outnumbered by up to ``T`` message positions; either mean alone where the other
+        part is empty).
     """
 
     def __init__(self, schema, backbone: str = "sasrec", backbone_args: dict | None = None,
@@ -224,7 +232,7 @@ class AMID(Backbone):
                  l2: float = 1e-4, propensity_clip: float = 0.01, bank_size: int = 1024,
                  embedding_dim: int = 32, transfer: bool = True, propensity: str = "learned",
                  interest_features=None, position_loss: bool = True, dot_head: bool = True,
-                 position_negatives: int = 0, **kwargs):
+                 position_negatives: int = 0, pooling: str = "mean", **kwargs):
         super().__init__(schema, embedding_dim=embedding_dim, **kwargs)
         from tfdebias import models
 
@@ -234,6 +242,8 @@ class AMID(Backbone):
             raise UsageError(f"propensity={propensity!r}; expected one of {PROPENSITIES}")
         if not 0.0 < propensity_clip <= 1.0:
             raise UsageError(f"propensity_clip must be in (0, 1], got {propensity_clip}")
+        if pooling not in POOLINGS:
+            raise UsageError(f"pooling={pooling!r}; expected one of {POOLINGS}")
         if position_negatives < 0:
             raise UsageError(f"position_negatives must be >= 0, got {position_negatives}")
         if n_sampled_users < 1 or bank_size < n_sampled_users:
@@ -265,6 +275,7 @@ class AMID(Backbone):
         self.position_loss = bool(position_loss) and getattr(self.backbone, "causal", True)
         self.dot_head = bool(dot_head)
         self.position_negatives = int(position_negatives) if self.position_loss else 0
+        self.pooling = pooling
         self.remember(backbone=backbone, backbone_args=backbone_args, mim=self.mim,
                       estimator=estimator, n_sampled_users=self.n_sampled_users,
                       threshold=float(threshold), tau=float(tau),
@@ -272,7 +283,8 @@ class AMID(Backbone):
                       propensity_clip=self.propensity_clip, bank_size=self.bank_size,
                       transfer=bool(transfer), propensity=propensity,
                       interest_features=interest_features, position_loss=bool(position_loss),
-                      dot_head=self.dot_head, position_negatives=int(position_negatives))
+                      dot_head=self.dot_head, position_negatives=int(position_negatives),
+                      pooling=pooling)
         d = self.backbone.embedding_dim
         self.dim = d
         self.mim_module = MultiInterestModule(d, self.n_sampled_users, threshold, tau, name="mim")
@@ -376,7 +388,13 @@ class AMID(Backbone):
             rest = rest + self._interest(features)[:, None, :]
             rest_cnt = rest_cnt + 1.0
         cnt = own_cnt + rest_cnt
-        u = (own_sum + rest) / tf.maximum(cnt, 1.0)[..., None]
+        if self.pooling == "balanced" and self.transfer_own:
+            own_cnt, rest_cnt = own_cnt + tf.zeros_like(cnt), rest_cnt + tf.zeros_like(cnt)
+            w = tf.where(rest_cnt > 0, tf.where(own_cnt > 0, 0.5, 0.0), 1.0)[..., None]
+            u = (w * own_sum / tf.maximum(own_cnt, 1.0)[..., None]
+                 + (1.0 - w) * rest / tf.maximum(rest_cnt, 1.0)[..., None])
+        else:  # Eq. (7)
+            u = (own_sum + rest) / tf.maximum(cnt, 1.0)[..., None]
         if self.mim:
             u = self.mim_module.w_f(u)  # W_F is linear: Mean(x W_F) = Mean(x) W_F
         return u, cnt > 0, rate

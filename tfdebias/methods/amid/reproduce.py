@@ -16,7 +16,7 @@ from tfdebias.errors import UsageError
 from tfdebias.methods import Reproducer, register_reproducer
 from tfdebias.progress import Progress
 from tfdebias.methods.amid.data import samplers_pools
-from tfdebias.methods.amid.model import BACKBONES, build_amid
+from tfdebias.methods.amid.model import BACKBONES, POOLINGS, build_amid
 from tfdebias.methods.amid.protocol import (GROUPS, clear_candidates, ranking_candidates,
                                             ranking_evidence, score_candidate_matrix)
 from tfdebias.methods.amid.train import fit_amid, step_budget
@@ -40,6 +40,16 @@ ROW_TEMPLATES = (
     ("{B} + AMID (true propensity)", "amid",
      {"backbone": "{b}", "mim": True, "estimator": "dr", "propensity": "true"}, "truth"),
 )
+#: MIM's threshold ``k`` of Eq. (4) for a backbone's +MIM/+AMID rows (``--threshold``
+#: overrides it for every backbone). SASRec and GRU4Rec keep the paper's 0.3 (group rates
+#: 0.1-0.9 on ``open_world``). BERT4Rec's projected outputs are so alike across users that
+#: its groups take everyone or no one: at k = 0.3, 0.5, 0.7 and 0.8 the +MIM or the +AMID
+#: row ends at a validation group rate of 0 or 1 (MIM passes no user-specific message, a
+#: run fails), and at 0.95 both do; 0.9 is the one grid value where both rows keep a
+#: rate inside (0.02, 0.98) (+MIM 0.18, +AMID 0.38), so it is chosen
+#: (``python docs/results/amid/mim_threshold.py bert4rec 0.3 0.5 0.7 0.8 0.9 0.95``, data
+#: seed 0, test rows not read).
+MIM_THRESHOLD = {"sasrec": 0.3, "gru4rec": 0.3, "bert4rec": 0.9}
 #: the cross-domain baselines (one row each, whatever the backbone; not with --quick)
 CDSR_ROWS = (("STAR", "star", {}, "baseline"), ("Pi-Net", "pinet", {}, "baseline"),
              ("C2DSR", "c2dsr", {}, "baseline"))
@@ -71,6 +81,8 @@ DEFAULTS = {"epochs": 50, "batch_size": 256, "learning_rate": 3e-3, "dr_lr_ratio
 #: ``python docs/results/amid/position_negatives.py``), the many-negatives finding of
 #: gSASRec (Petrov & Macdonald, RecSys 2023). ``--position-negatives 0`` gives the BCE.
 QUICK = {"epochs": 10}
+#: what ``--budget`` counts: every optimizer step (the tables) or the ``L_c`` steps only
+BUDGETS = ("all", "lc")
 #: validation rows (observed users') and negatives the checkpoint choice reads
 VALID_ROWS, VALID_NEGATIVES = 2000, 99
 #: a MIM row's interest groups on these many test rows give its (evaluation) group rate
@@ -78,13 +90,16 @@ RATE_ROWS = 1024
 
 
 def experiment_rows(backbones: Sequence[str], *, quick: bool = False, interest=(),
-                    position_negatives: int = 0):
+                    position_negatives: int = 0, pooling: str = "mean"):
     """``[(name, model, args, role)]``: per backbone the floor, the skyline, the truth rows
-    and the three AMID rows; the cross-domain baselines and the true-propensity AMID row
-    unless ``quick``. With several backbones only the first gives the floor, the skyline
-    and the truth rows (the others' floors are baselines). ``interest``: the data's
+    and the three AMID rows (the MIM rows at the backbone's :data:`MIM_THRESHOLD`); the
+    cross-domain baselines and the true-propensity AMID row unless ``quick``. With several
+    backbones only the first gives the floor, the skyline and the truth rows (the others'
+    floors are baselines). ``interest``: the data's
     hidden-interest columns (no true-interest row without them); ``position_negatives``:
-    given to every AMID-model row (the sampled-softmax next-item loss; 0 = the BCE)."""
+    given to every AMID-model row (the sampled-softmax next-item loss; 0 = the BCE);
+    ``pooling``: given to the rows with a cross-domain input (+IPSCDR, +MIM, +AMID) unless
+    it is Eq. (7)'s ``"mean"``."""
     rows = [] if quick else list(CDSR_ROWS)
     for i, b in enumerate(backbones):
         for name, model, args, role in ROW_TEMPLATES:
@@ -99,8 +114,12 @@ def experiment_rows(backbones: Sequence[str], *, quick: bool = False, interest=(
                     continue
                 args = dict(args, interest_features=list(interest))
             args = {k: (v.format(b=b) if isinstance(v, str) else v) for k, v in args.items()}
+            if args.get("mim"):
+                args["threshold"] = MIM_THRESHOLD[b]
             if position_negatives:
                 args["position_negatives"] = int(position_negatives)
+            if pooling != "mean" and (args.get("mim") or args.get("transfer", True)):
+                args["pooling"] = pooling
             rows.append((name.format(B=DISPLAY[b]), model.format(b=b), args, role))
     order = {"floor": 0, "skyline": 1}
     return sorted(rows, key=lambda r: order.get(r[3], 2))  # stable: floor, skyline, the rest
@@ -142,14 +161,17 @@ def simple_scores(name: str, splits, schema, candidates) -> np.ndarray:
 
 def run_row(model_name, model_args, splits, schema, *, seed, steps, batch_size, learning_rate,
             dr_lr_ratio, candidates, train_split="train", pools=None, epochs=None,
-            models_cache: dict | None = None, valid=None, where: str = ""):
+            models_cache: dict | None = None, valid=None, where: str = "", check_rate: bool = True,
+            count: str = "all"):
     """Train one row for exactly ``steps`` optimizer steps on ``splits[train_split]`` and
     score the test rows' ``candidates``. Returns ``(metrics, scores)`` as
     :func:`ranking_evidence`, plus ``steps``, ``train_seconds``, with ``valid`` the
     step of the checkpoint kept (``best_step``), for a MIM row its group rate on the test
     rows (``group_rate``; a rate of 0 or 1 fails the run,
-    :func:`~tfdebias.methods.amid.train.check_group_rates`) and for a row with a learned
-    propensity its AUC and ECE (:func:`propensity_quality`).
+    :func:`~tfdebias.methods.amid.train.check_group_rates`, unless ``check_rate`` is false:
+    a threshold search reads collapsed rates instead of stopping on them) and for a row
+    with a learned propensity its AUC and ECE (:func:`propensity_quality`). ``count="lc"``:
+    ``steps`` counts the ``L_c`` updates only (:func:`~tfdebias.methods.amid.train.fit_amid`).
 
     ``models_cache`` (a dict the caller keeps): a row already trained in this process
     with the same model, arguments, seed and schema is not built again; its model gets its
@@ -174,7 +196,7 @@ def run_row(model_name, model_args, splits, schema, *, seed, steps, batch_size, 
     fit = fit_amid(model, splits[train_split], schema, unobserved_columns=splits.get("unobserved"),
                    steps=steps, epochs=epochs or 1, batch_size=batch_size,
                    learning_rate=learning_rate, dr_lr_ratio=dr_lr_ratio, seed=seed, pools=pools,
-                   reuse_optimizer=cached is not None, valid=valid)
+                   reuse_optimizer=cached is not None, valid=valid, count=count)
     metrics, scores = ranking_evidence(
         score_candidate_matrix(model, splits["test"], candidates), splits["test"])
     metrics.update(steps=float(fit["steps"]), steps_c=float(fit["steps_c"]),
@@ -185,7 +207,8 @@ def run_row(model_name, model_args, splits, schema, *, seed, steps, batch_size, 
     if isinstance(model, AMID) and model.mim:
         rate = group_rate(model, splits["test"])
         metrics["group_rate"] = rate
-        check_group_rates([rate], where=where)
+        if check_rate:
+            check_group_rates([rate], where=where)
     if isinstance(model, AMID) and model.estimator in ("dr", "ips") and \
             model.propensity_source == "learned" and "unobserved" in splits:
         metrics.update(propensity_quality(model, splits))
@@ -254,13 +277,23 @@ def _reproduce_args(p):
                         "gets the optimizer steps an IPS/DR row takes in that many epochs")
     p.add_argument("--steps", type=positive_int, default=None,
                    help="optimizer steps per row (overrides --epochs)")
+    p.add_argument("--budget", choices=BUDGETS, default="all",
+                   help="what the equal budget counts: all (default: every optimizer step, an "
+                        "IPS/DR row's L_r steps included, so it gets fewer L_c steps than the "
+                        "backbone) or lc (the L_c steps only, an IPS/DR row's L_r passes on top: "
+                        "a diagnostic of what the L_r share of the budget costs)")
     p.add_argument("--negatives", type=positive_int, default=999, help="sampled negatives per test row")
     p.add_argument("--position-negatives", type=int, default=None,
                    help=f"negatives of the sampled-softmax next-item loss every row trains with "
                         f"(default {DEFAULTS['position_negatives']}; 0: the paper's BCE against one "
                         f"negative)")
     p.add_argument("--threshold", type=float, default=None,
-                   help="MIM threshold k of Eq. (4) for the +MIM/+AMID rows (default 0.3)")
+                   help="MIM threshold k of Eq. (4) for every +MIM/+AMID row (default per backbone: "
+                        + ", ".join(f"{DISPLAY[b]} {k}" for b, k in MIM_THRESHOLD.items()) + ")")
+    p.add_argument("--pooling", choices=POOLINGS, default="mean",
+                   help="how the +IPSCDR/+MIM/+AMID rows pool the user's own and cross-domain "
+                        "positions: mean (default, Eq. 7 of the paper) or balanced (half each; "
+                        "a deviation, see docs/methods/amid.md)")
     p.add_argument("--rows", default=None,
                    help="comma-separated names of the baseline/method rows to run (default: "
                         "all); the floor, skyline and simple baselines always run")
@@ -303,6 +336,11 @@ def run_reproduce(args):
     steps_arg = getattr(args, "steps", None)
     if steps_arg is not None and steps_arg < 1:
         raise UsageError(f"--steps must be >= 1, got {steps_arg}")
+    if (getattr(args, "pooling", "mean") or "mean") not in POOLINGS:
+        raise UsageError(f"--pooling must be one of {POOLINGS}, got {args.pooling!r}")
+    budget_count = getattr(args, "budget", "all") or "all"
+    if budget_count not in BUDGETS:
+        raise UsageError(f"--budget must be one of {BUDGETS}, got {budget_count!r}")
     if args.negatives < 1:
         raise UsageError(f"--negatives must be >= 1, got {args.negatives}")
     wanted = None
@@ -323,7 +361,8 @@ def run_reproduce(args):
         raise UsageError(f"{data}: the simulator wrote no train_unbiased split (rebuild it)")
     interest = [f.name for f in first[1].by_role("truth") if f.name.startswith("interest_")]
     rows = experiment_rows(backbones, quick=args.quick, interest=interest,
-                           position_negatives=hp["position_negatives"])
+                           position_negatives=hp["position_negatives"],
+                           pooling=getattr(args, "pooling", "mean") or "mean")
     if args.threshold is not None:
         rows = [(n, m, dict(a, threshold=args.threshold) if a.get("mim") else a, r)
                 for n, m, a, r in rows]
@@ -363,9 +402,11 @@ def run_reproduce(args):
                     dr_lr_ratio=hp["dr_lr_ratio"], candidates=cand, pools=pools,
                     train_split=TRAIN_SPLIT.get(role, "train"), models_cache=models_cache,
                     valid=valid_sets[TRAIN_SPLIT.get(role, "train")],
-                    where=f"{row_name} {tag} seed {seed}: ")
-                if int(metrics["steps"]) != steps:
-                    raise RuntimeError(f"{row_name} took {metrics['steps']:.0f} optimizer steps, "
+                    where=f"{row_name} {tag} seed {seed}: ", count=budget_count)
+                counted = metrics["steps_c"] if budget_count == "lc" else metrics["steps"]
+                if int(counted) != steps:
+                    raise RuntimeError(f"{row_name} took {counted:.0f} optimizer steps "
+                                       f"({'L_c' if budget_count == 'lc' else 'both optimizers'}), "
                                        f"the budget is {steps}")
                 records.append({"name": row_name, "role": role, "data_seed": d or 0, "seed": seed,
                                 "metrics": metrics, "scores": scores})
@@ -383,8 +424,11 @@ def run_reproduce(args):
     how = (f"{steps_arg} optimizer steps per row" if steps_arg else
            f"{hp['epochs']} epoch(s) of Algorithm 1 = {'/'.join(map(str, budget))} optimizer steps "
            f"per row (per data seed)")
-    stopping = (f"fixed budget, checkpoint chosen on validation: {how}; an IPS/DR row's L_r "
-                f"steps (second optimizer) count, the other rows take as many L_c steps; "
+    share = ("an IPS/DR row's L_r steps (second optimizer) count, the other rows take as many "
+             "L_c steps" if budget_count == "all" else
+             "only the L_c steps count (--budget lc): an IPS/DR row takes as many L_c steps as "
+             "the other rows and its L_r passes on top")
+    stopping = (f"fixed budget, checkpoint chosen on validation: {how}; {share}; "
                 f"about 10 times per row the NDCG@10 of {VALID_ROWS} `valid` rows of the users "
                 f"the row trains on ({VALID_NEGATIVES} negatives) is measured and the best "
                 f"checkpoint's weights are scored")
@@ -415,6 +459,7 @@ def run_reproduce(args):
              f"Training: {hp}. Wall time {time.time() - t0:.0f} s.")
     extra = {"hyper_parameters": hp, "negatives": sorted(n_negs), "threshold": args.threshold,
              "steps_per_row": {str(k): v for k, v in budgets.items()}, "data": data,
+             "budget": budget_count, "pooling": getattr(args, "pooling", "mean") or "mean",
              "cross_domain_headroom": cross}
     title = f"AMID reproduction on {data}"
     names = {r[0] for r in rows}

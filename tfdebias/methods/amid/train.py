@@ -17,7 +17,7 @@ from tfdebias.methods.amid.model import AMID, build_amid
 def fit_amid(model, train_columns, schema, *, unobserved_columns=None, epochs: int = 10,
              batch_size: int = 256, learning_rate: float = 1e-3, dr_lr_ratio: float = 0.1,
              seed: int = 0, pools=None, verbose=0, callbacks=(), steps: int | None = None,
-             reuse_optimizer: bool = False, valid=None, n_checks: int = 10):
+             reuse_optimizer: bool = False, valid=None, n_checks: int = 10, count: str = "all"):
     """Train a sequential backbone, AMID or one of its variants (Algorithm 1).
 
     Per epoch: one pass of ``L_c`` (Eq. 13; the plain BCE for a backbone) over the
@@ -29,6 +29,10 @@ def fit_amid(model, train_columns, schema, *, unobserved_columns=None, epochs: i
     ``L_c`` and the ``L_r`` steps alike: the passes above repeat until exactly ``steps``
     updates were applied (the last pass cut short). So a backbone and an ``L_r`` row can
     be given the same number of updates (``tfdebias reproduce amid`` does).
+    ``count="lc"``: ``steps`` counts the ``L_c`` updates only and every pass keeps its
+    whole ``L_r`` pass on top (the last ``L_c`` pass cut short): an ``L_r`` row then gets
+    as many ``L_c`` updates as a backbone given the same ``steps``, and more updates in
+    all (``tfdebias reproduce amid --budget lc``, a diagnostic of the budget's share).
     ``reuse_optimizer``: on a model an earlier ``fit_amid`` call compiled, keep its
     optimizer(s), and so its traced train steps, with their state reset to a fresh
     optimizer's (:func:`reset_optimizer`); the caller resets the weights. A reproduce
@@ -98,21 +102,26 @@ def fit_amid(model, train_columns, schema, *, unobserved_columns=None, epochs: i
         steps = epochs * (n_c + n_r)
     if steps < 1:
         raise UsageError(f"fit_amid: steps must be >= 1, got {steps}")
+    if count not in ("all", "lc"):
+        raise UsageError(f"fit_amid: count must be 'all' or 'lc', got {count!r}")
+    lc_only = count == "lc"
+    # the updates the run will apply in all (both optimizers)
+    planned = steps + math.ceil(steps / n_c) * n_r if lc_only else steps
     history: dict[str, list] = {}
     done = {"c": 0, "r": 0}
     t0 = time.time()
     epoch = 0
     checks = {"valid_ndcg": [], "valid_steps": []}
     best = (-math.inf, None, 0)
-    every = max(1, steps // max(int(n_checks), 1))
+    every = max(1, planned // max(int(n_checks), 1))
     next_check = every
     it_c = iter(train_ds)
     it_r = iter(dr_ds) if dr else None
-    while done["c"] + done["r"] < steps:
-        n = min(n_c, steps - done["c"] - done["r"])
+    while done["c"] + done["r"] < planned:
+        n = min(n_c, steps - done["c"] if lc_only else planned - done["c"] - done["r"])
         _run(model, "c", 1, it_c, n, history)
         done["c"] += n
-        n = min(n_r, steps - done["c"] - done["r"])
+        n = min(n_r, planned - done["c"] - done["r"])
         if dr and n > 0:
             _run(model, "r", 2, it_r, n, history)
             done["r"] += n
@@ -120,7 +129,7 @@ def fit_amid(model, train_columns, schema, *, unobserved_columns=None, epochs: i
         total = done["c"] + done["r"]
         for cb in callbacks:
             cb.on_epoch_end(epoch - 1, {k: v[-1] for k, v in history.items()})
-        if valid is not None and (total >= next_check or total >= steps):
+        if valid is not None and (total >= next_check or total >= planned):
             score = validation_ndcg(model, *valid)
             checks["valid_ndcg"].append(score)
             checks["valid_steps"].append(total)
