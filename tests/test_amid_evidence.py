@@ -129,16 +129,21 @@ def _tiny_model(schema, name="sasrec", **kw):
                         bank_size=8, backbone_args={"num_blocks": 1, "hidden_units": [8]}, **kw)
 
 
+def _pass_steps(splits, bs: int = 32):
+    """``(L_c steps, L_r steps)`` of one pass of Algorithm 1 at batch size ``bs``."""
+    n = len(splits["train"]["item_id"])
+    return -(-n // bs), -(-(n + len(splits["unobserved"]["item_id"])) // bs)
+
+
 @pytest.mark.slow
 def test_every_row_takes_exactly_the_budget_counting_both_optimizers(tiny):
     import keras
 
     splits, schema = tiny
-    n = len(splits["train"]["item_id"])
     bs = 32
-    n_c = -(-n // bs)
+    n_c, n_r = _pass_steps(splits, bs)
     budget = amid.step_budget(splits, 1, bs)
-    assert budget == n_c + -(-(n + len(splits["unobserved"]["item_id"])) // bs)
+    assert budget == n_c + n_r
     for kind, kw in (("sasrec", {}), ("amid", {"mim": False, "estimator": "ips"}),
                      ("amid", {"mim": True, "estimator": "dr"})):
         keras.utils.set_random_seed(0)
@@ -392,13 +397,10 @@ def test_budget_lc_counts_the_lc_steps_and_the_default_all_steps(tmp_path, tiny_
 @pytest.mark.slow
 def test_fit_with_lc_count_keeps_whole_lr_passes_on_top(tiny):
     splits, schema = tiny
-    n = len(splits["train"]["item_id"])
-    bs = 32
-    n_c = -(-n // bs)
-    n_r = -(-(n + len(splits["unobserved"]["item_id"])) // bs)
+    n_c, n_r = _pass_steps(splits, 32)
     m = _tiny_model(schema, "amid", mim=False, estimator="ips")
     out = amid.fit_amid(m, splits["train"], schema, unobserved_columns=splits["unobserved"],
-                        steps=n_c + 3, batch_size=bs, count="lc")
+                        steps=n_c + 3, batch_size=32, count="lc")
     assert out["steps_c"] == n_c + 3 and out["steps_r"] == 2 * n_r and out["passes"] == 2
     assert out["steps"] == n_c + 3 + 2 * n_r
 
