@@ -16,21 +16,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from tfdebias import data as tdata
 from tfdebias.evaluation.metrics import ndcg_at_rank, sampled_rank
-from tfdebias.methods.amid.protocol import clear_candidates, ranking_candidates, user_groups
-from tfdebias.methods.amid.reproduce import SIMPLE_ROWS, simple_scores
+from tfdebias.methods.amid.protocol import user_groups
+from tfdebias.methods.amid.reproduce import SIMPLE_ROWS, evidence_draw, simple_scores
 
 KNN = SIMPLE_ROWS[1]  # "item-kNN (own domain)"
 FOLDS = 8
 
 
 def one_seed(seed: int) -> dict:
-    clear_candidates()
-    splits, schema = tdata.load(tdata.evidence_data("cross_domain_sequences"), data_seed=seed)
+    splits, schema, cand = evidence_draw(seed)
     test, train = splits["test"], splits["train"]
-    cand = ranking_candidates(splits, ["history_a", "history_b"], "test", n_neg=999, seed=0,
-                              n_users=schema["user_id"].vocab_size)
     in_a = np.asarray(test["domain"]) == 0
     full = ndcg_at_rank(sampled_rank(simple_scores(KNN, splits, schema, cand)), 10)
     held = full.copy()

@@ -20,11 +20,9 @@ from __future__ import annotations
 import json
 import sys
 
-from tfdebias import data as tdata
 from tfdebias.methods.amid import reproduce as R
 from tfdebias.methods.amid.data import samplers_pools
 from tfdebias.methods.amid.model import BACKBONES
-from tfdebias.methods.amid.protocol import clear_candidates, ranking_candidates
 from tfdebias.methods.amid.train import step_budget
 
 DATA_SEED = 0
@@ -35,11 +33,8 @@ LOW, HIGH = 0.02, 0.98
 def main(backbone: str, ks) -> dict:
     if backbone not in BACKBONES:
         raise SystemExit(f"mim_threshold.py: BACKBONE must be one of {list(BACKBONES)}, got {backbone!r}")
-    clear_candidates()
-    splits, schema = tdata.load(tdata.evidence_data("cross_domain_sequences"), data_seed=DATA_SEED)
+    splits, schema, cand = R.evidence_draw(DATA_SEED)
     n_users = schema["user_id"].vocab_size
-    cand = ranking_candidates(splits, ["history_a", "history_b"], "test", n_neg=999, seed=0,
-                              n_users=n_users)
     valid = R.validation_set(splits, "train", n_users)
     steps = step_budget(splits, R.QUICK["epochs"], R.DEFAULTS["batch_size"])
     found = []

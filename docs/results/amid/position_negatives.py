@@ -16,21 +16,17 @@ from __future__ import annotations
 import json
 import sys
 
-from tfdebias import data as tdata
 from tfdebias.methods.amid import reproduce as R
 from tfdebias.methods.amid.data import samplers_pools
-from tfdebias.methods.amid.protocol import clear_candidates, ranking_candidates, ranking_evidence
+from tfdebias.methods.amid.protocol import ranking_evidence
 from tfdebias.methods.amid.train import step_budget
 
 DATA_SEED = 0
 
 
 def main(ks) -> None:
-    clear_candidates()
-    splits, schema = tdata.load(tdata.evidence_data("cross_domain_sequences"), data_seed=DATA_SEED)
+    splits, schema, cand = R.evidence_draw(DATA_SEED)
     n_users = schema["user_id"].vocab_size
-    cand = ranking_candidates(splits, ["history_a", "history_b"], "test", n_neg=999, seed=0,
-                              n_users=n_users)
     knn, _ = ranking_evidence(R.simple_scores(R.SIMPLE_ROWS[1], splits, schema, cand), splits["test"])
     print(json.dumps({"row": R.SIMPLE_ROWS[1], R.HEADLINE: round(knn[R.HEADLINE], 4)}), flush=True)
     valid = R.validation_set(splits, "train", n_users)

@@ -19,7 +19,7 @@ from tfdebias.methods.amid.data import samplers_pools
 from tfdebias.methods.amid.model import BACKBONES, POOLINGS, build_amid
 from tfdebias.methods.amid.protocol import (GROUPS, clear_candidates, ranking_candidates,
                                             ranking_evidence, score_candidate_matrix)
-from tfdebias.methods.amid.train import fit_amid, step_budget
+from tfdebias.methods.amid.train import BUDGET_COUNTS, fit_amid, step_budget
 
 DISPLAY = {"gru4rec": "GRU4Rec", "sasrec": "SASRec", "bert4rec": "BERT4Rec"}
 _PLAIN = {"backbone": "{b}", "mim": False, "transfer": False, "estimator": "none"}
@@ -83,8 +83,6 @@ DEFAULTS = {"epochs": 50, "batch_size": 256, "learning_rate": 3e-3, "dr_lr_ratio
 #: ``python docs/results/amid/position_negatives.py``), the many-negatives finding of
 #: gSASRec (Petrov & Macdonald, RecSys 2023). ``--position-negatives 0`` gives the BCE.
 QUICK = {"epochs": 10}
-#: what ``--budget`` counts: every optimizer step (the tables) or the ``L_c`` steps only
-BUDGETS = ("all", "lc")
 #: validation rows (observed users') and negatives the checkpoint choice reads
 VALID_ROWS, VALID_NEGATIVES = 2000, 99
 #: a MIM row's interest groups on these many test rows give its (evaluation) group rate
@@ -97,9 +95,9 @@ def experiment_rows(backbones: Sequence[str], *, quick: bool = False, interest=(
     and the three AMID rows (the MIM rows at the backbone's :data:`MIM_THRESHOLD`); the
     cross-domain baselines and the true-propensity AMID row unless ``quick``. With several
     backbones only the first gives the floor, the skyline and the truth rows (the others'
-    floors are baselines). ``interest``: the data's
-    hidden-interest columns (no true-interest row without them); ``position_negatives``:
-    given to every AMID-model row (the sampled-softmax next-item loss; 0 = the BCE);
+    floors are baselines). ``interest``: the data's hidden-interest columns (no
+    true-interest row without them); ``position_negatives``: given to every AMID-model
+    row (the sampled-softmax next-item loss; 0 = the BCE);
     ``pooling``: given to the rows with a cross-domain input (+IPSCDR, +MIM, +AMID) unless
     it is Eq. (7)'s ``"mean"``."""
     rows = [] if quick else list(CDSR_ROWS)
@@ -125,6 +123,26 @@ def experiment_rows(backbones: Sequence[str], *, quick: bool = False, interest=(
             rows.append((name.format(B=DISPLAY[b]), model.format(b=b), args, role))
     order = {"floor": 0, "skyline": 1}
     return sorted(rows, key=lambda r: order.get(r[3], 2))  # stable: floor, skyline, the rest
+
+
+def scored_candidates(splits, schema, n_neg: int) -> np.ndarray:
+    """The candidates every row of a data seed is scored on: per test row its positive
+    (column 0) and ``n_neg`` items of its domain it never interacted with (seeded: the
+    same for every row)."""
+    n_users = schema["user_id"].vocab_size if "user_id" in schema else None
+    return ranking_candidates(splits, ["history_a", "history_b"], "test", n_neg=n_neg, seed=0,
+                              n_users=n_users)
+
+
+def evidence_draw(data_seed: int, n_neg: int = 999, data: str = "cross_domain_sequences"):
+    """``(splits, schema, candidates)``: one data seed of ``data``'s evidence scenario and
+    its :func:`scored_candidates`, as a table's rows see them (the analysis scripts under
+    ``docs/results/amid/`` start from it)."""
+    from tfdebias import data as tdata
+
+    clear_candidates()  # keyed by array id: never reuse across draws
+    splits, schema = tdata.load(tdata.evidence_data(data), data_seed=data_seed)
+    return splits, schema, scored_candidates(splits, schema, n_neg)
 
 
 def simple_scores(name: str, splits, schema, candidates) -> np.ndarray:
@@ -279,7 +297,7 @@ def _reproduce_args(p):
                         "gets the optimizer steps an IPS/DR row takes in that many epochs")
     p.add_argument("--steps", type=positive_int, default=None,
                    help="optimizer steps per row (overrides --epochs)")
-    p.add_argument("--budget", choices=BUDGETS, default="all",
+    p.add_argument("--budget", choices=BUDGET_COUNTS, default="all",
                    help="what the equal budget counts: all (default: every optimizer step, an "
                         "IPS/DR row's L_r steps included, so it gets fewer L_c steps than the "
                         "backbone) or lc (the L_c steps only, an IPS/DR row's L_r passes on top: "
@@ -338,11 +356,12 @@ def run_reproduce(args):
     steps_arg = getattr(args, "steps", None)
     if steps_arg is not None and steps_arg < 1:
         raise UsageError(f"--steps must be >= 1, got {steps_arg}")
-    if (getattr(args, "pooling", "mean") or "mean") not in POOLINGS:
-        raise UsageError(f"--pooling must be one of {POOLINGS}, got {args.pooling!r}")
+    pooling = getattr(args, "pooling", "mean") or "mean"
+    if pooling not in POOLINGS:
+        raise UsageError(f"--pooling must be one of {POOLINGS}, got {pooling!r}")
     budget_count = getattr(args, "budget", "all") or "all"
-    if budget_count not in BUDGETS:
-        raise UsageError(f"--budget must be one of {BUDGETS}, got {budget_count!r}")
+    if budget_count not in BUDGET_COUNTS:
+        raise UsageError(f"--budget must be one of {BUDGET_COUNTS}, got {budget_count!r}")
     if args.negatives < 1:
         raise UsageError(f"--negatives must be >= 1, got {args.negatives}")
     wanted = None
@@ -364,7 +383,7 @@ def run_reproduce(args):
     interest = [f.name for f in first[1].by_role("truth") if f.name.startswith("interest_")]
     rows = experiment_rows(backbones, quick=args.quick, interest=interest,
                            position_negatives=hp["position_negatives"],
-                           pooling=getattr(args, "pooling", "mean") or "mean")
+                           pooling=pooling)
     if args.threshold is not None:
         rows = [(n, m, dict(a, threshold=args.threshold) if a.get("mim") else a, r)
                 for n, m, a, r in rows]
@@ -381,8 +400,7 @@ def run_reproduce(args):
         first = None
         clear_candidates()  # keyed by array id: never reuse across draws
         n_users = schema["user_id"].vocab_size if "user_id" in schema else None
-        cand = ranking_candidates(splits, ["history_a", "history_b"], "test", n_neg=args.negatives,
-                                  seed=0, n_users=n_users)
+        cand = scored_candidates(splits, schema, args.negatives)
         n_negs.add(int(cand.shape[1] - 1))
         pools = samplers_pools(splits)
         valid_sets = {sp: validation_set(splits, sp, n_users)
@@ -463,7 +481,7 @@ def run_reproduce(args):
              f"Training: {hp}. Wall time {time.time() - t0:.0f} s.")
     extra = {"hyper_parameters": hp, "negatives": sorted(n_negs), "threshold": args.threshold,
              "steps_per_row": {str(k): v for k, v in budgets.items()}, "data": data,
-             "budget": budget_count, "pooling": getattr(args, "pooling", "mean") or "mean",
+             "budget": budget_count, "pooling": pooling,
              "cross_domain_headroom": cross}
     title = f"AMID reproduction on {data}"
     names = {r[0] for r in rows}

@@ -14,6 +14,11 @@ from tfdebias.methods.amid.data import exclude_own_items, make_dr_dataset
 from tfdebias.methods.amid.model import AMID, build_amid
 
 
+#: what ``fit_amid(steps=...)`` counts: every update of both optimizers, or the ``L_c``
+#: updates only (``tfdebias reproduce amid --budget``)
+BUDGET_COUNTS = ("all", "lc")
+
+
 def fit_amid(model, train_columns, schema, *, unobserved_columns=None, epochs: int = 10,
              batch_size: int = 256, learning_rate: float = 1e-3, dr_lr_ratio: float = 0.1,
              seed: int = 0, pools=None, verbose=0, callbacks=(), steps: int | None = None,
@@ -102,8 +107,8 @@ def fit_amid(model, train_columns, schema, *, unobserved_columns=None, epochs: i
         steps = epochs * (n_c + n_r)
     if steps < 1:
         raise UsageError(f"fit_amid: steps must be >= 1, got {steps}")
-    if count not in ("all", "lc"):
-        raise UsageError(f"fit_amid: count must be 'all' or 'lc', got {count!r}")
+    if count not in BUDGET_COUNTS:
+        raise UsageError(f"fit_amid: count must be one of {BUDGET_COUNTS}, got {count!r}")
     lc_only = count == "lc"
     # the updates the run will apply in all (both optimizers)
     planned = steps + math.ceil(steps / n_c) * n_r if lc_only else steps
