@@ -469,3 +469,54 @@ def test_balanced_pooling_gives_own_and_cross_domain_positions_half_each(data):
         np.testing.assert_allclose(m.user_representation(b).numpy(), want, rtol=1e-4, atol=1e-5)
     with pytest.raises(UsageError, match="pooling"):
         _model(schema, splits, pooling="max")
+
+
+def test_bert4rec_cloze_term_scores_each_hidden_item_from_its_own_position(data):
+    """BERT4Rec inside AMID with ``position_negatives``: the last position scores the
+    row's target on ``Mean(S*)`` and every hidden item (but the first position's, which
+    the shift drops) is scored from its own output, the item at ``t + 1`` from output
+    ``t``, against the same negatives; the loss draws the corruption itself."""
+    splits, schema = data
+    m = models.build("amid", schema, backbone="bert4rec", embedding_dim=8, mim=False,
+                     transfer=False, estimator="none", n_sampled_users=8, bank_size=16,
+                     position_negatives=3,
+                     backbone_args={"dropout": 0.0, "hidden_units": [8], "mask_prob": 0.5})
+    amid.build_amid(m, _batch(splits["test"], np.arange(4)))
+    assert m.cloze and not m.backbone.corrupt_in_encoder
+    b = _batch(splits["train"], np.arange(6))
+    negs = np.random.default_rng(2).integers(1, 20, size=(6, 3))
+    b["neg_softmax"] = tf.constant(negs)
+    dom = b["domain"].numpy()
+    own = np.where(dom[:, None] == 0, b["history_a"].numpy(), b["history_b"].numpy())
+    # the corruption: [MASK] exactly where hidden, only on real items, originals returned
+    corrupted, (original, hidden) = m._corrupt(b)
+    np.testing.assert_array_equal(original.numpy(), own)
+    hidden = hidden.numpy()
+    assert hidden.any() and not (hidden & (own == 0)).any()
+    got_own = np.where(dom[:, None] == 0, corrupted["history_a"].numpy(), corrupted["history_b"].numpy())
+    np.testing.assert_array_equal(got_own == m.backbone.mask_id, hidden)
+    # the term against a hand computation on a fixed hidden pattern
+    hide = (own > 0) & (np.arange(own.shape[1])[None] % 2 == 1)
+    s_own = m._encoded(b)[0]
+    u_all, valid, _ = m.prefix_representations(b)
+    got = float(m._position_softmax(b, u_all, valid, b["domain"], False,
+                                    cloze=(s_own, tf.constant(own), tf.constant(hide))))
+
+    def nll(u, item, r):
+        items = np.concatenate([[item], negs[r]])
+        logits = m.head(tf.repeat(tf.reshape(u, [1, 1, -1]), 4, axis=1),
+                        m.backbone.item_vectors(tf.constant(items[None]))).numpy()[0]
+        return -(logits[0] - np.log(np.exp(logits).sum()))
+
+    per_dom = {0: [], 1: []}
+    for r in range(6):
+        per_dom[int(dom[r])].append(nll(u_all[r, -1], b["item_id"].numpy()[r], r))
+        for j in range(1, own.shape[1]):
+            if hide[r, j]:
+                per_dom[int(dom[r])].append(nll(s_own[r, j - 1], own[r, j], r))
+    want = np.mean([np.mean(v) for v in per_dom.values() if v])
+    assert got == pytest.approx(want, rel=1e-4)
+    # without Cloze (the last position alone) it is another number
+    alone = float(m._position_softmax(b, u_all, valid, b["domain"], False))
+    assert alone != pytest.approx(got)
+    assert np.isfinite(float(m.loss_terms(b, phase=1, training=True)["recommendation"]))

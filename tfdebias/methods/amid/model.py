@@ -213,11 +213,13 @@ class AMID(Backbone):
       position_loss: ``L_c``'s recommendation term at every position of the target
         history (next-item prediction from each prefix) instead of the row's target only;
         applies to the causal backbones (SASRec, GRU4Rec), BERT4Rec always uses the last.
-      position_negatives: with ``position_loss``, ``K >= 1`` makes that term a sampled
-        softmax: the cross-entropy of the next item against ``K`` negatives of the row's
-        domain (drawn per row, shared by its positions, never an item of its sequence)
-        instead of the BCE against one negative per position; ``0`` keeps the BCE. The
-        terms the estimators read (``e`` of Eq. 9-15, on the row's target pair) stay BCE.
+      position_negatives: ``K >= 1`` makes that term a sampled softmax: the
+        cross-entropy of the next item against ``K`` negatives of the row's domain (drawn
+        per row, shared by its positions, never an item of its sequence) instead of the
+        BCE against one negative; ``0`` keeps the BCE. With ``position_loss`` every
+        position is scored, else (BERT4Rec) the last one, whose next item is the row's
+        target. The terms the estimators read (``e`` of Eq. 9-15, on the row's target
+        pair) stay BCE.
       pooling: ``"mean"`` (Eq. 7: ``Mean`` over every real position of ``S*``, the user's
         own items and the covered message positions alike) or ``"balanced"`` (a
         deviation, for rows with a cross-domain input: the mean of her own positions and
@@ -274,7 +276,14 @@ class AMID(Backbone):
         # prefix (every-position) loss only where position t's output never saw t + 1
         self.position_loss = bool(position_loss) and getattr(self.backbone, "causal", True)
         self.dot_head = bool(dot_head)
-        self.position_negatives = int(position_negatives) if self.position_loss else 0
+        self.position_negatives = int(position_negatives)
+        # BERT4Rec's Cloze objective joins the sampled softmax: the loss corrupts the
+        # histories itself, so it knows which items to predict (decision 16)
+        self.cloze = (self.position_negatives > 0 and not self.position_loss
+                      and hasattr(self.backbone, "corrupt")
+                      and getattr(self.backbone, "mask_prob", 0.0) > 0)
+        if self.cloze:
+            self.backbone.corrupt_in_encoder = False
         self.pooling = pooling
         self.remember(backbone=backbone, backbone_args=backbone_args, mim=self.mim,
                       estimator=estimator, n_sampled_users=self.n_sampled_users,
@@ -364,12 +373,13 @@ class AMID(Backbone):
             m = tf.concat([m, tf.ones_like(m[:, :1])], 1)
         return s, m, rate
 
-    def prefix_representations(self, features, training=False):
+    def prefix_representations(self, features, training=False, encoded=None):
         """``(u (B, T, d), valid (B, T), rate)``: ``Mean(S*)`` of Eq. (7) after each
         position ``t`` of the target history (its items ``<= t``, the messages grouped on
         them), ``valid`` where the user has at least one item or message to be read.
-        ``u[:, -1]`` is :meth:`user_representation`."""
-        s_i, m_i, s_o, m_o, other = self._encoded(features, training=training)
+        ``u[:, -1]`` is :meth:`user_representation`. ``encoded``: :meth:`_encoded`'s
+        output when the caller already has it."""
+        s_i, m_i, s_o, m_o, other = encoded or self._encoded(features, training=training)
         mf = tf.cast(m_i, s_i.dtype)
         own_sum = tf.cumsum(s_i * mf[..., None], axis=1)
         own_cnt = tf.cumsum(mf, axis=1)
@@ -467,7 +477,12 @@ class AMID(Backbone):
             alt = neg if "neg_item_id_2" not in features else tf.reshape(
                 tf.cast(features["neg_item_id_2"], tf.int64), [-1])
             pos = tf.where(o > 0, pos, alt)
-        u_all, valid, rate = self.prefix_representations(features, training=training)
+        cloze = None
+        if training and self.cloze:
+            features, cloze = self._corrupt(features)
+        encoded = self._encoded(features, training=training)
+        u_all, valid, rate = self.prefix_representations(features, training=training,
+                                                         encoded=encoded)
         u = u_all[:, -1]
         items = tf.stack([pos, neg], axis=1)
         v = bb.item_vectors(items)
@@ -487,7 +502,9 @@ class AMID(Backbone):
         terms = {"group_rate": rate, "bce": tf.reduce_mean(e)}
         if phase == 1:
             if self.position_negatives and "neg_softmax" in features:
-                rec = self._position_softmax(features, u_all, valid, dom, training)
+                if cloze is not None:
+                    cloze = (encoded[0],) + cloze
+                rec = self._position_softmax(features, u_all, valid, dom, training, cloze)
             elif self.position_loss and "neg_positions" in features:
                 rec = self._position_bce(features, u_all, valid, dom, training)
             else:
@@ -530,18 +547,49 @@ class AMID(Backbone):
         present = tf.cast(counts > 0, tf.float32)
         return 0.5 * tf.reduce_sum(sums / tf.maximum(counts, 1.0)) / tf.maximum(tf.reduce_sum(present), 1.0)
 
-    def _position_softmax(self, features, u_all, valid, dom, training):
-        """``1/|Z| sum_Z`` (mean over the domain's real positions) of the sampled-softmax
-        next-item loss of every prefix: ``-log softmax`` of the next item among itself and
-        the row's ``neg_softmax`` (B, K) negatives (``position_negatives``). Only the real
-        positions are scored (about 40 % of them on ``open_world``)."""
+    def _corrupt(self, features):
+        """BERT4Rec's Cloze corruption of both histories (:meth:`BERT4Rec.corrupt`):
+        ``(features with [MASK] at the hidden positions, (original target-domain history
+        (B, T), hidden (B, T)))``."""
+        bb = self.backbone
+        out, originals, hidden = dict(features), [], []
+        for name in bb.histories:
+            originals.append(tf.cast(features[name], tf.int64))
+            out[name], hide = bb.corrupt(features[name])
+            hidden.append(hide)
+        dom = bb.target_domain(features)
+        return out, (bb.select(originals, dom), bb.select(hidden, dom))
+
+    def _position_softmax(self, features, u_all, valid, dom, training, cloze=None):
+        """``1/|Z| sum_Z`` (mean over the domain's scored positions) of the sampled-softmax
+        next-item loss: ``-log softmax`` of the next item among itself and the row's
+        ``neg_softmax`` (B, K) negatives (``position_negatives``). With ``position_loss``
+        every real prefix is scored (about 40 % of the positions on ``open_world``);
+        without it (BERT4Rec, whose outputs see every position) only the last, whose next
+        item is the row's target. ``cloze = (own outputs (B, T, d), original own history
+        (B, T), hidden (B, T))`` adds BERT4Rec's Cloze term: every hidden item is scored
+        from its own position's output (the encoder input is shifted left by one, so
+        output ``t`` holds the history's position ``t + 1``) against the same negatives."""
         bb = self.backbone
         nxt = self.next_items(features)  # (B, T)
         negs = tf.cast(features["neg_softmax"], tf.int64)  # (B, K)
-        at = tf.where((nxt > 0) & valid)  # (N, 2): (row, position) of every real position
+        scored = (nxt > 0) & valid
+        if not self.position_loss:
+            t = tf.shape(nxt)[1]
+            scored &= tf.range(t)[None, :] == t - 1
+        at = tf.where(scored)  # (N, 2): (row, position) of every scored position
         rows = at[:, 0]
         u = tf.gather_nd(u_all, at)  # (N, d)
-        pos = self.head(u, bb.item_vectors(tf.gather_nd(nxt, at)), training=training)  # (N,)
+        items = tf.gather_nd(nxt, at)
+        if cloze is not None:
+            s_own, original, hidden = cloze
+            if self.mim:
+                s_own = self.mim_module.w_f(s_own)  # the space Mean(S*) lives in
+            at_c = tf.where(hidden[:, 1:])  # the shift drops position 0: it is never read
+            rows = tf.concat([rows, at_c[:, 0]], 0)
+            u = tf.concat([u, tf.gather_nd(s_own, at_c)], 0)
+            items = tf.concat([items, tf.gather_nd(original[:, 1:], at_c)], 0)
+        pos = self.head(u, bb.item_vectors(items), training=training)  # (N,)
         neg = self.pair_head(u, bb.item_vectors(negs), rows, training=training)  # (N, K)
         logits = tf.concat([pos[:, None], neg], axis=1)  # the next item at column 0
         e = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.zeros_like(rows, tf.int32), logits)
