@@ -104,6 +104,8 @@ def test_numpy_checks_show_the_headrooms():
                                 "item-kNN on train_unbiased"}
     z = out["target_log_pop_z"]
     assert z["train"] > z["train_unbiased"] > z["unobserved"]
+    # the overlapping users (always observed) hold most of train's next-item positions
+    assert 0.1 < out["train_positions_non_overlapping"] < 0.5
     with pytest.raises(Exception, match="open_world"):
         cds.numpy_checks("small")
 
