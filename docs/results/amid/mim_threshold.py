@@ -10,9 +10,12 @@ rows with ``--quick`` (the quick budget's optimizer steps, lr 3e-3, batch 256, 3
 negatives, checkpoint chosen on 2,000 validation rows). Prints one JSON line per row and
 ``k``: the group rate on the first 1,024 validation rows (``valid/group_rate``; 0 or 1
 means the groups collapsed, a run there fails), the kept checkpoint's validation NDCG@10
-and, for information only, ``test/A/ndcg@10``; then the ``k`` chosen: among the ``k``
-where both rows' validation group rates lie strictly between 0.02 and 0.98, the best
-sum of the two rows' validation NDCG@10. Test rows never take part in the choice.
+and, for information only, ``test/A/ndcg@10``; then two choices among the ``k`` where
+both rows' validation group rates lie strictly between 0.02 and 0.98: the best sum of
+the two rows' validation NDCG@10, and the safest (the rates farthest from 0 and 1; a
+collapsed group fails a run). Test rows never take part in the choice.
+
+    python docs/results/amid/mim_threshold.py --choose FILE.jsonl   # the choices again, from a saved output
 """
 
 from __future__ import annotations
@@ -57,17 +60,35 @@ def main(backbone: str, ks) -> dict:
                 "steps": int(m["steps"])}
         found.append(line)
         print(json.dumps(line), flush=True)
+    choice = dict(backbone=backbone, **choose(found))
+    print(json.dumps(choice), flush=True)
+    return choice
+
+
+def choose(found) -> dict:
+    """Two choices among the ``k`` where both rows' validation group rates lie inside
+    (LOW, HIGH): ``best_validation`` (the best sum of their validation NDCG@10) and
+    ``safest`` (the largest margin ``min(rate, 1 - rate)`` of the two rows, i.e. the
+    farthest from a collapse, which fails a run)."""
     by_k: dict = {}
     for f in found:
         by_k.setdefault(f["threshold"], []).append(f)
-    ok = {k: sum(f["valid/ndcg@10"] for f in fs) for k, fs in by_k.items()
-          if all(LOW < f["valid/group_rate"] < HIGH for f in fs)}
-    choice = {"backbone": backbone, "chosen_threshold": max(ok, key=ok.get) if ok else None}
-    print(json.dumps(choice), flush=True)
-    return choice
+    ok = {k: fs for k, fs in by_k.items() if all(LOW < f["valid/group_rate"] < HIGH for f in fs)}
+    score = {k: sum(f["valid/ndcg@10"] for f in fs) for k, fs in ok.items()}
+    margin = {k: min(min(f["valid/group_rate"], 1 - f["valid/group_rate"]) for f in fs)
+              for k, fs in ok.items()}
+    return {"best_validation": max(score, key=score.get) if ok else None,
+            "safest": max(margin, key=margin.get) if ok else None}
 
 
 if __name__ == "__main__":
     if len(sys.argv) < 2:
         raise SystemExit(__doc__)
-    main(sys.argv[1], [float(x) for x in sys.argv[2:]] or [0.3, 0.5, 0.7, 0.8, 0.9])
+    if sys.argv[1] == "--choose":  # the choice again, from a saved output (no training)
+        if len(sys.argv) != 3:
+            raise SystemExit("usage: mim_threshold.py --choose FILE.jsonl")
+        with open(sys.argv[2]) as fh:
+            rows = [json.loads(x) for x in fh if '"row"' in x]
+        print(json.dumps(choose(rows)))
+    else:
+        main(sys.argv[1], [float(x) for x in sys.argv[2:]] or [0.3, 0.5, 0.7, 0.8, 0.9])
