@@ -5,7 +5,7 @@ Workload: the ``cross_domain_sequences`` simulator generated in memory (no TFDS 
 32, the default AMID (N = 64 sampled users per domain since the December 2026 revision, N = 16
 before; DR estimator; the batches carry no ``neg_positions``, so ``L_c`` is timed with
 the row-target loss, not the every-position one ``tfdebias reproduce amid`` trains
-with). ``throughput.json`` in ``docs/results/amid/`` was measured with N = 16. Measured, each in
+with). ``throughput.json`` in ``docs/results/amid/`` was measured with N = 64. Measured, each in
 the same process after a warm-up (the trace is not timed):
 
 * ``backbone_rows_per_s``: training rows/s of the backbone alone (its train step);
