@@ -19,7 +19,7 @@ the same process after a warm-up (the trace is not timed):
   256 users), for the backbone and for AMID.
 
 Usage: ``python benchmarks/amid_throughput.py [--backbone sasrec] [--config small]
-[--steps 20] [--repeats 3]``. The last stdout line is one JSON object.
+[--steps 20] [--repeats 3] [--n-sampled-users N]``. The last stdout line is one JSON object.
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--eval-users", type=int, default=1024)
+    ap.add_argument("--n-sampled-users", type=int, default=None,
+                    help="N of MIM (default: the AMID model's, 64)")
     add_cpu_threads_argument(ap)
     args = ap.parse_args(argv)
     from tfdebias.training.threads import configure_cpu_threads
@@ -77,7 +79,8 @@ def main(argv=None):
 
     keras.utils.set_random_seed(0)
     bb = models.build(args.backbone, schema, embedding_dim=32)
-    am = models.build("amid", schema, backbone=args.backbone, embedding_dim=32)
+    extra = {} if args.n_sampled_users is None else {"n_sampled_users": args.n_sampled_users}
+    am = models.build("amid", schema, backbone=args.backbone, embedding_dim=32, **extra)
     for m in (bb, am):
         amid.build_amid(m, train_b[0][0])
         m.compile(optimizer=keras.optimizers.Adam(1e-3))
@@ -131,6 +134,7 @@ def main(argv=None):
     result = {
         "benchmark": "amid_throughput", "backbone": args.backbone, "config": args.config,
         "batch_size": bs, "steps": args.steps, "repeats": args.repeats,
+        "n_sampled_users": am.n_sampled_users,
         "backbone_rows_per_s": round(med["backbone"], 1),
         "amid_lc_rows_per_s": round(med["amid_lc"], 1),
         "amid_lr_rows_per_s": round(med["amid_lr"], 1),
