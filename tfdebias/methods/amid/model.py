@@ -477,11 +477,11 @@ class AMID(Backbone):
             alt = neg if "neg_item_id_2" not in features else tf.reshape(
                 tf.cast(features["neg_item_id_2"], tf.int64), [-1])
             pos = tf.where(o > 0, pos, alt)
-        cloze = None
+        read, hidden = features, None  # what the encoders read: corrupted for the Cloze term
         if training and self.cloze:
-            features, cloze = self._corrupt(features)
-        encoded = self._encoded(features, training=training)
-        u_all, valid, rate = self.prefix_representations(features, training=training,
+            read, hidden = self._corrupt(features)
+        encoded = self._encoded(read, training=training)
+        u_all, valid, rate = self.prefix_representations(read, training=training,
                                                          encoded=encoded)
         u = u_all[:, -1]
         items = tf.stack([pos, neg], axis=1)
@@ -502,8 +502,7 @@ class AMID(Backbone):
         terms = {"group_rate": rate, "bce": tf.reduce_mean(e)}
         if phase == 1:
             if self.position_negatives and "neg_softmax" in features:
-                if cloze is not None:
-                    cloze = (encoded[0],) + cloze
+                cloze = None if hidden is None else (encoded[0], hidden)
                 rec = self._position_softmax(features, u_all, valid, dom, training, cloze)
             elif self.position_loss and "neg_positions" in features:
                 rec = self._position_bce(features, u_all, valid, dom, training)
@@ -549,16 +548,14 @@ class AMID(Backbone):
 
     def _corrupt(self, features):
         """BERT4Rec's Cloze corruption of both histories (:meth:`BERT4Rec.corrupt`):
-        ``(features with [MASK] at the hidden positions, (original target-domain history
-        (B, T), hidden (B, T)))``."""
+        ``(a copy of features with [MASK] at the hidden positions, hidden (B, T) of the
+        target-domain history)``; ``features`` is left as it was."""
         bb = self.backbone
-        out, originals, hidden = dict(features), [], []
+        out, hidden = dict(features), []
         for name in bb.histories:
-            originals.append(tf.cast(features[name], tf.int64))
             out[name], hide = bb.corrupt(features[name])
             hidden.append(hide)
-        dom = bb.target_domain(features)
-        return out, (bb.select(originals, dom), bb.select(hidden, dom))
+        return out, bb.select(hidden, bb.target_domain(features))
 
     def _position_softmax(self, features, u_all, valid, dom, training, cloze=None):
         """``1/|Z| sum_Z`` (mean over the domain's scored positions) of the sampled-softmax
@@ -566,10 +563,11 @@ class AMID(Backbone):
         ``neg_softmax`` (B, K) negatives (``position_negatives``). With ``position_loss``
         every real prefix is scored (about 40 % of the positions on ``open_world``);
         without it (BERT4Rec, whose outputs see every position) only the last, whose next
-        item is the row's target. ``cloze = (own outputs (B, T, d), original own history
-        (B, T), hidden (B, T))`` adds BERT4Rec's Cloze term: every hidden item is scored
-        from its own position's output (the encoder input is shifted left by one, so
-        output ``t`` holds the history's position ``t + 1``) against the same negatives."""
+        item is the row's target. ``cloze = (own outputs (B, T, d), hidden (B, T))`` adds
+        BERT4Rec's Cloze term: every hidden item is scored from its own position's output
+        against the same negatives. The encoder input is shifted left by one, so output
+        ``t`` holds the history's position ``t + 1``, the item :meth:`next_items` gives at
+        ``t`` (``features`` are the uncorrupted ones)."""
         bb = self.backbone
         nxt = self.next_items(features)  # (B, T)
         negs = tf.cast(features["neg_softmax"], tf.int64)  # (B, K)
@@ -582,13 +580,13 @@ class AMID(Backbone):
         u = tf.gather_nd(u_all, at)  # (N, d)
         items = tf.gather_nd(nxt, at)
         if cloze is not None:
-            s_own, original, hidden = cloze
+            s_own, hidden = cloze
             if self.mim:
                 s_own = self.mim_module.w_f(s_own)  # the space Mean(S*) lives in
             at_c = tf.where(hidden[:, 1:])  # the shift drops position 0: it is never read
             rows = tf.concat([rows, at_c[:, 0]], 0)
             u = tf.concat([u, tf.gather_nd(s_own, at_c)], 0)
-            items = tf.concat([items, tf.gather_nd(original[:, 1:], at_c)], 0)
+            items = tf.concat([items, tf.gather_nd(nxt, at_c)], 0)  # position t + 1's item
         pos = self.head(u, bb.item_vectors(items), training=training)  # (N,)
         neg = self.pair_head(u, bb.item_vectors(negs), rows, training=training)  # (N, K)
         logits = tf.concat([pos[:, None], neg], axis=1)  # the next item at column 0
