@@ -568,12 +568,14 @@ def numpy_checks(config: str = "open_world", seed: int = 0, k: int = 10) -> dict
     lp = np.concatenate([np.log(x) for x in lat["pop"]])
     out["target_log_pop_z"] = {s_: round(float(((log_pop[sp[s_]["item_id"]] - lp.mean()) / lp.std()).mean()), 3)
                                for s_ in ("train", "unobserved", "train_unbiased")}
-    n_valid = np.where(sp["valid"]["domain"] == 0, (sp["valid"]["history_a"] > 0).sum(1),
-                       (sp["valid"]["history_b"] > 0).sum(1))
-    out["valid_rows_with_1_to_3_own_items"] = round(float((n_valid <= 3).mean()), 3)
+    def own_items(cols):  # items in each row's target-domain history
+        return np.where(cols["domain"] == 0, (cols["history_a"] > 0).sum(1),
+                        (cols["history_b"] > 0).sum(1))
+
+    out["valid_rows_with_1_to_3_own_items"] = round(float((own_items(sp["valid"]) <= 3).mean()), 3)
     out["overlapping_test_rows"] = round(float(overlap.mean()), 3)
-    tr = sp["train"]  # next-item positions of a train row: its own-domain history + its target
-    n_pos = np.where(tr["domain"] == 0, (tr["history_a"] > 0).sum(1), (tr["history_b"] > 0).sum(1)) + 1
+    tr = sp["train"]
+    n_pos = own_items(tr) + 1  # next-item positions of a train row: its history + its target
     out["train_positions_non_overlapping"] = round(float(n_pos[tr["overlap"] == 0].sum() / n_pos.sum()), 3)
     out["rows"] = {s_: int(len(c_["item_id"])) for s_, c_ in sp.items()}
     return out
