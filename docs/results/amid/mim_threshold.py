@@ -20,8 +20,8 @@ collapsed group fails a run). Test rows never take part in the choice.
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 
 from tfdebias.methods.amid import reproduce as R
 from tfdebias.methods.amid.data import samplers_pools
@@ -34,8 +34,6 @@ LOW, HIGH = 0.02, 0.98
 
 
 def main(backbone: str, ks) -> dict:
-    if backbone not in BACKBONES:
-        raise SystemExit(f"mim_threshold.py: BACKBONE must be one of {list(BACKBONES)}, got {backbone!r}")
     splits, schema, cand = R.evidence_draw(DATA_SEED)
     n_users = schema["user_id"].vocab_size
     valid = R.validation_set(splits, "train", n_users)
@@ -82,13 +80,17 @@ def choose(found) -> dict:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2:
-        raise SystemExit(__doc__)
-    if sys.argv[1] == "--choose":  # the choice again, from a saved output (no training)
-        if len(sys.argv) != 3:
-            raise SystemExit("usage: mim_threshold.py --choose FILE.jsonl")
-        with open(sys.argv[2]) as fh:
-            rows = [json.loads(x) for x in fh if '"row"' in x]
-        print(json.dumps(choose(rows)))
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("backbone", nargs="?", choices=list(BACKBONES))
+    ap.add_argument("k", type=float, nargs="*", default=[0.3, 0.5, 0.7, 0.8, 0.9],
+                    help="thresholds to train at")
+    ap.add_argument("--choose", metavar="FILE.jsonl",
+                    help="print the two choices again from a saved output (no training)")
+    args = ap.parse_args()
+    if args.choose:
+        with open(args.choose) as fh:
+            print(json.dumps(choose([json.loads(x) for x in fh if '"row"' in x])))
+    elif args.backbone is None:
+        ap.error("give a BACKBONE to train, or --choose FILE.jsonl")
     else:
-        main(sys.argv[1], [float(x) for x in sys.argv[2:]] or [0.3, 0.5, 0.7, 0.8, 0.9])
+        main(args.backbone, args.k)

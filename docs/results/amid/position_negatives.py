@@ -19,8 +19,8 @@ validation NDCG@10 of the kept checkpoint, its step and the training seconds.
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 
 from tfdebias.methods.amid import reproduce as R
 from tfdebias.methods.amid.data import samplers_pools
@@ -58,10 +58,9 @@ def main(ks, backbone: str = "sasrec") -> None:
 
 
 if __name__ == "__main__":
-    argv = sys.argv[1:]
-    name = "sasrec"
-    if argv[:1] == ["--backbone"]:
-        if len(argv) < 2 or argv[1] not in R.DISPLAY:
-            sys.exit(f"--backbone expects one of {', '.join(R.DISPLAY)}")
-        name, argv = argv[1], argv[2:]
-    main([int(x) for x in argv] or [0, 32, 128], backbone=name)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--backbone", choices=list(R.DISPLAY), default="sasrec")
+    ap.add_argument("k", type=int, nargs="*", default=[0, 32, 128],
+                    help="negatives of the next-item loss, one variant each (0: the BCE)")
+    args = ap.parse_args()
+    main(args.k, backbone=args.backbone)
