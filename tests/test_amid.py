@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 from tfdebias import models
+from tfdebias.errors import UsageError
 from tfdebias.datasets.synthetic import cross_domain_sequences as cds
 from tfdebias.methods import amid
 
@@ -114,6 +115,47 @@ def test_threshold_controls_the_groups(data):
     np.testing.assert_array_equal(mask.numpy()[:, t:], other > 0)
 
 
+def test_group_size_groups_each_row_with_its_n_most_similar_sampled_users(data):
+    """The top-n grouping (a per-row k): exactly n of the N sampled users, the n with the
+    largest a', along the users' axis of either layout (B, N) or (B, N, T); a row with no
+    real position groups with nobody; W1 and W2 still get a gradient."""
+    splits, schema = data
+    n, big_n = 3, 8
+    m = _model(schema, splits, group_size=n, n_sampled_users=big_n)
+    mim = m.mim_module
+    rng = np.random.default_rng(0)
+    a_raw = rng.uniform(-1, 1, (5, big_n)).astype(np.float32)
+    a_raw[4] = -2e9  # no real position
+    a = mim.group(tf.constant(a_raw)).numpy()
+    top = np.argsort(-a_raw[:4], axis=1)[:, :n]
+    want = np.zeros((4, big_n), np.float32)
+    np.put_along_axis(want, top, 1.0, axis=1)
+    np.testing.assert_allclose(a[:4], want, atol=1e-6)  # 1 + soft - soft: exact to rounding
+    assert not a[4].any()
+    tied = np.array([[0.5, 0.9, 0.5, 0.5, 0.1, 0.5, 0.2, 0.5]], np.float32)
+    np.testing.assert_allclose(mim.group(tf.constant(tied)).numpy(),
+                               [[1, 1, 1, 0, 0, 0, 0, 0]], atol=1e-6)  # ties in bank order
+    pre = rng.uniform(-1, 1, (4, big_n, 6)).astype(np.float32)  # (b, N, T) of prefix_messages
+    got = mim.group(tf.constant(pre), axis=1).numpy()
+    np.testing.assert_allclose(got.sum(axis=1), n, atol=1e-5)
+    np.testing.assert_allclose(got, (pre >= np.sort(pre, axis=1)[:, -n][:, None, :]).astype(np.float32),
+                               atol=1e-6)
+    # in the model: every row groups with n of the N (the bank has no empty history)
+    b = _batch(splits["test"], np.arange(12))
+    assert float(m.enhanced_sequence(b)[2]) == pytest.approx(n / big_n)
+    assert float(m.prefix_representations(b)[2]) == pytest.approx(n / big_n)
+    with tf.GradientTape() as tape:
+        u = m.user_representation(b)
+        loss = tf.reduce_sum(u * u)
+    g = tape.gradient(loss, [mim.w1.kernel, mim.w2.kernel])
+    assert all(x is not None and float(tf.reduce_max(tf.abs(x))) > 0 for x in g)
+    clone = type(m).from_config(m.get_config())  # the grouping is part of the config
+    assert clone.mim_module.group_size == n
+    for bad in (-1, big_n):
+        with pytest.raises(UsageError, match="group_size"):
+            _model(schema, splits, group_size=bad, n_sampled_users=big_n)
+
+
 def test_own_other_domain_message_always_reaches_her(data):
     """Sec. 4.1: the user's own other-domain sequence is propagated whenever she has one,
     whatever the threshold (only the N sampled users are grouped)."""
@@ -122,8 +164,8 @@ def test_own_other_domain_message_always_reaches_her(data):
     rows = np.flatnonzero(test["overlap"] == 1)[:6]
     assert len(rows) == 6
     b = _batch(test, rows)
-    for k in (1e6, -1e6, 0.3):
-        m = _model(schema, splits, threshold=k)
+    for k, n in ((1e6, 0), (-1e6, 0), (0.3, 0), (0.3, 1)):
+        m = _model(schema, splits, threshold=k, group_size=n)
         u = m.user_representation(b).numpy()
         changed = dict(b)
         for name in ("history_a", "history_b"):  # change her other-domain items only

@@ -357,18 +357,32 @@ def test_reproduce_full_row_set_adds_the_cross_domain_baselines():
     assert tdata.evidence_data("cross_domain_sequences/small") == "cross_domain_sequences/small"
 
 
-def test_each_backbone_s_mim_rows_get_its_threshold_unless_one_is_given(tmp_path, tiny_draws,
-                                                                         monkeypatch):
+def test_each_backbone_s_mim_rows_get_its_grouping_unless_one_is_given(tmp_path, tiny_draws,
+                                                                        monkeypatch):
+    grouping = amid.reproduce.MIM_GROUPING
     rows = amid.experiment_rows(["sasrec", "gru4rec", "bert4rec"], quick=True)
-    got = {r[0]: r[2].get("threshold") for r in rows if r[2].get("mim")}
-    assert got == {f"{amid.reproduce.DISPLAY[b]} + {x}": amid.reproduce.MIM_THRESHOLD[b]
+    got = {r[0]: {k: r[2][k] for k in ("threshold", "group_size") if k in r[2]}
+           for r in rows if r[2].get("mim")}
+    assert got == {f"{amid.reproduce.DISPLAY[b]} + {x}": grouping[b]
                    for b in ("sasrec", "gru4rec", "bert4rec") for x in ("MIM", "AMID")}
-    assert amid.reproduce.MIM_THRESHOLD["bert4rec"] != amid.reproduce.MIM_THRESHOLD["sasrec"]
-    assert all("threshold" not in r[2] for r in rows if not r[2].get("mim"))
+    assert grouping["sasrec"] == {"threshold": 0.3} and "group_size" in grouping["bert4rec"]
+    assert all("threshold" not in r[2] and "group_size" not in r[2]
+               for r in rows if not r[2].get("mim"))
     calls = []
     monkeypatch.setattr(amid.reproduce, "run_row", _fake_run_row(calls))
     amid.run_reproduce(_args(tmp_path / "t", data_seeds=1, backbone="bert4rec", threshold=0.55))
-    assert {a["threshold"] for _, a, _, _ in calls if a.get("mim")} == {0.55}
+    mim_args = [a for _, a, _, _ in calls if a.get("mim")]
+    assert mim_args and all(a["threshold"] == 0.55 and a["group_size"] == 0 for a in mim_args)
+    calls.clear()
+    out = amid.run_reproduce(_args(tmp_path / "g", data_seeds=1, group_size=5))
+    mim_args = [a for _, a, _, _ in calls if a.get("mim")]
+    assert mim_args and all(a["group_size"] == 5 and "threshold" not in a for a in mim_args)
+    assert json.loads((out / "results.json").read_text())["group_size"] == 5
+    for bad, match in ((dict(group_size=64), "--group-size"),
+                       (dict(group_size=4, threshold=0.3), "not both")):
+        with pytest.raises(UsageError, match=match):
+            amid.run_reproduce(_args(tmp_path / "bad", data_seeds=1, **bad))
+    assert not (tmp_path / "bad").exists()
 
 
 def test_budget_lc_counts_the_lc_steps_and_the_default_all_steps(tmp_path, tiny_draws, monkeypatch):

@@ -13,11 +13,13 @@ PARAMS = dict(n_users=200, n_items_a=40, n_items_b=30, dim=8, max_len=8)
 
 
 @pytest.mark.slow
-def test_export_next_item_scores_and_top_k(tmp_path):
+@pytest.mark.parametrize("backbone,group_size", [("sasrec", 0), ("bert4rec", 2)])
+def test_export_next_item_scores_and_top_k(tmp_path, backbone, group_size):
+    """Both groupings of MIM serve: the threshold (SASRec) and the top-n (BERT4Rec's)."""
     splits, schema = cds.simulate(PARAMS), cds.schema(PARAMS)
     b = {k: tf.constant(v[:5]) for k, v in splits["test"].items()}
-    m = models.build("amid", schema, backbone="sasrec", embedding_dim=8, n_sampled_users=4,
-                     bank_size=8, backbone_args={"num_blocks": 1})
+    m = models.build("amid", schema, backbone=backbone, embedding_dim=8, n_sampled_users=4,
+                     bank_size=8, backbone_args={"num_blocks": 1}, group_size=group_size)
     amid.build_amid(m, b)
     m.set_user_bank(splits["train"])
     path = export_saved_model(m, schema, tmp_path / "sm")

@@ -3,6 +3,7 @@
 NDCG@10.
 
     python docs/results/amid/mim_threshold.py BACKBONE [K ...]   # default K: 0.3 0.5 0.7 0.8 0.9
+    python docs/results/amid/mim_threshold.py BACKBONE --group-size N [N ...]   # top-n grouping
 
 On ``cross_domain_sequences/open_world``, data seed 0 (the evidence table's first draw),
 each ``k`` trains ``<BACKBONE> + MIM`` and ``<BACKBONE> + AMID`` exactly as the table's
@@ -14,6 +15,10 @@ and, for information only, ``test/A/ndcg@10``; then two choices among the ``k`` 
 both rows' validation group rates lie strictly between 0.02 and 0.98: the best sum of
 the two rows' validation NDCG@10, and the safest (the rates farthest from 0 and 1; a
 collapsed group fails a run). Test rows never take part in the choice.
+
+With ``--group-size`` the grid is the group size ``n`` of the top-n grouping instead
+(each row groups with her ``n`` most similar of the N sampled users; the rate is ``n / N``
+by construction, so nothing collapses and the choice is the best validation NDCG@10).
 
     python docs/results/amid/mim_threshold.py --choose FILE.jsonl   # the choices again, from a saved output
 """
@@ -33,14 +38,15 @@ DATA_SEED = 0
 LOW, HIGH = 0.02, 0.98
 
 
-def main(backbone: str, ks) -> dict:
+def main(backbone: str, ks, group_sizes=()) -> dict:
     splits, schema, cand = R.evidence_draw(DATA_SEED)
     n_users = schema["user_id"].vocab_size
     valid = R.validation_set(splits, "train", n_users)
     steps = step_budget(splits, R.QUICK["epochs"], R.DEFAULTS["batch_size"])
     found = []
-    for k, (row, estimator) in ((k, r) for k in ks for r in (("MIM", "none"), ("AMID", "dr"))):
-        args = {"backbone": backbone, "mim": True, "estimator": estimator, "threshold": float(k),
+    grid = [("group_size", int(n)) for n in group_sizes] or [("threshold", float(k)) for k in ks]
+    for (key, k), (row, estimator) in ((g, r) for g in grid for r in (("MIM", "none"), ("AMID", "dr"))):
+        args = {"backbone": backbone, "mim": True, "estimator": estimator, key: k,
                 "position_negatives": R.DEFAULTS["position_negatives"]}
         cache: dict = {}
         m, _ = R.run_row("amid", args, splits, schema, seed=0,
@@ -50,7 +56,7 @@ def main(backbone: str, ks) -> dict:
                          pools=samplers_pools(splits), valid=valid, models_cache=cache,
                          check_rate=False)
         model = next(iter(cache.values()))[0]  # the trained row (its kept checkpoint)
-        line = {"row": f"{R.DISPLAY[backbone]} + {row}", "threshold": float(k),
+        line = {"row": f"{R.DISPLAY[backbone]} + {row}", key: k,
                 "valid/group_rate": round(R.group_rate(model, valid[0]), 4),
                 "valid/ndcg@10": round(m["valid/ndcg@10"], 4),
                 "test/group_rate": round(m["group_rate"], 4),
@@ -70,7 +76,7 @@ def choose(found) -> dict:
     farthest from a collapse, which fails a run)."""
     by_k: dict = {}
     for f in found:
-        by_k.setdefault(f["threshold"], []).append(f)
+        by_k.setdefault(f.get("group_size", f.get("threshold")), []).append(f)
     ok = {k: fs for k, fs in by_k.items() if all(LOW < f["valid/group_rate"] < HIGH for f in fs)}
     score = {k: sum(f["valid/ndcg@10"] for f in fs) for k, fs in ok.items()}
     margin = {k: min(min(f["valid/group_rate"], 1 - f["valid/group_rate"]) for f in fs)
@@ -84,6 +90,8 @@ if __name__ == "__main__":
     ap.add_argument("backbone", nargs="?", choices=list(BACKBONES))
     ap.add_argument("k", type=float, nargs="*", default=[0.3, 0.5, 0.7, 0.8, 0.9],
                     help="thresholds to train at")
+    ap.add_argument("--group-size", type=int, nargs="+", default=[], metavar="N",
+                    help="group sizes of the top-n grouping to train at (instead of thresholds)")
     ap.add_argument("--choose", metavar="FILE.jsonl",
                     help="print the two choices again from a saved output (no training)")
     args = ap.parse_args()
@@ -93,4 +101,4 @@ if __name__ == "__main__":
     elif args.backbone is None:
         ap.error("give a BACKBONE to train, or --choose FILE.jsonl")
     else:
-        main(args.backbone, args.k)
+        main(args.backbone, args.k, args.group_size)

@@ -40,6 +40,9 @@ Choices where the paper is silent or the released code differs (also in
    (with a hard step they would get no gradient at all). ``a'`` is the max *cosine*
    of the projected positions, so ``k`` lives in [-1, 1] (default 0.3, about the median
    of ``a'`` at initialisation on the simulator; at 0.5 the groups emptied during training).
+   ``group_size = n`` (an option, BERT4Rec's rows in ``tfdebias reproduce amid``) groups
+   each row with her ``n`` most similar sampled users instead: a per-row ``k``, for a
+   backbone whose ``a'`` has no fixed ``k`` that keeps the groups open on every draw.
 4. **The propensity model is user-level and fitted**: ``g_psi`` reads ``Mean(S*)`` alone
    (observation is per user) and is fitted to the observation indicator ``o`` of each
    row of ``D`` by binary cross-entropy on a stopped-gradient representation, in the

@@ -17,6 +17,8 @@ from tfdebias.models.base import Backbone, build_on_first_call
 
 ESTIMATORS = ("dr", "ips", "none")
 BACKBONES = ("gru4rec", "sasrec", "bert4rec")
+#: N of Eq. (6): the sampled users MIM compares each row with (decision 4)
+N_SAMPLED_USERS = 64
 
 
 # -- MIM -------------------------------------------------------------------------------
@@ -31,6 +33,9 @@ class MultiInterestModule(keras.layers.Layer):
       threshold ``k`` has a fixed scale in [-1, 1] (the raw product grows without bound
       during training; the code normalises with a softmax over the batch instead);
     * Eq. (4): ``a_ij = 1[a'_ij >= k]`` (straight-through sigmoid gradient, ``tau``);
+      with ``group_size = n > 0`` instead (a deviation, decision 17 of
+      ``docs/methods/amid.md``) ``k`` is per row: her ``n``-th largest ``a'_ij``, so she
+      groups with her ``n`` most similar sampled users whatever the scale of ``a'``;
     * Eq. (5): ``m_{i<-j} = a_ij (S_j W_ip)``;
     * Eq. (6): ``S*_i = Concat_time(S_i, Squeeze(m'_i W_C)) W_F`` with ``W_C`` (N+1, 1);
       returned with its (B, 2T) mask (an aggregated position is real when some
@@ -38,10 +43,11 @@ class MultiInterestModule(keras.layers.Layer):
     """
 
     def __init__(self, dim: int, n_sampled: int, threshold: float = 0.3, tau: float = 0.1,
-                 **kwargs):
+                 group_size: int = 0, **kwargs):
         super().__init__(**kwargs)
         self.dim, self.n_sampled = int(dim), int(n_sampled)
         self.threshold, self.tau = float(threshold), float(tau)
+        self.group_size = int(group_size)
         d = self.dim
         self.w1 = keras.layers.Dense(d, use_bias=False, name="W1")
         self.w2 = keras.layers.Dense(d, use_bias=False, name="W2")
@@ -75,11 +81,25 @@ class MultiInterestModule(keras.layers.Layer):
         sim = tf.where(valid, sim, tf.fill(tf.shape(sim), tf.constant(-1e9, sim.dtype)))
         return tf.reduce_max(sim, axis=[1, 2])
 
-    def group(self, a_raw):
-        """Eq. (4) with a straight-through gradient."""
-        soft = tf.sigmoid((a_raw - self.threshold) / self.tau)
-        hard = tf.cast(a_raw >= self.threshold, a_raw.dtype)
-        return hard + soft - tf.stop_gradient(soft)
+    def group(self, a_raw, axis: int = 1):
+        """Eq. (4) with a straight-through gradient; ``axis`` runs over the N sampled
+        users. With ``group_size = n`` a row groups with the ``n`` users of largest ``a'``
+        along ``axis``, the straight-through gradient centred on her ``n``-th largest
+        (gradient stopped), and a row without a real position (every ``a'`` about -1e9)
+        groups with nobody, as under a fixed ``k``."""
+        if not self.group_size:
+            soft = tf.sigmoid((a_raw - self.threshold) / self.tau)
+            hard = tf.cast(a_raw >= self.threshold, a_raw.dtype)
+            return hard + soft - tf.stop_gradient(soft)
+        move = tf.experimental.numpy.moveaxis
+        top = tf.math.top_k(move(a_raw, axis, -1), self.group_size, sorted=True)
+        # exactly n users: equal a' (two bank histories can share the item and position
+        # that give the max) are taken in bank order, as top_k breaks ties
+        hard = move(tf.reduce_sum(tf.one_hot(top.indices, tf.shape(a_raw)[axis],
+                                             dtype=a_raw.dtype), axis=-2), -1, axis)
+        k = tf.stop_gradient(move(top.values[..., -1:], -1, axis))
+        soft = tf.sigmoid((a_raw - k) / self.tau)
+        return (hard + soft - tf.stop_gradient(soft)) * tf.cast(a_raw > -1e8, a_raw.dtype)
 
     def project(self, layer, s):
         return tf.math.l2_normalize(layer(s), axis=-1)
@@ -146,7 +166,7 @@ class MultiInterestModule(keras.layers.Layer):
             # a'_ij(t) = max over query positions s <= t (a cumulative max)
             pre = tf.reduce_max(best[:, :, None, :] + (upto[None, None] - 1.0) * 1e9, axis=3)
             has = tf.cast(tf.reduce_any(m_b, axis=1), q.dtype)[None, :, None]
-            a = self.group(pre) * has  # (b, N, T)
+            a = self.group(pre, axis=1) * has  # (b, N, T)
             mb = tf.cast(m_b, s_b.dtype)
             msg_sum = tf.reduce_sum(self.w_ip(s_b * mb[..., None]), axis=1)  # (N, d)
             sums.append(tf.einsum("bnt,nd->btd", a * self.w_c[None, :n, None], msg_sum))
@@ -201,6 +221,10 @@ class AMID(Backbone):
         control of the cross-domain headroom (a simulator's shared interest); ``None``.
       n_sampled_users: ``N`` of Eq. (6).
       threshold, tau: ``k`` of Eq. (4) and the straight-through temperature.
+      group_size: ``0`` groups by the threshold ``k`` (Eq. 4); ``n`` in ``[1, N)`` groups
+        each row with its ``n`` most similar sampled users instead (a per-row ``k``, a
+        deviation for a backbone whose ``a'`` has no threshold that keeps the groups open
+        on every draw; decision 17 of ``docs/methods/amid.md``).
       lambda_imputation: ``lambda_1`` of Eq. (13).
       l2: ``lambda_2..lambda_5`` of Eq. (13)/(15), one weight on the squared kernels.
       propensity_clip: lower clip of ``p_hat`` wherever it divides.
@@ -229,12 +253,13 @@ class AMID(Backbone):
     """
 
     def __init__(self, schema, backbone: str = "sasrec", backbone_args: dict | None = None,
-                 mim: bool = True, estimator: str = "dr", n_sampled_users: int = 64,
+                 mim: bool = True, estimator: str = "dr", n_sampled_users: int = N_SAMPLED_USERS,
                  threshold: float = 0.3, tau: float = 0.1, lambda_imputation: float = 0.1,
                  l2: float = 1e-4, propensity_clip: float = 0.01, bank_size: int = 1024,
                  embedding_dim: int = 32, transfer: bool = True, propensity: str = "learned",
                  interest_features=None, position_loss: bool = True, dot_head: bool = True,
-                 position_negatives: int = 0, pooling: str = "mean", **kwargs):
+                 position_negatives: int = 0, pooling: str = "mean", group_size: int = 0,
+                 **kwargs):
         super().__init__(schema, embedding_dim=embedding_dim, **kwargs)
         from tfdebias import models
 
@@ -251,6 +276,9 @@ class AMID(Backbone):
         if n_sampled_users < 1 or bank_size < n_sampled_users:
             raise UsageError(f"need 1 <= n_sampled_users <= bank_size, got "
                              f"{n_sampled_users} and {bank_size}")
+        if not 0 <= group_size < n_sampled_users:
+            raise UsageError(f"group_size must be 0 (threshold k) or in [1, n_sampled_users = "
+                             f"{n_sampled_users}), got {group_size}")
         interest_features = list(interest_features or [])
         missing = [f for f in interest_features if f not in self.schema]
         if missing:
@@ -293,10 +321,11 @@ class AMID(Backbone):
                       transfer=bool(transfer), propensity=propensity,
                       interest_features=interest_features, position_loss=bool(position_loss),
                       dot_head=self.dot_head, position_negatives=int(position_negatives),
-                      pooling=pooling)
+                      pooling=pooling, group_size=int(group_size))
         d = self.backbone.embedding_dim
         self.dim = d
-        self.mim_module = MultiInterestModule(d, self.n_sampled_users, threshold, tau, name="mim")
+        self.mim_module = MultiInterestModule(d, self.n_sampled_users, threshold, tau,
+                                              group_size=group_size, name="mim")
         self.transfer = keras.layers.Dense(d, use_bias=False, name="W_ip_self")
         self.interest_projection = keras.layers.Dense(d, name="interest_projection")
         hidden = self.backbone.hidden_units

@@ -16,7 +16,7 @@ from tfdebias.errors import UsageError
 from tfdebias.methods import Reproducer, register_reproducer
 from tfdebias.progress import Progress
 from tfdebias.methods.amid.data import samplers_pools
-from tfdebias.methods.amid.model import BACKBONES, POOLINGS, build_amid
+from tfdebias.methods.amid.model import BACKBONES, N_SAMPLED_USERS, POOLINGS, build_amid
 from tfdebias.methods.amid.protocol import (GROUPS, clear_candidates, ranking_candidates,
                                             ranking_evidence, score_candidate_matrix)
 from tfdebias.methods.amid.train import BUDGET_COUNTS, fit_amid, step_budget
@@ -40,17 +40,19 @@ ROW_TEMPLATES = (
     ("{B} + AMID (true propensity)", "amid",
      {"backbone": "{b}", "mim": True, "estimator": "dr", "propensity": "true"}, "truth"),
 )
-#: MIM's threshold ``k`` of Eq. (4) for a backbone's +MIM/+AMID rows (``--threshold``
-#: overrides it for every backbone). SASRec and GRU4Rec keep the paper's 0.3 (group rates
-#: 0.1-0.9 on ``open_world``). BERT4Rec's is chosen by
-#: ``python docs/results/amid/mim_threshold.py bert4rec 0.3 0.5 0.7 0.8 0.9 0.95`` (data
-#: seed 0, test rows not read) among the ``k`` where both its +MIM and +AMID rows keep a
-#: validation group rate inside (0.02, 0.98) (with the Cloze term, decision 16: every
-#: ``k`` from 0.5 up): the safest, 0.7 (rates 0.53 / 0.65). The best validation NDCG@10,
-#: 0.95 (rates 0.35 / 0.83), collapsed on data seed 2 (+AMID, rate 1), and a collapsed
-#: group fails a run. At 0.7 the +MIM row keeps open groups on every draw, but +AMID
-#: collapses on data seed 2 too (rate 0), so BERT4Rec's tables leave +AMID out (``--rows``).
-MIM_THRESHOLD = {"sasrec": 0.3, "gru4rec": 0.3, "bert4rec": 0.7}
+#: how a backbone's +MIM/+AMID rows form MIM's interest groups: ``threshold`` ``k`` of
+#: Eq. (4), or ``group_size`` ``n``, each row's ``n`` most similar of the N sampled users
+#: (a per-row ``k``; decision 17 of ``docs/methods/amid.md``). ``--threshold`` or
+#: ``--group-size`` overrides it for every backbone. SASRec and GRU4Rec keep the paper's
+#: fixed k at 0.3 (group rates 0.1-0.9 on ``open_world``). For BERT4Rec no fixed k kept
+#: both rows' groups open on every draw: among the k where data seed 0 kept them open
+#: (``python docs/results/amid/mim_threshold.py bert4rec 0.3 0.5 0.7 0.8 0.9 0.95``), the
+#: best validation NDCG@10 (0.95) made +AMID group everyone on data seed 2, and the
+#: safest (0.7) made it group no one there (a collapsed group fails a run). So BERT4Rec
+#: groups by size; ``n`` is chosen by validation NDCG@10 on data seed 0
+#: (``python docs/results/amid/mim_threshold.py bert4rec --group-size 8 16 32``).
+MIM_GROUPING = {"sasrec": {"threshold": 0.3}, "gru4rec": {"threshold": 0.3},
+                "bert4rec": {"group_size": 32}}
 #: the cross-domain baselines (one row each, whatever the backbone; not with --quick)
 CDSR_ROWS = (("STAR", "star", {}, "baseline"), ("Pi-Net", "pinet", {}, "baseline"),
              ("C2DSR", "c2dsr", {}, "baseline"))
@@ -91,7 +93,7 @@ RATE_ROWS = 1024
 def experiment_rows(backbones: Sequence[str], *, quick: bool = False, interest=(),
                     position_negatives: int = 0, pooling: str = "mean"):
     """``[(name, model, args, role)]``: per backbone the floor, the skyline, the truth rows
-    and the three AMID rows (the MIM rows at the backbone's :data:`MIM_THRESHOLD`); the
+    and the three AMID rows (the MIM rows grouped by the backbone's :data:`MIM_GROUPING`); the
     cross-domain baselines and the true-propensity AMID row unless ``quick``. With several
     backbones only the first gives the floor, the skyline and the truth rows (the others'
     floors are baselines). ``interest``: the data's hidden-interest columns (no
@@ -114,7 +116,7 @@ def experiment_rows(backbones: Sequence[str], *, quick: bool = False, interest=(
                 args = dict(args, interest_features=list(interest))
             args = {k: (v.format(b=b) if isinstance(v, str) else v) for k, v in args.items()}
             if args.get("mim"):
-                args["threshold"] = MIM_THRESHOLD[b]
+                args.update(MIM_GROUPING[b])
             if position_negatives:
                 args["position_negatives"] = int(position_negatives)
             if pooling != "mean" and (args.get("mim") or args.get("transfer", True)):
@@ -306,9 +308,17 @@ def _reproduce_args(p):
                    help=f"negatives of the sampled-softmax next-item loss every row trains with "
                         f"(default {DEFAULTS['position_negatives']}; 0: the paper's BCE against one "
                         f"negative)")
-    p.add_argument("--threshold", type=float, default=None,
-                   help="MIM threshold k of Eq. (4) for every +MIM/+AMID row (default per backbone: "
-                        + ", ".join(f"{DISPLAY[b]} {k}" for b, k in MIM_THRESHOLD.items()) + ")")
+    grouping = p.add_mutually_exclusive_group()
+    grouping.add_argument("--threshold", type=float, default=None,
+                          help="MIM threshold k of Eq. (4) for every +MIM/+AMID row (default per "
+                               "backbone: " + ", ".join(
+                                   f"{DISPLAY[b]} " + (f"k {g['threshold']}" if "threshold" in g
+                                                       else f"group size {g['group_size']}")
+                                   for b, g in MIM_GROUPING.items()) + ")")
+    grouping.add_argument("--group-size", type=positive_int, default=None, metavar="n",
+                          help=f"group every +MIM/+AMID row's user with her n most similar of "
+                               f"the {N_SAMPLED_USERS} sampled users instead of by a threshold "
+                               f"(1 <= n < {N_SAMPLED_USERS})")
     p.add_argument("--pooling", choices=POOLINGS, default="mean",
                    help="how the +IPSCDR/+MIM/+AMID rows pool the user's own and cross-domain "
                         "positions: mean (default, Eq. 7 of the paper) or balanced (half each; "
@@ -352,6 +362,14 @@ def run_reproduce(args):
         if args.position_negatives < 0:
             raise UsageError(f"--position-negatives must be >= 0, got {args.position_negatives}")
         hp["position_negatives"] = args.position_negatives
+    group_size = getattr(args, "group_size", None)
+    if group_size is not None:
+        n_sampled = N_SAMPLED_USERS
+        if args.threshold is not None:
+            raise UsageError("give --threshold or --group-size, not both")
+        if not 1 <= group_size < n_sampled:
+            raise UsageError(f"--group-size must be in [1, {n_sampled}) (the sampled users), "
+                             f"got {group_size}")
     steps_arg = getattr(args, "steps", None)
     if steps_arg is not None and steps_arg < 1:
         raise UsageError(f"--steps must be >= 1, got {steps_arg}")
@@ -383,9 +401,12 @@ def run_reproduce(args):
     rows = experiment_rows(backbones, quick=args.quick, interest=interest,
                            position_negatives=hp["position_negatives"],
                            pooling=pooling)
-    if args.threshold is not None:
-        rows = [(n, m, dict(a, threshold=args.threshold) if a.get("mim") else a, r)
-                for n, m, a, r in rows]
+    grouping = {"threshold": args.threshold,
+             "group_size": group_size, "group_size": 0} if args.threshold is not None else \
+        {"group_size": group_size} if group_size is not None else None
+    if grouping is not None:
+        rows = [(n, m, {**{k: v for k, v in a.items() if k not in ("threshold", "group_size")},
+                        **grouping} if a.get("mim") else a, r) for n, m, a, r in rows]
     if wanted is not None:
         rows = [r for r in rows if r[3] in ("floor", "skyline") or r[0] in wanted]
     if not simulator:  # no unbiased sample, no true propensity
@@ -479,6 +500,7 @@ def run_reproduce(args):
              f"{[x for x in data_seeds if x is not None] or 'one draw'}, model seeds {seeds}. "
              f"Training: {hp}. Wall time {time.time() - t0:.0f} s.")
     extra = {"hyper_parameters": hp, "negatives": sorted(n_negs), "threshold": args.threshold,
+             "group_size": group_size,
              "steps_per_row": {str(k): v for k, v in budgets.items()}, "data": data,
              "budget": budget_count, "pooling": pooling,
              "cross_domain_headroom": cross}

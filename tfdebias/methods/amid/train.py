@@ -208,7 +208,8 @@ def check_group_rates(rates, where: str = "") -> None:
     if bad:
         raise DataError(f"{where}MIM group rate {bad[0]:g} (rates {[round(float(r), 3) for r in rates]}): "
                         "the interest groups collapsed (0: nobody in a group, 1: everybody), "
-                        "MIM passes no user-specific message; change --threshold")
+                        "MIM passes no user-specific message; change --threshold or group by "
+                        "size (--group-size)")
 
 
 def reset_optimizer(optimizer, learning_rate: float) -> None:
