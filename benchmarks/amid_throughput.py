@@ -18,8 +18,18 @@ the same process after a warm-up (the trace is not timed):
   positive + 999 negatives) by ``score_candidates`` (vectorised: one batched call per
   256 users), for the backbone and for AMID.
 
+With ``--as-trained`` it times instead what an evidence table trains: the rows of
+``tfdebias reproduce amid`` (the backbone row, + MIM, + AMID, with the tables' sampled
+softmax over 32 negatives, every-position or Cloze term and MIM grouping) fitted by
+``fit_amid`` for ``--steps`` optimizer steps each, input pipeline included, on
+``--config`` (default ``open_world``, the evidence scenario, there). Each row is fitted
+twice and the second fit, its steps already traced, is timed: ``table_seconds_per_step``
+per row and ``table_ratio`` (the backbone row's seconds over each row's; the +AMID
+row's steps mix ``L_c`` and ``L_r`` in a table's proportion).
+
 Usage: ``python benchmarks/amid_throughput.py [--backbone sasrec] [--config small]
-[--steps 20] [--repeats 3] [--n-sampled-users N]``. The last stdout line is one JSON object.
+[--steps 20] [--repeats 3] [--n-sampled-users N] [--as-trained]``. The last stdout line
+is one JSON object.
 """
 
 from __future__ import annotations
@@ -36,8 +46,12 @@ from _common import add_cpu_threads_argument, emit_json, peak_rss_mb  # noqa: E4
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backbone", default="sasrec", choices=["gru4rec", "sasrec", "bert4rec"])
-    ap.add_argument("--config", default="small", choices=["small", "paper"])
-    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--config", default=None, choices=["small", "paper", "open_world"],
+                    help="simulator config (default small; open_world with --as-trained)")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="timed steps per row (default 20; 100 with --as-trained)")
+    ap.add_argument("--as-trained", action="store_true",
+                    help="time the evidence table's rows as fit_amid trains them")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--eval-users", type=int, default=1024)
@@ -45,6 +59,10 @@ def main(argv=None):
                     help="N of MIM (default: the AMID model's, 64)")
     add_cpu_threads_argument(ap)
     args = ap.parse_args(argv)
+    args.config = args.config or ("open_world" if args.as_trained else "small")
+    args.steps = args.steps or (100 if args.as_trained else 20)
+    if args.steps < 1:
+        ap.error(f"--steps must be >= 1, got {args.steps}")
     from tfdebias.training.threads import configure_cpu_threads
 
     threads = configure_cpu_threads(args.cpu_threads)  # before TensorFlow runs an op
@@ -60,6 +78,8 @@ def main(argv=None):
 
     params = dict(cds.CONFIGS[args.config])
     splits, schema = cds.simulate(params), cds.schema(params)
+    if args.as_trained:
+        return as_trained(args, splits, schema, threads)
     hist = ["history_a", "history_b"]
     pools = samplers.domain_item_pools(splits, hist)
     sampler = samplers.NegativeSampler(pools)
@@ -148,6 +168,51 @@ def main(argv=None):
     }
     print(f"{args.backbone}: backbone {med['backbone']:.0f} rows/s, AMID L_c {med['amid_lc']:.0f}, "
           f"L_r {med['amid_lr']:.0f} (ratio {result['ratio_lc']})")
+    emit_json(result)
+
+
+def as_trained(args, splits, schema, threads):
+    """Seconds per optimizer step of the evidence table's rows, as ``fit_amid`` trains
+    them (input pipeline included), the second fit of each row timed."""
+    import keras
+
+    from tfdebias import models
+    from tfdebias.methods.amid import fit_amid, reproduce as R
+    from tfdebias.methods.amid.data import samplers_pools
+
+    disp = R.DISPLAY[args.backbone]
+    want = [disp, f"{disp} + MIM", f"{disp} + AMID"]
+    rows = {name: (model, margs) for name, model, margs, _ in
+            R.experiment_rows([args.backbone], quick=True,
+                              position_negatives=R.DEFAULTS["position_negatives"])
+            if name in want}
+    pools = samplers_pools(splits)
+    per_step = {}
+    for name in want:
+        model_name, margs = rows[name]
+        if args.n_sampled_users is not None and margs.get("mim"):
+            margs = dict(margs, n_sampled_users=args.n_sampled_users)
+        keras.utils.set_random_seed(0)
+        m = models.build(model_name, schema, **margs)
+        times = []
+        for reuse in (False, True):  # the first fit traces the steps; the second is timed
+            fit = fit_amid(m, splits["train"], schema, unobserved_columns=splits["unobserved"],
+                           steps=args.steps, batch_size=args.batch_size,
+                           learning_rate=R.DEFAULTS["learning_rate"],
+                           dr_lr_ratio=R.DEFAULTS["dr_lr_ratio"], pools=pools,
+                           reuse_optimizer=reuse)
+            times.append(fit["train_seconds"] / fit["steps"])
+        per_step[name] = times[-1]
+        print(f"{name}: {1000 * per_step[name]:.1f} ms per step", flush=True)
+    result = {
+        "benchmark": "amid_throughput", "mode": "as_trained", "backbone": args.backbone,
+        "config": args.config, "batch_size": args.batch_size, "steps": args.steps,
+        "position_negatives": R.DEFAULTS["position_negatives"],
+        "table_seconds_per_step": {k: round(v, 4) for k, v in per_step.items()},
+        "table_ratio": {k: round(per_step[disp] / v, 3) for k, v in per_step.items()},
+        "load_average": os.getloadavg()[0], "cpus": os.cpu_count(),
+        "peak_rss_mb": peak_rss_mb(), "cpu_threads": [threads.inter, threads.intra],
+    }
     emit_json(result)
 
 
