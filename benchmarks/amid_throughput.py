@@ -194,15 +194,13 @@ def as_trained(args, splits, schema, threads):
             margs = dict(margs, n_sampled_users=args.n_sampled_users)
         keras.utils.set_random_seed(0)
         m = models.build(model_name, schema, **margs)
-        times = []
         for reuse in (False, True):  # the first fit traces the steps; the second is timed
             fit = fit_amid(m, splits["train"], schema, unobserved_columns=splits["unobserved"],
                            steps=args.steps, batch_size=args.batch_size,
                            learning_rate=R.DEFAULTS["learning_rate"],
                            dr_lr_ratio=R.DEFAULTS["dr_lr_ratio"], pools=pools,
                            reuse_optimizer=reuse)
-            times.append(fit["train_seconds"] / fit["steps"])
-        per_step[name] = times[-1]
+        per_step[name] = fit["train_seconds"] / fit["steps"]
         print(f"{name}: {1000 * per_step[name]:.1f} ms per step", flush=True)
     result = {
         "benchmark": "amid_throughput", "mode": "as_trained", "backbone": args.backbone,

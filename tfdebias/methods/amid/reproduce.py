@@ -50,7 +50,7 @@ ROW_TEMPLATES = (
 #: best validation NDCG@10 (0.95) made +AMID group everyone on data seed 2, and the
 #: safest (0.7) made it group no one there (a collapsed group fails a run). So BERT4Rec
 #: groups by size; ``n`` is chosen by validation NDCG@10 on data seed 0
-#: (``python docs/results/amid/mim_threshold.py bert4rec --group-size 8 16 32``).
+#: (``python docs/results/amid/mim_threshold.py bert4rec --group-size 8 16 32 48``).
 MIM_GROUPING = {"sasrec": {"threshold": 0.3}, "gru4rec": {"threshold": 0.3},
                 "bert4rec": {"group_size": 32}}
 #: the cross-domain baselines (one row each, whatever the backbone; not with --quick)
@@ -364,12 +364,11 @@ def run_reproduce(args):
         hp["position_negatives"] = args.position_negatives
     group_size = getattr(args, "group_size", None)
     if group_size is not None:
-        n_sampled = N_SAMPLED_USERS
         if args.threshold is not None:
             raise UsageError("give --threshold or --group-size, not both")
-        if not 1 <= group_size < n_sampled:
-            raise UsageError(f"--group-size must be in [1, {n_sampled}) (the sampled users), "
-                             f"got {group_size}")
+        if not 1 <= group_size < N_SAMPLED_USERS:
+            raise UsageError(f"--group-size must be in [1, {N_SAMPLED_USERS}) (the sampled "
+                             f"users), got {group_size}")
     steps_arg = getattr(args, "steps", None)
     if steps_arg is not None and steps_arg < 1:
         raise UsageError(f"--steps must be >= 1, got {steps_arg}")
@@ -401,9 +400,11 @@ def run_reproduce(args):
     rows = experiment_rows(backbones, quick=args.quick, interest=interest,
                            position_negatives=hp["position_negatives"],
                            pooling=pooling)
-    grouping = {"threshold": args.threshold,
-             "group_size": group_size, "group_size": 0} if args.threshold is not None else \
-        {"group_size": group_size} if group_size is not None else None
+    grouping = None  # --threshold or --group-size: the grouping of every MIM row
+    if args.threshold is not None:
+        grouping = {"threshold": args.threshold, "group_size": 0}
+    elif group_size is not None:
+        grouping = {"group_size": group_size}
     if grouping is not None:
         rows = [(n, m, {**{k: v for k, v in a.items() if k not in ("threshold", "group_size")},
                         **grouping} if a.get("mim") else a, r) for n, m, a, r in rows]
